@@ -1,0 +1,5 @@
+import sys
+
+from npuflow.cli import main
+
+sys.exit(main())

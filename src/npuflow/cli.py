@@ -1,0 +1,203 @@
+"""Command line: ``npuflow optimize | evaluate | infer``. Thin: parse, call the API, print.
+
+Exit codes: 0 success, 2 bad input or usage (one-line message, no traceback), 3 internal error
+(one line; set NPUFLOW_DEBUG=1 for the traceback).
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from npuflow.errors import NpuflowError
+
+PLATFORM_HELP = "target platform: 520, 720, 530, 630 or 730"
+
+
+def _shape_arg(text: str) -> tuple[str, list[int]]:
+    try:
+        name, dims = text.rsplit("=", 1)
+        shape = [int(d) for d in dims.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected NAME=D0,D1,... (e.g. x=1,3,32,320), got {text!r}") from None
+    if not name or any(d <= 0 for d in shape):
+        raise argparse.ArgumentTypeError(f"expected NAME=D0,D1,... with positive dims, got {text!r}")
+    return name, shape
+
+
+def _input_arg(text: str) -> tuple[str, str]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected NAME=PATH (a .npy or .npz file), got {text!r}")
+    name, path = text.split("=", 1)
+    return name, path
+
+
+def _shapes(items: list[tuple[str, list[int]]] | None) -> dict[str, list[int]] | None:
+    return dict(items) if items else None
+
+
+def _bitwidth_args(p: argparse.ArgumentParser) -> None:
+    for key, help_ in (("datapath", "activations inside the model"), ("weight", "weights (int4 on 730 only)"),
+                       ("model-in", "model inputs"), ("model-out", "model outputs"), ("cpu-node", "CPU node inputs/outputs")):
+        p.add_argument(f"--{key}-bitwidth", default="int8", metavar="MODE",
+                       help=f"bit width of {help_}: int8 or int16 (int16 not on 520). Default int8")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from npuflow import __version__
+
+    parser = argparse.ArgumentParser(prog="npuflow", description="Open toolchain for Kneron-class edge NPUs.")
+    parser.add_argument("--version", action="version", version=f"npuflow {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("optimize", help="optimize an ONNX model (shape inference, folding, BN fusion)",
+                       description="Optimize a float ONNX model: shape inference, Constant folding, removal of "
+                                   "Identity/Dropout, initializers listed as inputs treated as weights, BatchNormalization "
+                                   "folded into the preceding Conv, dynamic input dims fixed.")
+    p.add_argument("model", help="input .onnx file")
+    p.add_argument("-o", "--output", help="output .onnx file (default: MODEL with .opt.onnx next to it)")
+    p.add_argument("--keep-bn", action="store_true", help="do not fold BatchNormalization into Conv")
+    p.add_argument("--input-shape", action="append", type=_shape_arg, metavar="NAME=D0,D1,...",
+                   help="fix the dims of a dynamic input (repeat per input), e.g. x=1,3,32,320")
+    p.add_argument("--force", action="store_true", help="replace the output file if it exists")
+
+    p = sub.add_parser("evaluate", help="IP evaluator: NPU/CPU placement and estimated speed",
+                       description="Optimize the model and estimate, per node, its placement (NPU or CPU, and why), "
+                                   "MACs, bytes and time on the platform. Prints the summary and writes "
+                                   "model_fx_report.html/.json/.csv into the output folder.")
+    p.add_argument("model", help=".onnx file")
+    p.add_argument("-p", "--platform", required=True, help=PLATFORM_HELP)
+    p.add_argument("-o", "--output-dir", default=None, help="folder for the report (default ./npuflow_output)")
+    p.add_argument("--input-shape", action="append", type=_shape_arg, metavar="NAME=D0,D1,...",
+                   help="fix the dims of a dynamic input (repeat per input)")
+    p.add_argument("--keep-bn", action="store_true", help="do not fold BatchNormalization into Conv before evaluating")
+    _bitwidth_args(p)
+    p.add_argument("--weight-bandwidth", type=float, default=None, help="weight DDR bandwidth in Gbps (default: the platform's)")
+    p.add_argument("--dma-bandwidth", type=float, default=None, help="activation DMA bandwidth in Gbps (default: the platform's)")
+
+    p = sub.add_parser("infer", help="run a model in float on .npy/.npz inputs",
+                       description="Run a float ONNX model with onnxruntime on inputs given as .npy files (one array in the "
+                                   "model's input shape, or N stacked on a first axis with --batch) and print the outputs.")
+    p.add_argument("model", help=".onnx file")
+    p.add_argument("-i", "--input", action="append", type=_input_arg, required=True, metavar="NAME=FILE.npy",
+                   help="model input name and .npy file (repeat per input)")
+    p.add_argument("--batch", action="store_true", help="the arrays carry N inputs on their first axis")
+    p.add_argument("--save", metavar="OUT.npz", help="save the outputs to this .npz file")
+    p.add_argument("--force", action="store_true", help="replace --save's file if it exists")
+    return parser
+
+
+def _load_npy(path: str, name: str) -> np.ndarray:
+    from npuflow.errors import InputError
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"input file for '{name}' not found: {p}")
+    try:
+        if p.suffix == ".npz":
+            with np.load(p, allow_pickle=False) as z:
+                if len(z.files) != 1:
+                    raise InputError(f"{p} holds {len(z.files)} arrays {z.files}; give a .npz with one array or a .npy")
+                return z[z.files[0]]
+        return np.load(p, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise InputError(f"cannot read {p} as a numpy .npy/.npz file (pickled objects are refused): {exc}") from None
+
+
+def _cmd_optimize(a: argparse.Namespace) -> int:
+    import onnx
+
+    from npuflow._io import atomic_write_bytes, refuse_overwrite
+    from npuflow.ir.load import load_model
+    from npuflow.passes import optimize
+
+    src = Path(a.model)
+    out = Path(a.output) if a.output else src.with_name(src.name[:-5] + ".opt.onnx" if src.name.endswith(".onnx") else src.name + ".opt.onnx")
+    refuse_overwrite(out, a.force)
+    model = optimize(load_model(src), keep_bn=a.keep_bn, input_shapes=_shapes(a.input_shape), progress=sys.stderr.isatty())
+    atomic_write_bytes(out, model.SerializeToString())
+    ops: dict[str, int] = {}
+    for n in model.graph.node:
+        ops[n.op_type] = ops.get(n.op_type, 0) + 1
+    print(f"wrote {out} ({len(model.graph.node)} nodes: " + ", ".join(f"{k} {v}" for k, v in sorted(ops.items())) + ")")
+    del onnx
+    return 0
+
+
+def _cmd_evaluate(a: argparse.Namespace) -> int:
+    from npuflow.config import ModelConfig
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="model id .* reserved")
+        km = ModelConfig(32769, "0001", a.platform, onnx_path=a.model, input_shapes=_shapes(a.input_shape))
+    text = km.evaluate(
+        output_dir=a.output_dir, datapath_bitwidth_mode=a.datapath_bitwidth, weight_bitwidth_mode=a.weight_bitwidth,
+        model_in_bitwidth_mode=a.model_in_bitwidth, model_out_bitwidth_mode=a.model_out_bitwidth,
+        cpu_node_bitwidth_mode=a.cpu_node_bitwidth, weight_bandwidth=a.weight_bandwidth, dma_bandwidth=a.dma_bandwidth,
+        keep_bn=a.keep_bn,
+    )
+    print(text, end="")
+    return 0
+
+
+def _cmd_infer(a: argparse.Namespace) -> int:
+    from npuflow._io import atomic_write_bytes, refuse_overwrite
+    from npuflow.model import load
+
+    save = Path(a.save) if a.save else None
+    if save:
+        refuse_overwrite(save, a.force)
+    model = load(a.model)
+    feeds = {name: _load_npy(path, name) for name, path in a.input}
+    outs = model.run_batch(feeds) if a.batch else model.run(feeds)
+    for name, y in zip(model.output_names, outs):
+        flat = y.reshape(-1)
+        line = f"{name}: shape {tuple(y.shape)} {y.dtype} min {flat.min():.6g} max {flat.max():.6g} mean {flat.mean():.6g}"
+        if y.ndim >= 1 and y.shape[-1] <= 1000 and y.size == y.shape[-1] * (y.shape[0] if a.batch else 1):
+            line += f" argmax {y.reshape(-1, y.shape[-1]).argmax(-1).tolist()}"
+        print(line)
+    if save:
+        buf = io.BytesIO()
+        np.savez(buf, **{f"output_{k}": y for k, y in enumerate(outs)})
+        atomic_write_bytes(save, buf.getvalue())
+        print(f"wrote {save}")
+    return 0
+
+
+_COMMANDS = {"optimize": _cmd_optimize, "evaluate": _cmd_evaluate, "infer": _cmd_infer}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    if not a.command:
+        parser.print_help()
+        return 2
+    logging.basicConfig(level=logging.WARNING, format="npuflow: %(levelname)s: %(message)s")
+    warnings.simplefilter("default")
+    warnings.formatwarning = lambda msg, cat, *rest, **kw: f"npuflow: warning: {msg}\n"
+    try:
+        return _COMMANDS[a.command](a)
+    except NpuflowError as exc:
+        print(f"npuflow {a.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("npuflow: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # one line, no traceback, unless asked
+        if os.environ.get("NPUFLOW_DEBUG") == "1":
+            raise
+        print(f"npuflow {a.command}: internal error: {type(exc).__name__}: {exc} (set NPUFLOW_DEBUG=1 for the traceback "
+              "and please report it)", file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,4 @@
+"""Loading, validating and inspecting ONNX graphs."""
+from npuflow.ir.load import load_model, model_inputs, model_outputs, initializer_names
+
+__all__ = ["load_model", "model_inputs", "model_outputs", "initializer_names"]

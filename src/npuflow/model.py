@@ -1,0 +1,109 @@
+"""Loaded-model objects: npuflow's primary inference API.
+
+Build once (load, check, prepare the engine), then call many times on one input or a batch::
+
+    m = npuflow.load("model.onnx")
+    y = m.run({"input": x})              # one input, in the model's own shape
+    ys = m.run_batch({"input": xs})      # N inputs stacked on a new (or the batch) axis
+
+``ktc.kneron_inference`` is a thin wrapper that keeps a small cache of these objects.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import onnx
+
+from npuflow.errors import InputError
+from npuflow.inputs import InputSpec, bind_inputs
+from npuflow.ir.load import ModelSource, load_model
+from npuflow.reference.float_runner import FloatRunner, input_specs
+
+
+class FloatModel:
+    """A float ONNX model run by onnxruntime, exactly as given (no optimization applied)."""
+
+    kind = "float"
+
+    def __init__(self, source: ModelSource, *, threads: int | None = None) -> None:
+        self.path: Path | None = None if isinstance(source, onnx.ModelProto) else Path(source)
+        label = str(self.path) if self.path else "<in-memory ModelProto>"
+        self.proto = load_model(source)
+        self.inputs: list[InputSpec] = input_specs(self.proto, allow_dynamic=True)
+        self._runner = FloatRunner(self.proto, label=label, threads=threads)
+        self.output_names: list[str] = list(self._runner.output_names)
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _select_outputs(self, reordering: Sequence[str] | None) -> list[str]:
+        if reordering is None:
+            return self.output_names
+        if isinstance(reordering, str):
+            reordering = [reordering]
+        unknown = [r for r in reordering if r not in self.output_names]
+        if unknown:
+            raise InputError(f"reordering names {unknown} are not outputs of the model; its outputs are {self.output_names}")
+        return list(reordering)
+
+    def _dynamic_batch(self) -> bool:
+        return all(len(s.shape) > 0 and s.shape[0] == -1 for s in self.inputs)
+
+    # -- public API --------------------------------------------------------------------------
+    def run(
+        self,
+        inputs: Mapping[str, Any] | Sequence[Any],
+        input_names: Sequence[str] | None = None,
+        *,
+        reordering: Sequence[str] | None = None,
+    ) -> list[np.ndarray]:
+        """Run one input; returns the outputs in model order (or ``reordering`` order)."""
+        feeds = bind_inputs(self.inputs, inputs, input_names)
+        return self._runner.run(feeds, self._select_outputs(reordering))
+
+    def run_batch(
+        self,
+        inputs: Mapping[str, Any] | Sequence[Any],
+        input_names: Sequence[str] | None = None,
+        *,
+        reordering: Sequence[str] | None = None,
+    ) -> list[np.ndarray]:
+        """Run N inputs at once. Each array carries N on its first axis.
+
+        A model with a dynamic batch dim runs the whole batch in one call; any other model
+        (e.g. one whose graph fixes batch 1) is run once per sample and the results are
+        concatenated on axis 0.
+        """
+        feeds = bind_inputs(self.inputs, inputs, input_names, batched=True)
+        names = self._select_outputs(reordering)
+        n = next(iter(feeds.values())).shape[0]
+        if self._dynamic_batch():
+            return self._runner.run(feeds, names)
+        per_sample = []
+        for i in range(n):
+            one = {}
+            for s in self.inputs:
+                v = feeds[s.name]
+                one[s.name] = v[i : i + 1] if v.ndim == len(s.shape) else v[i]
+            per_sample.append(self._runner.run(one, names))
+        return [np.concatenate([r[k] for r in per_sample], axis=0) for k in range(len(names))]
+
+
+def load(source: ModelSource, *, threads: int | None = None, platform: int | str | None = None) -> FloatModel:
+    """Load a model for inference. ``.onnx`` (or a ModelProto) -> FloatModel.
+
+    ``.bie`` files are opened by ``npuflow.bie`` (fixed-point models).
+    """
+    if not isinstance(source, onnx.ModelProto) and str(source).endswith(".bie"):
+        from npuflow.bie import open_bie
+
+        return open_bie(source, platform=platform)
+    return FloatModel(source, threads=threads)
+
+
+def file_key(path: str | os.PathLike) -> tuple[str, int, int]:
+    """Cache key of a model file: its resolved path, size and modification time (ns)."""
+    p = Path(path).resolve()
+    st = p.stat()
+    return (str(p), st.st_size, st.st_mtime_ns)

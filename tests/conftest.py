@@ -1,0 +1,62 @@
+"""Shared test fixtures.
+
+Tests over the large shared assets (models, images) use the ``shared`` fixture. The folder is
+``$NPUFLOW_SHARED`` or ``../shared`` next to the repository. When it is missing those tests are
+skipped and the session ends with a loud banner saying how many were skipped and why; CI always
+has the folder and sets ``NPUFLOW_REQUIRE_SHARED=1`` so that a missing folder fails instead.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "examples"
+
+
+def shared_root() -> Path:
+    return Path(os.environ.get("NPUFLOW_SHARED", REPO.parent / "shared")).resolve()
+
+
+SHARED = shared_root()
+HAVE_SHARED = (SHARED / "models").is_dir()
+_skipped_for_shared: list[str] = []
+
+
+@pytest.fixture(scope="session")
+def shared() -> Path:
+    if not HAVE_SHARED:
+        if os.environ.get("NPUFLOW_REQUIRE_SHARED") == "1":
+            pytest.fail(f"shared assets required (NPUFLOW_REQUIRE_SHARED=1) but not found at {SHARED}")
+        pytest.skip(f"shared assets not found at {SHARED} (set NPUFLOW_SHARED)")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def mnist_example() -> Path:
+    return EXAMPLES / "mnist" / "mnist_cntk_opt.onnx"
+
+
+def pytest_collection_modifyitems(config, items):
+    slow_on = os.environ.get("NPUFLOW_SLOW") == "1" or "slow" in (config.getoption("-m") or "")
+    skip_slow = pytest.mark.skip(reason="slow case: run with NPUFLOW_SLOW=1 or -m slow")
+    for item in items:
+        if "slow" in item.keywords and not slow_on:
+            item.add_marker(skip_slow)
+
+
+def pytest_runtest_logreport(report):
+    if report.skipped and "shared assets not found" in str(report.longrepr):
+        _skipped_for_shared.append(report.nodeid)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _skipped_for_shared:
+        tr = terminalreporter
+        tr.write_sep("!", "SHARED ASSETS MISSING", red=True, bold=True)
+        tr.write_line(
+            f"{len(_skipped_for_shared)} tests over real models/data were SKIPPED: no shared folder at {SHARED}."
+        )
+        tr.write_line("Set NPUFLOW_SHARED=/path/to/shared to run them. CI always runs them.")
