@@ -1,0 +1,67 @@
+import numpy as np
+from hypothesis import given, settings, strategies as st
+
+from npuflow.calibration.histogram import BINS, AbsHistogram
+
+
+def test_percentile_and_max_hand_values():
+    h = AbsHistogram()
+    h.update(np.array([-4.0, 1.0, 2.0, 3.0], np.float32))
+    assert h.edge == 4.0 and h.abs_max == 4.0 and h.count == 4
+    assert h.percentile(1.0) == 4.0
+    # 3 of 4 values are <= 3.0: the 0.75 percentile is the upper edge of 3.0's bin
+    assert abs(h.percentile(0.75) - (3.0 + 4.0 / BINS)) < 1e-9
+    assert h.percentile(0.25) <= 1.0 + 4.0 / BINS
+
+
+def test_all_zero_and_empty():
+    h = AbsHistogram()
+    assert h.percentile(0.999) == 0.0
+    h.update(np.zeros(10, np.float32))
+    assert h.count == 10 and h.percentile(0.5) == 0.0
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(st.floats(-1e4, 1e4, allow_nan=False, width=32), min_size=1, max_size=50), min_size=1, max_size=6),
+       st.randoms(use_true_random=False))
+def test_order_independent(chunks, rnd):
+    """Same data in any order / grouping gives identical counts (the determinism guarantee)."""
+    a = AbsHistogram()
+    for c in chunks:
+        a.update(np.array(c, np.float32))
+    shuffled = list(chunks)
+    rnd.shuffle(shuffled)
+    b = AbsHistogram()
+    for c in shuffled:
+        b.update(np.array(c, np.float32))
+    flat = AbsHistogram()
+    flat.update(np.array([v for c in chunks for v in c], np.float32))
+    merged = AbsHistogram()
+    for c in chunks:
+        part = AbsHistogram()
+        part.update(np.array(c, np.float32))
+        merged.merge(part)
+    for other in (b, flat, merged):
+        assert other.edge == a.edge and other.abs_max == a.abs_max and other.count == a.count
+        np.testing.assert_array_equal(other.counts, a.counts)
+
+
+def test_percentile_close_to_numpy():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(200_000).astype(np.float32)
+    h = AbsHistogram()
+    for chunk in np.array_split(x, 7):
+        h.update(chunk)
+    exact = np.quantile(np.abs(x), 0.999)
+    assert abs(h.percentile(0.999) - exact) <= 2 * h.edge / BINS
+
+
+def test_mse_prefers_clipping_for_heavy_tails():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(100_000).astype(np.float32)
+    x[:5] = 30.0  # a few outliers
+    h = AbsHistogram()
+    h.update(x)
+    # with coarse (4-bit) steps, clipping the outliers wins; with int8 steps keeping them wins
+    assert h.quant_mse(4.0, 7) < h.quant_mse(30.0, 7)
+    assert h.quant_mse(30.0, 127) < h.quant_mse(4.0, 127)
