@@ -129,22 +129,7 @@ class ModelConfig:
         return self._optimized
 
     def _check_bitwidths(self, modes: dict[str, str]) -> dict[str, str]:
-        from npuflow.platforms import platforms_allowing
-
-        out = {}
-        for key, mode in modes.items():
-            if not isinstance(mode, str):
-                raise InvalidConfigError(f"{key}_bitwidth_mode must be a string such as 'int8', got {mode!r}")
-            if mode in _MIX_MODES:
-                raise NotAvailableError(f"{key}_bitwidth_mode={mode!r}: mixed-precision modes are not available in npuflow yet; use 'int8' or 'int16'")
-            if not self.platform.allows_bitwidth(key, mode):
-                allowed = platforms_allowing(key, mode)
-                raise InvalidConfigError(
-                    f"{key}_bitwidth_mode={mode!r} is not allowed on platform {self.platform.id}"
-                    + (f"; platforms that allow it: {', '.join(map(str, allowed))}" if allowed else "; no platform allows it")
-                )
-            out[key] = mode
-        return out
+        return check_bitwidth_modes(self.platform, modes)
 
     def evaluate(
         self,
@@ -201,6 +186,30 @@ class ModelConfig:
             "analysis (fixed-point quantization) is not available in this npuflow version yet; "
             "evaluate() and float kneron_inference(onnx_file=...) work today"
         )
+
+
+def check_bitwidth_modes(platform: Any, modes: dict[str, str]) -> dict[str, str]:
+    """Validate ``{"datapath": "int8", ...}`` against the platform's allowed bit widths."""
+    from npuflow.platforms import PLATFORMS, get_platform
+
+    out = {}
+    for key, mode in modes.items():
+        if not isinstance(mode, str):
+            raise InvalidConfigError(f"{key}_bitwidth_mode must be a string such as 'int8', got {mode!r}")
+        if mode in _MIX_MODES:
+            raise NotAvailableError(f"{key}_bitwidth_mode={mode!r}: mixed-precision modes are not available in npuflow yet; "
+                                    "use 'int8' or 'int16' (and per-node overrides)")
+        m = re.fullmatch(r"int(\d+)", mode)
+        bits = int(m.group(1)) if m else None
+        if bits is None or bits not in platform.bitwidths[key]:
+            allowed = [p for p in PLATFORMS if bits is not None and bits in get_platform(p).bitwidths[key]]
+            raise InvalidConfigError(
+                f"{key}_bitwidth_mode={mode!r} is not allowed on platform {platform.id} (allowed there: "
+                + ", ".join(f"int{b}" for b in platform.bitwidths[key]) + ")"
+                + (f"; platforms that allow it: {', '.join(map(str, allowed))}" if allowed else "")
+            )
+        out[key] = mode
+    return out
 
 
 _TILINGS = ("default", "deep_search", "partial_graph_search")

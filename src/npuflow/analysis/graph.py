@@ -1,0 +1,167 @@
+"""From an optimized ONNX graph to the steps the fixed-point simulator runs.
+
+A *step* is one quantized node after fusion (spec docs/fixed-point.md, "Fusion table"):
+
+1. A MAC op (Conv, ConvTranspose, Gemm, MatMul) or Add/Sub followed by Relu, Clip or (MAC ops
+   only) LeakyRelu is one step with the activation fused: one output format, no format for the
+   pre-activation tensor. The activation must be the only consumer and not a graph output.
+2. SiLU written as ``Mul(x, Sigmoid(x))`` becomes one Swish step (the Sigmoid output is used only
+   by that Mul).
+3. Every other NPU node with an integer kernel is a step of its own.
+4. CPU nodes (placement CPU), and NPU nodes without an integer kernel, are float steps: their
+   inputs are dequantized, the node runs in float (onnxruntime), its float outputs are quantized
+   at ``cpu_node_bitwidth_mode``.
+Constant inputs (initializers) of a step are its ``weights``, keyed by the ONNX schema input name.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from npuflow.evaluate.placement import CPU, Placement
+
+MAC_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+FUSABLE_ACT = {"Relu", "Clip", "LeakyRelu"}
+#: ops whose output keeps the input's format (spec: data movement and max selection)
+PASS_THROUGH = {"Reshape", "Flatten", "Transpose", "Slice", "Squeeze", "Unsqueeze", "Gather", "Split", "Pad",
+                "Identity", "MaxPool", "GlobalMaxPool"}
+
+
+@dataclass
+class Step:
+    name: str  # name of the first ONNX node of the group
+    op_type: str  # kernel op type ("Conv", "Swish", ...) or the ONNX op for float steps
+    nodes: tuple[str, ...]  # ONNX node names in the group
+    inputs: list[str | None]  # one entry per ONNX input position ("" / None for constants and absent inputs)
+    outputs: list[str]
+    attrs: dict[str, Any]
+    weights: dict[str, np.ndarray] = field(default_factory=dict)
+    weight_names: dict[str, str] = field(default_factory=dict)  # schema name -> initializer name
+    float_step: bool = False  # runs in float between dequantize/quantize
+    reason: str = ""  # why a float step (CPU placement, or no integer kernel)
+    onnx_node: onnx.NodeProto | None = None  # the original node, for float steps
+
+    @property
+    def runtime_inputs(self) -> list[str]:
+        return [i for i in self.inputs if i]
+
+
+def node_attrs(node: onnx.NodeProto) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for a in node.attribute:
+        v = onnx.helper.get_attribute_value(a)
+        if isinstance(v, onnx.TensorProto):
+            v = numpy_helper.to_array(v)
+        elif isinstance(v, list):
+            v = list(v)
+        out[a.name] = v
+    return out
+
+
+def schema_input_names(node: onnx.NodeProto, opset: int) -> list[str]:
+    try:
+        schema = onnx.defs.get_schema(node.op_type, opset, node.domain or "")
+    except onnx.defs.SchemaError:
+        return [f"in{i}" for i in range(len(node.input))]
+    names = [p.name for p in schema.inputs]
+    if len(names) < len(node.input):  # variadic last input
+        names += [names[-1]] * (len(node.input) - len(names))
+    return names[: len(node.input)]
+
+
+def default_opset(model: onnx.ModelProto) -> int:
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return imp.version
+    return onnx.defs.onnx_opset_version()
+
+
+def build_steps(model: onnx.ModelProto, placements: list[Placement], kernel_ops: set[str]) -> list[Step]:
+    """Group the (topologically sorted) nodes of ``model`` into steps; see the module docstring."""
+    g = model.graph
+    inits = {t.name: t for t in g.initializer}
+    opset = default_opset(model)
+    consumers: dict[str, list[int]] = {}
+    for i, n in enumerate(g.node):
+        for x in n.input:
+            if x:
+                consumers.setdefault(x, []).append(i)
+    graph_outputs = {o.name for o in g.output}
+    place = {p.name: p for p in placements}
+    nodes = list(g.node)
+    used = [False] * len(nodes)
+
+    def only_consumer(tensor: str) -> int | None:
+        c = consumers.get(tensor, [])
+        if len(c) == 1 and tensor not in graph_outputs:
+            return c[0]
+        return None
+
+    def is_cpu(n: onnx.NodeProto) -> bool:
+        p = place.get(n.name)
+        return p is not None and p.placement == CPU
+
+    def const_value(name: str) -> np.ndarray | None:
+        t = inits.get(name)
+        return numpy_helper.to_array(t) if t is not None else None
+
+    steps: list[Step] = []
+    for i, n in enumerate(nodes):
+        if used[i]:
+            continue
+        used[i] = True
+        names = schema_input_names(n, opset)
+        weights: dict[str, np.ndarray] = {}
+        weight_names: dict[str, str] = {}
+        inputs: list[str | None] = []
+        for sname, x in zip(names, n.input):
+            if x and x in inits:
+                weights[sname] = const_value(x)
+                weight_names[sname] = x
+                inputs.append(None)
+            else:
+                inputs.append(x or None)
+        attrs = node_attrs(n)
+        op = n.op_type
+        group = [n.name]
+        outputs = list(n.output)
+        cpu = is_cpu(n)
+        if not cpu and op in kernel_ops:
+            nxt = only_consumer(n.output[0]) if len(n.output) == 1 else None
+            if nxt is not None and not used[nxt] and not is_cpu(nodes[nxt]):
+                a = nodes[nxt]
+                if a.op_type in FUSABLE_ACT and (op in MAC_OPS or (op in ("Add", "Sub") and a.op_type != "LeakyRelu")):
+                    aa = node_attrs(a)
+                    attrs["activation"] = a.op_type
+                    if a.op_type == "Clip":
+                        lo = const_value(a.input[1]) if len(a.input) > 1 and a.input[1] else aa.get("min")
+                        hi = const_value(a.input[2]) if len(a.input) > 2 and a.input[2] else aa.get("max")
+                        attrs["activation_min"] = float(lo) if lo is not None else -np.inf
+                        attrs["activation_max"] = float(hi) if hi is not None else np.inf
+                    elif a.op_type == "LeakyRelu":
+                        attrs["activation_alpha"] = float(aa.get("alpha", 0.01))
+                    used[nxt] = True
+                    group.append(a.name)
+                    outputs = list(a.output)
+            if op == "Sigmoid" and "Swish" in kernel_ops:
+                nxt = only_consumer(n.output[0])
+                if nxt is not None and not used[nxt] and nodes[nxt].op_type == "Mul" and not is_cpu(nodes[nxt]):
+                    m = nodes[nxt]
+                    if set(m.input) == {n.input[0], n.output[0]}:
+                        used[nxt] = True
+                        steps.append(Step(n.name, "Swish", (n.name, m.name), [n.input[0]], list(m.output),
+                                          {"alpha": 1.0}))
+                        continue
+        float_step = cpu or op not in kernel_ops
+        reason = ""
+        if cpu:
+            reason = place[n.name].reason
+        elif op not in kernel_ops:
+            reason = f"no integer kernel for {op}: simulated in float between quantize/dequantize"
+        steps.append(Step(n.name, op, tuple(group), inputs, outputs, attrs, weights, weight_names,
+                          float_step, reason, n if float_step else None))
+    return steps

@@ -1,0 +1,66 @@
+"""Analysis orchestration: optimize -> place -> fuse -> calibrate -> choose formats -> program."""
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import onnx
+
+from npuflow.analysis.graph import Step, build_steps
+from npuflow.analysis.program import Program, build_program, needed_stats
+from npuflow.analysis.ranges import QuantOptions
+from npuflow.calibration.collector import StatsCollector
+from npuflow.calibration.inputs import iter_calibration_inputs, length_hint
+from npuflow.evaluate.placement import place_model
+from npuflow.reference.float_runner import input_specs
+from npuflow.sim.kernels import KERNELS
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AnalysisResult:
+    optimized: onnx.ModelProto
+    steps: list[Step]
+    program: Program
+    stats: dict[str, Any]  # tensor -> AbsHistogram
+    samples: int
+
+
+def analyse(
+    optimized: onnx.ModelProto,
+    platform: Any,
+    input_mapping: Any,
+    opts: QuantOptions,
+    *,
+    threads: int = 4,
+    progress: bool | None = None,
+) -> AnalysisResult:
+    """Calibrate ``optimized`` (already through ``npuflow.passes.optimize``) and build its program."""
+    placements = place_model(optimized, platform)
+    steps = build_steps(optimized, placements, set(KERNELS))
+    specs = input_specs(optimized)
+    input_names = [s.name for s in specs]
+    output_names = [o.name for o in optimized.graph.output]
+    tensors = needed_stats(optimized, steps, input_names)
+    collector = StatsCollector(optimized, tensors, threads=max(1, int(threads)))
+    total = length_hint(input_mapping) if isinstance(input_mapping, dict) else None
+    show = sys.stderr.isatty() if progress is None else progress
+    bar = None
+    if show:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, desc="calibration", unit="input", file=sys.stderr)
+    try:
+        for feeds in iter_calibration_inputs(specs, input_mapping):
+            collector.feed(feeds)
+            if bar is not None:
+                bar.update(1)
+    finally:
+        collector.close()
+        if bar is not None:
+            bar.close()
+    program = build_program(optimized, steps, collector.hist, opts, input_names, output_names)
+    return AnalysisResult(optimized, steps, program, collector.hist, collector.samples)
