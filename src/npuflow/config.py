@@ -180,12 +180,160 @@ class ModelConfig:
         paths = write_report(doc, out_dir)
         return summary_text(doc, str(paths["html"]))
 
-    def analysis(self, input_mapping: Any, output_dir: str | os.PathLike | None = None, threads: int = 4,
-                 quantize_mode: str = "default", **kwargs: Any) -> str:
-        raise NotAvailableError(
-            "analysis (fixed-point quantization) is not available in this npuflow version yet; "
-            "evaluate() and float kneron_inference(onnx_file=...) work today"
+    def analysis(
+        self,
+        input_mapping: Any,
+        output_dir: str | os.PathLike | None = None,
+        threads: int = 4,
+        quantize_mode: str = "default",
+        datapath_range_method: str = "percentage",
+        percentage: float = 0.999,
+        percentage_16b: float = 0.999999,
+        percentile: float = 0.001,
+        outlier_factor: float = 1.0,
+        datapath_bitwidth_mode: str = "int8",
+        weight_bitwidth_mode: str = "int8",
+        model_in_bitwidth_mode: str = "int8",
+        model_out_bitwidth_mode: str = "int8",
+        cpu_node_bitwidth_mode: str = "int8",
+        compiler_tiling: str = "default",
+        mode: int | None = None,
+        optimize: int = 0,
+        export_dynasty_dump: bool = False,
+        weight_bandwidth: float | None = None,
+        dma_bandwidth: float | None = None,
+        flops_ratio: float | None = None,
+        *,
+        node_overrides: dict[str, Any] | None = None,
+        preprocess: dict[str, Any] | None = None,
+        progress: bool | None = None,
+        **legacy: Any,
+    ) -> str:
+        """Fixed-point analysis: calibrate on ``input_mapping`` ({input name: list/iterable of arrays}),
+        choose every tensor's format and write ``<model>.kdp<platform>.scaled.bie`` (plus the report)
+        into ``output_dir`` (default ``./npuflow_output``). Returns the BIE path.
+
+        npuflow extensions (keyword-only): ``node_overrides={"node name": {"bits": 16, "weight_bits": 16,
+        "abs_max": 6.0}}`` (any subset), ``preprocess`` (a preprocessing spec dict recorded in the BIE).
+        """
+        from npuflow._io import atomic_write_bytes, ensure_output_dir
+        from npuflow.analysis.ranges import NodeOverride, QuantOptions
+        from npuflow.analysis.run import analyse
+        from npuflow.bie import build_bie
+
+        _check_legacy_analysis(legacy)
+        if self.onnx_model is None:
+            raise InvalidConfigError("this ModelConfig was built from a BIE: analysis needs the float model (onnx_path/onnx_model)")
+        if quantize_mode not in ("default", "post_sigmoid"):
+            raise InvalidConfigError(f"quantize_mode must be 'default' or 'post_sigmoid', got {quantize_mode!r}")
+        if datapath_range_method not in ("percentage", "mmse"):
+            raise InvalidConfigError(f"datapath_range_method must be 'percentage' or 'mmse', got {datapath_range_method!r}")
+        for name, v, lo, hi in (("percentage", percentage, 0.5, 1.0), ("percentage_16b", percentage_16b, 0.5, 1.0),
+                                ("percentile", percentile, 0.0, 0.5), ("outlier_factor", outlier_factor, 0.1, 100.0)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (lo <= v <= hi) or (name == "percentile" and v <= 0):
+                raise InvalidConfigError(f"{name} must be a number in {'(' if name == 'percentile' else '['}{lo}, {hi}], got {v!r}")
+        if percentage > percentage_16b:
+            raise InvalidConfigError(f"percentage ({percentage}) must be <= percentage_16b ({percentage_16b})")
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise InvalidConfigError(f"threads must be a positive int, got {threads!r}")
+        if mode is not None:
+            if mode == 0:
+                raise InvalidConfigError("analysis(mode=0) means 'IP evaluator only' in the original: call evaluate() instead")
+            if mode not in (1, 2, 3):
+                raise InvalidConfigError(f"mode must be 1, 2 or 3, got {mode!r}")
+            if mode in (2, 3):
+                warnings.warn(f"analysis(mode={mode}): npuflow has no csim/bit-true-match stage; the report always carries "
+                              "per-layer SNR, so mode is ignored", CompatibilityWarning, stacklevel=2)
+        if optimize not in (0, 1, 2, 3, 4):
+            raise InvalidConfigError(f"optimize must be 0..4, got {optimize!r}")
+        if optimize:
+            warnings.warn(f"analysis(optimize={optimize}): bias adjustment is not available in npuflow; running as optimize=0",
+                          CompatibilityWarning, stacklevel=2)
+        if export_dynasty_dump:
+            raise NotAvailableError("export_dynasty_dump: layer dumps are not available from analysis() yet; "
+                                    "use npuflow.load(bie).run_all(...) for every tensor of the integer program")
+        if flops_ratio is not None:
+            raise NotAvailableError("flops_ratio only applies to the 'mixbw' mode, which is not available in npuflow yet")
+        bitwidths = self._check_bitwidths({
+            "datapath": datapath_bitwidth_mode, "weight": weight_bitwidth_mode, "model_in": model_in_bitwidth_mode,
+            "model_out": model_out_bitwidth_mode, "cpu_node": cpu_node_bitwidth_mode,
+        })
+        _check_tiling(compiler_tiling, self.platform.id)
+        overrides = _parse_overrides(node_overrides, self.platform)
+        bits = {k: int(v[3:]) for k, v in bitwidths.items()}
+        opts = QuantOptions(
+            datapath_bits=bits["datapath"], weight_bits=bits["weight"], model_in_bits=bits["model_in"],
+            model_out_bits=bits["model_out"], cpu_bits=bits["cpu_node"], range_method=datapath_range_method,
+            percentage=float(percentage), percentage_16b=float(percentage_16b), percentile=float(percentile),
+            outlier_factor=float(outlier_factor), post_sigmoid=quantize_mode == "post_sigmoid", overrides=overrides,
         )
+        out_dir = ensure_output_dir(output_dir)
+        model = self.optimized_model()
+        unknown = sorted(set(overrides) - {n.name for n in model.graph.node})
+        if unknown:
+            raise InvalidConfigError(f"node_overrides names {unknown} are not nodes of the optimized model; "
+                                     "node names are listed in the evaluate() report")
+        result = analyse(model, self.platform, input_mapping, opts, threads=threads, progress=progress)
+        options = {
+            "quantize_mode": quantize_mode, "datapath_range_method": datapath_range_method, "percentage": percentage,
+            "percentage_16b": percentage_16b, "percentile": percentile, "outlier_factor": outlier_factor,
+            **{f"{k}_bitwidth_mode": v for k, v in bitwidths.items()}, "compiler_tiling": compiler_tiling,
+            "node_overrides": {k: {f: getattr(v, f) for f in ("bits", "weight_bits", "abs_max") if getattr(v, f) is not None}
+                               for k, v in sorted(overrides.items())},
+            "calibration_samples": result.samples,
+        }
+        data = build_bie(result.program, model, platform=self.platform.id, model_name=self.name, options=options,
+                         preprocess=preprocess)
+        bie_path = out_dir / f"{self.name}.kdp{self.platform.id}.scaled.bie"
+        atomic_write_bytes(bie_path, data)
+        self.bie_path = str(bie_path)
+        self.analysis_result = result
+        return str(bie_path)
+
+
+def _check_legacy_analysis(legacy: dict[str, Any]) -> None:
+    removed = {
+        "outlier": "removed in ktc v0.22; use percentage",
+        "bitwidth_mode": "removed; use datapath_bitwidth_mode / weight_bitwidth_mode",
+        "skip_verify": "removed in ktc v0.22",
+        "output_bie": "removed in ktc v0.22; use output_dir (the BIE is named <model>.kdp<platform>.scaled.bie)",
+        "km_cut": "not available in npuflow",
+    }
+    for name, value in legacy.items():
+        if name == "fm_cut":
+            warnings.warn("fm_cut was renamed compiler_tiling (ktc v0.24); npuflow has no tiling search, ignored",
+                          CompatibilityWarning, stacklevel=3)
+        elif name in removed:
+            raise InvalidConfigError(f"analysis({name}=...): {removed[name]}")
+        else:
+            raise InvalidConfigError(f"analysis got unknown parameter {name!r}")
+
+
+def _parse_overrides(node_overrides: Any, platform: Any) -> dict[str, Any]:
+    from npuflow.analysis.ranges import NodeOverride
+
+    if node_overrides is None:
+        return {}
+    if not isinstance(node_overrides, dict):
+        raise InvalidConfigError("node_overrides must be a dict {node name: {'bits': 16, 'weight_bits': 16, 'abs_max': x}}")
+    out = {}
+    for name, spec in node_overrides.items():
+        if isinstance(spec, NodeOverride):
+            out[name] = spec
+            continue
+        if not isinstance(spec, dict) or set(spec) - {"bits", "weight_bits", "abs_max"}:
+            raise InvalidConfigError(f"node_overrides[{name!r}] must be a dict with keys among bits, weight_bits, abs_max; got {spec!r}")
+        ov = NodeOverride(**spec)
+        if ov.bits is not None and ov.bits not in platform.bitwidths["datapath"]:
+            raise InvalidConfigError(f"node_overrides[{name!r}]: bits={ov.bits} not allowed on {platform.name} "
+                                     f"(allowed: {list(platform.bitwidths['datapath'])})")
+        if ov.weight_bits is not None and ov.weight_bits not in platform.bitwidths["weight"]:
+            raise InvalidConfigError(f"node_overrides[{name!r}]: weight_bits={ov.weight_bits} not allowed on {platform.name} "
+                                     f"(allowed: {list(platform.bitwidths['weight'])})")
+        if ov.abs_max is not None and not (isinstance(ov.abs_max, (int, float)) and ov.abs_max > 0):
+            raise InvalidConfigError(f"node_overrides[{name!r}]: abs_max must be a positive number")
+        out[name] = ov
+    return out
 
 
 def check_bitwidth_modes(platform: Any, modes: dict[str, str]) -> dict[str, str]:

@@ -90,7 +90,76 @@ class FloatModel:
         return [np.concatenate([r[k] for r in per_sample], axis=0) for k in range(len(names))]
 
 
-def load(source: ModelSource, *, threads: int | None = None, platform: int | str | None = None) -> FloatModel:
+class FixedModel:
+    """A quantized model from an npuflow BIE, run by the bit-exact integer simulator.
+
+    ``run(..., data_type="float")`` dequantizes the integer outputs; ``"fixed"`` returns them as
+    integers. Float inputs are quantized to each model input's format (round half to even,
+    saturation), as a hardware preprocessor would.
+    """
+
+    kind = "fixed"
+
+    def __init__(self, contents: Any, *, platform: int | str | None = None) -> None:
+        from npuflow.errors import InvalidConfigError
+        from npuflow.platforms import get_platform
+
+        self.bie = contents
+        self.path = Path(contents.path) if getattr(contents, "path", None) else None
+        self.platform = contents.platform
+        if platform is not None and get_platform(platform).id != contents.platform:
+            raise InvalidConfigError(
+                f"{self.path or 'BIE'} was quantized for platform {contents.platform}, not {get_platform(platform).id}: "
+                f"pass platform={contents.platform} or re-run analysis for {get_platform(platform).id}"
+            )
+        self.program = contents.program
+        self.inputs: list[InputSpec] = input_specs(contents.float_model)
+        self.output_names: list[str] = list(self.program.output_names)
+
+    def _select_outputs(self, reordering: Sequence[str] | None) -> list[str]:
+        return FloatModel._select_outputs(self, reordering)  # type: ignore[arg-type]
+
+    def _finish(self, env: dict[str, np.ndarray], names: list[str], data_type: str) -> list[np.ndarray]:
+        from npuflow.errors import InvalidConfigError
+
+        if data_type not in ("float", "fixed"):
+            raise InvalidConfigError(f"data_type must be 'float' or 'fixed', got {data_type!r}")
+        out = []
+        for n in names:
+            q = env[n]
+            f = self.program.formats.get(n)
+            out.append(q if (data_type == "fixed" or f is None) else f.dequantize(q).astype(np.float32))
+        return out
+
+    def run(self, inputs: Mapping[str, Any] | Sequence[Any], input_names: Sequence[str] | None = None, *,
+            reordering: Sequence[str] | None = None, data_type: str = "float") -> list[np.ndarray]:
+        """Run one input through the integer program."""
+        feeds = bind_inputs(self.inputs, inputs, input_names)
+        names = self._select_outputs(reordering)
+        env = self.program.run(self.program.quantize_inputs(feeds))
+        return self._finish(env, names, data_type)
+
+    def run_batch(self, inputs: Mapping[str, Any] | Sequence[Any], input_names: Sequence[str] | None = None, *,
+                  reordering: Sequence[str] | None = None, data_type: str = "float") -> list[np.ndarray]:
+        """Run N inputs (first axis); results concatenated on axis 0."""
+        feeds = bind_inputs(self.inputs, inputs, input_names, batched=True)
+        names = self._select_outputs(reordering)
+        n = next(iter(feeds.values())).shape[0]
+        per = []
+        for i in range(n):
+            one = {s.name: (feeds[s.name][i:i + 1] if feeds[s.name].ndim == len(s.shape) else feeds[s.name][i])
+                   for s in self.inputs}
+            env = self.program.run(self.program.quantize_inputs(one))
+            per.append(self._finish(env, names, data_type))
+        return [np.concatenate([r[k] for r in per], axis=0) for k in range(len(names))]
+
+    def run_all(self, inputs: Mapping[str, Any] | Sequence[Any], input_names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Every tensor of the integer program (integers), for layer dumps."""
+        feeds = bind_inputs(self.inputs, inputs, input_names)
+        return self.program.run(self.program.quantize_inputs(feeds), keep_all=True)
+
+
+def load(source: ModelSource, *, threads: int | None = None, platform: int | str | None = None) -> "FloatModel | FixedModel":
     """Load a model for inference. ``.onnx`` (or a ModelProto) -> FloatModel.
 
     ``.bie`` files are opened by ``npuflow.bie`` (fixed-point models).
