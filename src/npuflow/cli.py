@@ -79,8 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fix the dims of a dynamic input (repeat per input)")
     p.add_argument("--keep-bn", action="store_true", help="do not fold BatchNormalization into Conv before evaluating")
     _bitwidth_args(p)
-    p.add_argument("--weight-bandwidth", type=float, default=None, help="weight DDR bandwidth in Gbps (default: the platform's)")
-    p.add_argument("--dma-bandwidth", type=float, default=None, help="activation DMA bandwidth in Gbps (default: the platform's)")
+    p.add_argument("--weight-bandwidth", type=float, default=None, help="weight DDR bandwidth in GB/s (default: the platform's)")
+    p.add_argument("--dma-bandwidth", type=float, default=None, help="activation DMA bandwidth in GB/s (default: the platform's)")
 
     p = sub.add_parser("infer", help="run a model in float on .npy/.npz inputs",
                        description="Run a float ONNX model with onnxruntime on inputs given as .npy files (one array in the "

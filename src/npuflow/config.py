@@ -157,7 +157,7 @@ class ModelConfig:
         })
         for name, bw in (("weight_bandwidth", weight_bandwidth), ("dma_bandwidth", dma_bandwidth)):
             if bw is not None and (isinstance(bw, bool) or not isinstance(bw, (int, float)) or bw <= 0):
-                raise InvalidConfigError(f"{name} must be a positive number in Gbps, got {bw!r}")
+                raise InvalidConfigError(f"{name} must be a positive number in GB/s, got {bw!r}")
         _check_tiling(compiler_tiling, self.platform.id)
         out_dir = ensure_output_dir(output_dir)
         model = self.optimized_model(keep_bn=keep_bn)

@@ -160,8 +160,6 @@ def test_dynamic_dims_without_override_fail_clearly(tmp_path):
 
 def test_not_built_yet_features_fail_clearly():
     km = ktc.ModelConfig(40000, "0001", 720, onnx_path=MNIST)
-    with pytest.raises(NotAvailableError, match="analysis"):
-        km.analysis({"Input3": [np.zeros((1, 1, 28, 28), np.float32)]})
     with pytest.raises(NotAvailableError, match="compile"):
         ktc.compile([km])
     with pytest.raises(NotAvailableError):

@@ -140,8 +140,8 @@ def build_steps(model: onnx.ModelProto, placements: list[Placement], kernel_ops:
                     if a.op_type == "Clip":
                         lo = const_value(a.input[1]) if len(a.input) > 1 and a.input[1] else aa.get("min")
                         hi = const_value(a.input[2]) if len(a.input) > 2 and a.input[2] else aa.get("max")
-                        attrs["activation_min"] = float(lo) if lo is not None else -np.inf
-                        attrs["activation_max"] = float(hi) if hi is not None else np.inf
+                        attrs["activation_min"] = float(np.asarray(lo).ravel()[0]) if lo is not None else -np.inf
+                        attrs["activation_max"] = float(np.asarray(hi).ravel()[0]) if hi is not None else np.inf
                     elif a.op_type == "LeakyRelu":
                         attrs["activation_alpha"] = float(aa.get("alpha", 0.01))
                     used[nxt] = True
