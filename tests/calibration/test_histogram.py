@@ -65,3 +65,19 @@ def test_mse_prefers_clipping_for_heavy_tails():
     # with coarse (4-bit) steps, clipping the outliers wins; with int8 steps keeping them wins
     assert h.quant_mse(4.0, 7) < h.quant_mse(30.0, 7)
     assert h.quant_mse(30.0, 127) < h.quant_mse(4.0, 127)
+
+
+def test_per_input_percentile_is_exact_and_order_independent():
+    rng = np.random.default_rng(3)
+    chunks = [rng.standard_normal(5000).astype(np.float32) * (i + 1) for i in range(4)]
+    h = AbsHistogram(track=(0.999, 0.999999))
+    for c in chunks:
+        h.update(c)
+    for q in (0.999, 0.999999):
+        expect = max(float(np.sort(np.abs(c))[int(np.ceil(q * c.size)) - 1]) for c in chunks)
+        assert h.per_input_percentile(q) == expect
+    r = AbsHistogram(track=(0.999, 0.999999))
+    for c in reversed(chunks):
+        r.update(c)
+    assert r.qmax == h.qmax
+    assert h.per_input_percentile(1.0) == h.abs_max

@@ -136,6 +136,76 @@ def needed_stats(model: onnx.ModelProto, steps: list[Step], input_names: list[st
     return names
 
 
+BIAS_HEADROOM_BITS = 2  # the quantized bias uses at most 1/4 of the accumulator range
+
+
+def fit_bias(w_fmt: QFormat, in_fmt: QFormat, bias: np.ndarray | None) -> QFormat:
+    """Lower the weight radix of output channels whose bias would not fit the accumulator.
+
+    A channel with tiny weights gets a large weight radix; its bias, quantized at
+    ``r_in + r_w[c]``, can then exceed int32 (spec "Bias"). Such a channel gives up weight
+    precision (radix lowered by the excess bits) so that ``|b_q| < 2**(acc_bits - 1 - 2)``.
+    """
+    if bias is None or not w_fmt.per_channel:
+        return w_fmt
+    from npuflow.sim.fixed_point import accumulator_bits
+
+    acc = accumulator_bits(in_fmt.bits, w_fmt.bits)
+    limit = 2.0 ** (acc - 1 - BIAS_HEADROOM_BITS)
+    r = w_fmt.radix_array().astype(np.int64)
+    sc = w_fmt.scale_array().astype(np.float64)
+    f_in = float(in_fmt.factor()[0])
+    b = np.broadcast_to(np.abs(bias.astype(np.float64)).ravel(), r.shape) if np.size(bias) in (1, r.size) else None
+    if b is None:
+        return w_fmt
+    need = b * f_in * sc * np.exp2(r.astype(np.float64))
+    over = need > limit
+    if not over.any():
+        return w_fmt
+    drop = np.where(over, np.ceil(np.log2(np.maximum(need, 1.0) / limit)).astype(np.int64), 0)
+    return QFormat(w_fmt.bits, tuple(int(v) for v in r - drop), tuple(float(v) for v in sc), w_fmt.axis)
+
+
+def mac_inputs(steps: list[Step]) -> list[str]:
+    """Runtime inputs of MAC steps with a constant weight (their channel means drive bias correction)."""
+    return [st.runtime_inputs[0] for st in steps
+            if not st.float_step and st.op_type in ("Conv", "Gemm") and _weight_input(st) in st.weights and st.runtime_inputs]
+
+
+def corrected_bias(st: Step, w_fmt: QFormat, mean_x: np.ndarray | None) -> np.ndarray | None:
+    """Analytical bias correction (spec "Bias correction"): remove the expected output shift that
+    weight quantization causes, ``E[(W_q - W) x] = (W_q - W) . E[x]``, per output channel.
+    Returns the new float bias, or None when it does not apply."""
+    if mean_x is None:
+        return None
+    if st.op_type == "Conv":
+        w = st.weights["W"].astype(np.float64)
+        delta = (w_fmt.dequantize(w_fmt.quantize(w)) - w).reshape(w.shape[0], w.shape[1], -1).sum(axis=2)
+        g = int(st.attrs.get("group", 1))
+        cin_g = w.shape[1]
+        if mean_x.size != cin_g * g:
+            return None
+        cout_g = w.shape[0] // g
+        mx = mean_x.reshape(g, cin_g)
+        corr = np.einsum("gok,gk->go", delta.reshape(g, cout_g, cin_g), mx).reshape(-1)
+        b = st.weights.get("B")
+    elif st.op_type == "Gemm":
+        if float(st.attrs.get("alpha", 1.0)) != 1.0 or float(st.attrs.get("beta", 1.0)) != 1.0 or int(st.attrs.get("transA", 0)):
+            return None
+        w = st.weights["B"].astype(np.float64)
+        delta = w_fmt.dequantize(w_fmt.quantize(w)) - w
+        if int(st.attrs.get("transB", 0)) == 0:
+            delta = delta.T  # (N, K)
+        if mean_x.size != delta.shape[1]:
+            return None
+        corr = delta @ mean_x
+        b = st.weights.get("C")
+    else:
+        return None
+    base = np.zeros(corr.shape, np.float64) if b is None else np.broadcast_to(b.astype(np.float64), corr.shape)
+    return (base - corr).astype(np.float32)
+
+
 def build_program(
     model: onnx.ModelProto,
     steps: list[Step],
@@ -143,6 +213,7 @@ def build_program(
     opts: QuantOptions,
     input_names: list[str],
     output_names: list[str],
+    channel_means: Callable[[str], np.ndarray | None] | None = None,
 ) -> Program:
     is_float = _float_tensors(model)
     graph_outputs = set(output_names)
@@ -186,12 +257,21 @@ def build_program(
             formats[y] = f
         in_formats: list[QFormat | None] = [formats.get(x) if x else None for x in st.inputs]
         wname = _weight_input(st)
+        pos = 0
         if st.op_type in MAC_OPS and wname in st.weights:
             pos = ["X", "W", "B"].index(wname) if st.op_type.startswith("Conv") else ["A", "B", "C"].index(wname)
             wbits = ov.weight_bits if (ov is not None and ov.weight_bits) else opts.weight_bits
             in_formats[pos] = weight_format(st.weights[wname], wbits, weight_axis(st))
+        weights = st.weights
+        if opts.bias_correction and channel_means is not None and st.op_type in ("Conv", "Gemm") and in_formats[pos] is not None:
+            nb = corrected_bias(st, in_formats[pos], channel_means(st.runtime_inputs[0]))
+            if nb is not None:
+                weights = {**st.weights, ("B" if st.op_type == "Conv" else "C"): nb}
+        if st.op_type in MAC_OPS and in_formats[pos] is not None and in_formats[0] is not None:
+            bias = weights.get("B" if st.op_type.startswith("Conv") else "C")
+            in_formats[pos] = fit_bias(in_formats[pos], in_formats[0], bias)
         try:
-            p = KERNELS[st.op_type].prepare(st.attrs, in_formats, out_fmts if len(out_fmts) > 1 else out_fmts[0], st.weights)
+            p = KERNELS[st.op_type].prepare(st.attrs, in_formats, out_fmts if len(out_fmts) > 1 else out_fmts[0], weights)
         except (ValueError, TypeError) as exc:
             raise NpuflowError(f"cannot quantize node {st.name} ({st.op_type}): {exc}") from exc
         params.append(p)

@@ -50,6 +50,7 @@ class QuantOptions:
     percentile: float = 0.001
     outlier_factor: float = 1.0
     post_sigmoid: bool = False
+    bias_correction: bool = True
     overrides: Mapping[str, NodeOverride] = field(default_factory=dict)
 
 
@@ -73,4 +74,4 @@ def choose_abs_max(h: AbsHistogram, bits: int, opts: QuantOptions, role: str) ->
     if opts.range_method == "mmse":
         return min(h.abs_max, mmse_clip(h, bits, opts.percentile) * opts.outlier_factor)
     q = opts.percentage if bits <= 8 else opts.percentage_16b
-    return h.percentile(q)
+    return h.per_input_percentile(q)

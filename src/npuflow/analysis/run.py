@@ -9,7 +9,7 @@ from typing import Any
 import onnx
 
 from npuflow.analysis.graph import Step, build_steps
-from npuflow.analysis.program import Program, build_program, needed_stats
+from npuflow.analysis.program import Program, build_program, mac_inputs, needed_stats
 from npuflow.analysis.ranges import QuantOptions
 from npuflow.calibration.collector import StatsCollector
 from npuflow.calibration.inputs import iter_calibration_inputs, length_hint
@@ -45,7 +45,9 @@ def analyse(
     input_names = [s.name for s in specs]
     output_names = [o.name for o in optimized.graph.output]
     tensors = needed_stats(optimized, steps, input_names)
-    collector = StatsCollector(optimized, tensors, threads=max(1, int(threads)))
+    collector = StatsCollector(optimized, tensors, threads=max(1, int(threads)),
+                               channel_means=mac_inputs(steps) if opts.bias_correction else [],
+                               track=(opts.percentage, opts.percentage_16b))
     total = length_hint(input_mapping) if isinstance(input_mapping, dict) else None
     show = sys.stderr.isatty() if progress is None else progress
     bar = None
@@ -62,5 +64,6 @@ def analyse(
         collector.close()
         if bar is not None:
             bar.close()
-    program = build_program(optimized, steps, collector.hist, opts, input_names, output_names)
+    program = build_program(optimized, steps, collector.hist, opts, input_names, output_names,
+                            channel_means=collector.channel_mean)
     return AnalysisResult(optimized, steps, program, collector.hist, collector.samples)

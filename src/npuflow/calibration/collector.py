@@ -34,25 +34,46 @@ class StatsCollector:
     order-independent and each tensor's histogram is updated by one worker per sample).
     """
 
-    def __init__(self, model: onnx.ModelProto, tensors: list[str], *, threads: int = 1) -> None:
+    def __init__(self, model: onnx.ModelProto, tensors: list[str], *, threads: int = 1,
+                 channel_means: list[str] = (), track: tuple[float, ...] = ()) -> None:
         inputs = {i.name for i in model.graph.input}
-        wanted = list(dict.fromkeys(tensors))
+        self.mean_tensors = list(dict.fromkeys(channel_means))
+        wanted = list(dict.fromkeys(list(tensors) + self.mean_tensors))
         self.input_tensors = [t for t in wanted if t in inputs]
         self.tensors = [t for t in wanted if t not in inputs]
         self.runner = FloatRunner(expose_tensors(model, self.tensors), label="calibration model", threads=threads)
-        self.hist = {t: AbsHistogram() for t in wanted}
+        self.hist = {t: AbsHistogram(track) for t in wanted}
+        # per-channel (axis 1) sums for bias correction; updated in sample order -> deterministic
+        self.channel_sum: dict[str, np.ndarray] = {}
+        self.channel_count: dict[str, int] = {}
         self.pool = ThreadPoolExecutor(max_workers=threads) if threads > 1 else None
         self.samples = 0
 
     def feed(self, feeds: dict[str, np.ndarray]) -> None:
         outs = self.runner.run(feeds, self.tensors) if self.tensors else []
         pairs = [(t, feeds[t]) for t in self.input_tensors] + list(zip(self.tensors, outs))
+        means = set(self.mean_tensors)
+
+        def update(ty: tuple[str, np.ndarray]) -> None:
+            t, y = ty
+            self.hist[t].update(y)
+            if t in means and y.ndim >= 2:
+                axes = tuple(i for i in range(y.ndim) if i != 1)
+                s = y.astype(np.float64).sum(axis=axes)
+                self.channel_sum[t] = s if t not in self.channel_sum else self.channel_sum[t] + s
+                self.channel_count[t] = self.channel_count.get(t, 0) + y.size // y.shape[1]
+
         if self.pool is None:
-            for t, y in pairs:
-                self.hist[t].update(y)
+            for ty in pairs:
+                update(ty)
         else:
-            list(self.pool.map(lambda ty: self.hist[ty[0]].update(ty[1]), pairs))
+            list(self.pool.map(update, pairs))
         self.samples += 1
+
+    def channel_mean(self, tensor: str) -> np.ndarray | None:
+        if tensor not in self.channel_sum:
+            return None
+        return self.channel_sum[tensor] / max(1, self.channel_count[tensor])
 
     def close(self) -> None:
         if self.pool is not None:

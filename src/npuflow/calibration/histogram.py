@@ -19,14 +19,18 @@ BINS = 4096
 class AbsHistogram:
     """Histogram of |x| over all values seen, plus exact abs max and count."""
 
-    __slots__ = ("counts", "edge", "abs_max", "count", "sum_sq")
+    __slots__ = ("counts", "edge", "abs_max", "count", "sum_sq", "track", "qmax")
 
-    def __init__(self) -> None:
+    def __init__(self, track: tuple[float, ...] = ()) -> None:
         self.counts = np.zeros(BINS, dtype=np.int64)
         self.edge: float = 0.0  # 0 until a non-zero value is seen
         self.abs_max: float = 0.0
         self.count: int = 0
         self.sum_sq: float = 0.0
+        #: quantiles q of |x| computed exactly within each update (one calibration input), and the
+        #: maximum of each over all updates ("per-input percentile"): order-independent.
+        self.track = tuple(q for q in track if q < 1.0)
+        self.qmax: dict[float, float] = {q: 0.0 for q in self.track}
 
     def _grow(self, new_max: float) -> None:
         target = 2.0 ** math.ceil(math.log2(new_max))
@@ -57,13 +61,25 @@ class AbsHistogram:
         self.sum_sq += float(np.dot(a.astype(np.float64), a.astype(np.float64)))
         if m > self.abs_max:
             self.abs_max = m
+        if self.track:
+            # exact per-input quantiles; partition once at the lowest q, then only the tail above it
+            ks = sorted({min(a.size - 1, max(0, int(np.ceil(q * a.size)) - 1)): q for q in self.track}.items())
+            base = ks[0][0]
+            part = np.partition(a, base)
+            tail = part[base:]
+            for k, q in ks:
+                t = np.partition(tail, k - base) if k != base else tail
+                v = float(t[k - base] if k != base else part[base])
+                for qq in self.track:
+                    if min(a.size - 1, max(0, int(np.ceil(qq * a.size)) - 1)) == k and v > self.qmax[qq]:
+                        self.qmax[qq] = v
         if m == 0.0:
             self.counts[0] += a.size
             return
         if m > self.edge:
             self._grow(m)
         width = self.edge / BINS
-        idx = np.minimum((a / np.float32(width)).astype(np.int64), BINS - 1)
+        idx = np.minimum(a / np.float64(width), BINS - 1).astype(np.int64)
         self.counts += np.bincount(idx, minlength=BINS)
 
     def merge(self, other: "AbsHistogram") -> None:
@@ -84,6 +100,16 @@ class AbsHistogram:
         self.count += other.count
         self.sum_sq += other.sum_sq
         self.abs_max = max(self.abs_max, other.abs_max)
+        for q in self.track:
+            self.qmax[q] = max(self.qmax[q], other.qmax.get(q, 0.0))
+
+    def per_input_percentile(self, q: float) -> float:
+        """Max over calibration inputs of each input's own ``q`` quantile of |x| (exact)."""
+        if q >= 1.0:
+            return self.abs_max
+        if q not in self.qmax:
+            raise KeyError(f"quantile {q} was not tracked during calibration")
+        return self.qmax[q]
 
     def percentile(self, q: float) -> float:
         """Smallest bin upper edge below which at least a fraction ``q`` of all |x| lies, capped at
