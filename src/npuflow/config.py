@@ -82,12 +82,13 @@ class ModelConfig:
         self.input_shapes = input_shapes
         self.bie_path: str | None = None
         self.onnx_path: str | None = None
+        self.onnx_model: onnx.ModelProto | None = None
         if bie_path is not None:
             from npuflow.bie import open_bie
 
             self.bie = open_bie(bie_path, platform=self.platform.id)
             self.bie_path = str(bie_path)
-            self.onnx_model = None
+            self.onnx_model = self.bie.bie.float_model  # the optimized float graph stored in the BIE
         else:
             if onnx_model is not None and not isinstance(onnx_model, onnx.ModelProto):
                 raise InvalidConfigError(
@@ -96,7 +97,7 @@ class ModelConfig:
             if onnx_path is not None:
                 self.onnx_path = str(onnx_path)
             self.onnx_model = load_model(onnx_model if onnx_model is not None else onnx_path, what="onnx_path")
-        self.name = _model_name(self.onnx_path or self.bie_path, self.onnx_model) if self.onnx_model is not None else Path(str(bie_path)).stem
+        self.name = (self.bie.bie.model_name if bie_path is not None else _model_name(self.onnx_path, self.onnx_model))
         self.input_fmt = None
         if input_fmt is not None:
             if self.platform.id != 730:
@@ -120,8 +121,7 @@ class ModelConfig:
         """The model after npuflow's optimizer (cached for the default options)."""
         from npuflow.passes import optimize
 
-        if self.onnx_model is None:
-            raise NotAvailableError("this ModelConfig was built from a BIE; evaluating a BIE is not available yet")
+        assert self.onnx_model is not None
         if keep_bn:
             return optimize(self.onnx_model, keep_bn=True, input_shapes=self.input_shapes)
         if self._optimized is None:
@@ -222,7 +222,7 @@ class ModelConfig:
         from npuflow.bie import build_bie
 
         _check_legacy_analysis(legacy)
-        if self.onnx_model is None:
+        if self.bie_path is not None and self.onnx_path is None:
             raise InvalidConfigError("this ModelConfig was built from a BIE: analysis needs the float model (onnx_path/onnx_model)")
         if quantize_mode not in ("default", "post_sigmoid"):
             raise InvalidConfigError(f"quantize_mode must be 'default' or 'post_sigmoid', got {quantize_mode!r}")

@@ -202,8 +202,12 @@ def corrected_bias(st: Step, w_fmt: QFormat, mean_x: np.ndarray | None) -> np.nd
         b = st.weights.get("C")
     else:
         return None
-    base = np.zeros(corr.shape, np.float64) if b is None else np.broadcast_to(b.astype(np.float64), corr.shape)
-    return (base - corr).astype(np.float32)
+    if b is None or b.size == 1:
+        base = np.full(corr.shape, 0.0 if b is None else float(np.asarray(b).ravel()[0]))
+        return (base - corr).astype(np.float32)
+    if b.size != corr.size:
+        return None
+    return (b.astype(np.float64) - corr.reshape(b.shape)).astype(np.float32)
 
 
 def build_program(

@@ -7,6 +7,10 @@
   quantization on the pooled |x| histogram (rounding noise step^2/12 inside, (|x|-c)^2 outside),
   searched over 64 log-spaced candidates between the ``1 - percentile`` quantile and the max; then
   multiplied by ``outlier_factor`` (capped at the max).
+* 16-bit tensors (other than model inputs) get one bit of headroom: the chosen range is doubled,
+  so that values a little beyond the calibration range do not saturate; int16 has precision to
+  spare (measured: MNIST int16 output SNR went from 25 dB on one evaluation digit whose logit
+  exceeded the calibrated range to 90 dB).
 * Model inputs and model outputs are never clipped (their exact abs max), except with
   ``quantize_mode="post_sigmoid"``, where model outputs (logits whose Sigmoid was removed) are
   capped at 8 (sigmoid(8) = 0.99966: precision beyond is wasted).
@@ -65,10 +69,19 @@ def mmse_clip(h: AbsHistogram, bits: int, percentile: float) -> float:
     return float(cands[int(np.argmin(errs))])
 
 
+INT16_HEADROOM = 2.0
+
+
 def choose_abs_max(h: AbsHistogram, bits: int, opts: QuantOptions, role: str) -> float:
     """``role``: "input", "output" or "internal"."""
     if role == "input":
         return h.abs_max
+    if bits > 8:
+        return INT16_HEADROOM * _calibrated(h, bits, opts, role)
+    return _calibrated(h, bits, opts, role)
+
+
+def _calibrated(h: AbsHistogram, bits: int, opts: QuantOptions, role: str) -> float:
     if role == "output":
         return min(h.abs_max, POST_SIGMOID_CAP) if opts.post_sigmoid else h.abs_max
     if opts.range_method == "mmse":
