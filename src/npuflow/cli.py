@@ -82,12 +82,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weight-bandwidth", type=float, default=None, help="weight DDR bandwidth in GB/s (default: the platform's)")
     p.add_argument("--dma-bandwidth", type=float, default=None, help="activation DMA bandwidth in GB/s (default: the platform's)")
 
-    p = sub.add_parser("infer", help="run a model in float on .npy/.npz inputs",
-                       description="Run a float ONNX model with onnxruntime on inputs given as .npy files (one array in the "
-                                   "model's input shape, or N stacked on a first axis with --batch) and print the outputs.")
+    p = sub.add_parser("analysis", help="fixed-point analysis (quantization): write the BIE",
+                       description="Calibrate the model on folders of inputs (images through --preprocess, or .npy/.npz "
+                                   "arrays), choose every tensor's fixed-point format and write "
+                                   "<model>.kdp<platform>.scaled.bie into the output folder.")
     p.add_argument("model", help=".onnx file")
-    p.add_argument("-i", "--input", action="append", type=_input_arg, required=True, metavar="NAME=FILE.npy",
-                   help="model input name and .npy file (repeat per input)")
+    p.add_argument("-p", "--platform", required=True, help=PLATFORM_HELP)
+    p.add_argument("-i", "--input", action="append", type=_input_arg, required=True, metavar="NAME=FOLDER",
+                   help="calibration folder of a model input (repeat per input): images (.jpg/.png/.bmp) or .npy/.npz files")
+    p.add_argument("--preprocess", default=None, metavar="SPEC",
+                   help="image preprocessing: a preset (imagenet, efficientnet, yolox, mnist, kneron, tf) or "
+                        "key=value list, e.g. resize=256,crop=224,order=RGB,mean=127,std=128 (docs/preprocessing.md). "
+                        "Recorded in the BIE")
+    p.add_argument("-o", "--output-dir", default=None, help="output folder (default ./npuflow_output)")
+    p.add_argument("--threads", type=int, default=4, help="calibration threads (default 4)")
+    p.add_argument("--input-shape", action="append", type=_shape_arg, metavar="NAME=D0,D1,...",
+                   help="fix the dims of a dynamic input (repeat per input)")
+    _bitwidth_args(p)
+    p.add_argument("--range-method", choices=["percentage", "mmse"], default="percentage",
+                   help="how activation ranges are chosen (default percentage)")
+    p.add_argument("--percentage", type=float, default=0.999, help="per-input quantile of |x| kept for 8-bit tensors (default 0.999)")
+    p.add_argument("--percentage-16b", type=float, default=0.999999, help="the same for 16-bit tensors (default 0.999999)")
+    p.add_argument("--percentile", type=float, default=0.001, help="mmse search range (default 0.001)")
+    p.add_argument("--outlier-factor", type=float, default=1.0, help="mmse range multiplier (default 1.0)")
+    p.add_argument("--quantize-mode", choices=["default", "post_sigmoid"], default="default",
+                   help="post_sigmoid: the model's outputs are logits whose Sigmoid was removed")
+    p.add_argument("--override", action="append", default=None, metavar="NODE=BITS",
+                   help="put one node's output in another bit width, e.g. conv1=16 (repeat per node)")
+
+    p = sub.add_parser("infer", help="run a float ONNX model or a quantized BIE on inputs",
+                       description="Run a float ONNX model (onnxruntime) or an npuflow BIE (bit-exact integer simulator) on "
+                                   "inputs given as .npy files (one array in the model's input shape, or N stacked on a "
+                                   "first axis with --batch) or, for a BIE that records a preprocessing spec, images; "
+                                   "print the outputs.")
+    p.add_argument("model", help=".onnx or .bie file")
+    p.add_argument("-p", "--platform", default=None, help="platform of the BIE (checked against the file)")
+    p.add_argument("--data-type", choices=["float", "fixed"], default="float",
+                   help="BIE only: 'fixed' prints the integer outputs, 'float' dequantizes them (default)")
+    p.add_argument("-i", "--input", action="append", type=_input_arg, required=True, metavar="NAME=FILE",
+                   help="model input name and .npy file (or an image, for a BIE with a preprocessing spec); repeat per input")
     p.add_argument("--batch", action="store_true", help="the arrays carry N inputs on their first axis")
     p.add_argument("--save", metavar="OUT.npz", help="save the outputs to this .npz file")
     p.add_argument("--force", action="store_true", help="replace --save's file if it exists")
@@ -147,6 +180,82 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_analysis(a: argparse.Namespace) -> int:
+    from npuflow.config import ModelConfig
+    from npuflow.errors import InputError
+    from npuflow.preprocess import PRESETS, iter_folder, parse
+    from npuflow.reference.float_runner import input_specs
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="model id .* reserved")
+        km = ModelConfig(32769, "0001", a.platform, onnx_path=a.model, input_shapes=_shapes(a.input_shape))
+    specs = input_specs(km.optimized_model())
+    folders = dict(a.input)
+    for s in specs:
+        if s.name not in folders:
+            raise InputError(f"Cannot find the corresponding input image folder of model input {s.name}: "
+                             f"add --input {s.name}=FOLDER")
+    unknown = [n for n in folders if n not in {s.name for s in specs}]
+    if unknown:
+        raise InputError(f"--input names {unknown} are not model inputs; the model's inputs are {[s.name for s in specs]}")
+    spec = None
+    if a.preprocess:
+        spec = PRESETS[a.preprocess] if a.preprocess in PRESETS else parse(a.preprocess)
+    mapping = {}
+    for s in specs:
+        folder = Path(folders[s.name])
+        if not folder.is_dir():
+            raise InputError(f"calibration folder of model input {s.name} not found: {folder}")
+        mapping[s.name] = iter_folder(folder, spec, model_shape=s.shape) if spec else iter_folder(folder, _NO_SPEC, model_shape=s.shape)
+    overrides = {}
+    for item in a.override or []:
+        node, _, bits = item.rpartition("=")
+        if not node or not bits.isdigit():
+            raise InputError(f"--override expects NODE=BITS (e.g. conv1=16), got {item!r}")
+        overrides[node] = {"bits": int(bits)}
+    bie = km.analysis(
+        mapping, output_dir=a.output_dir, threads=a.threads, quantize_mode=a.quantize_mode,
+        datapath_range_method=a.range_method, percentage=a.percentage, percentage_16b=a.percentage_16b,
+        percentile=a.percentile, outlier_factor=a.outlier_factor, datapath_bitwidth_mode=a.datapath_bitwidth,
+        weight_bitwidth_mode=a.weight_bitwidth, model_in_bitwidth_mode=a.model_in_bitwidth,
+        model_out_bitwidth_mode=a.model_out_bitwidth, cpu_node_bitwidth_mode=a.cpu_node_bitwidth,
+        node_overrides=overrides or None, preprocess=spec.to_dict() if spec else None,
+    )
+    print(f"wrote {bie}")
+    return 0
+
+
+class _NoSpec:
+    """Stand-in spec for folders of .npy/.npz arrays: any image in them is an error."""
+
+    def output_shape(self):
+        from npuflow.errors import InputError
+
+        raise InputError("the calibration folder holds images: pass --preprocess SPEC to say how to turn them into arrays")
+
+    def to_text(self) -> str:
+        return "<none>"
+
+
+_NO_SPEC = _NoSpec()
+
+
+def _load_input(path: str, name: str, model) -> np.ndarray:
+    from npuflow.errors import InputError
+
+    suffix = Path(path).suffix.lower()
+    if suffix in (".npy", ".npz"):
+        return _load_npy(path, name)
+    spec_dict = getattr(getattr(model, "bie", None), "preprocess", None)
+    if spec_dict is None:
+        raise InputError(f"{path}: only .npy/.npz inputs are accepted here"
+                         + ("" if getattr(model, "kind", "") == "fixed" else " (images need a BIE that records a preprocessing spec)")
+                         + ("; this BIE records no preprocessing spec (run analysis with --preprocess)" if getattr(model, "kind", "") == "fixed" else ""))
+    from npuflow.preprocess import PreprocessSpec, load_image
+
+    return load_image(path, PreprocessSpec.from_dict(spec_dict))
+
+
 def _cmd_infer(a: argparse.Namespace) -> int:
     from npuflow._io import atomic_write_bytes, refuse_overwrite
     from npuflow.model import load
@@ -154,9 +263,10 @@ def _cmd_infer(a: argparse.Namespace) -> int:
     save = Path(a.save) if a.save else None
     if save:
         refuse_overwrite(save, a.force)
-    model = load(a.model)
-    feeds = {name: _load_npy(path, name) for name, path in a.input}
-    outs = model.run_batch(feeds) if a.batch else model.run(feeds)
+    model = load(a.model, platform=a.platform)
+    feeds = {name: _load_input(path, name, model) for name, path in a.input}
+    kw = {"data_type": a.data_type} if getattr(model, "kind", "") == "fixed" else {}
+    outs = model.run_batch(feeds, **kw) if a.batch else model.run(feeds, **kw)
     for name, y in zip(model.output_names, outs):
         flat = y.reshape(-1)
         line = f"{name}: shape {tuple(y.shape)} {y.dtype} min {flat.min():.6g} max {flat.max():.6g} mean {flat.mean():.6g}"
@@ -171,7 +281,7 @@ def _cmd_infer(a: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"optimize": _cmd_optimize, "evaluate": _cmd_evaluate, "infer": _cmd_infer}
+_COMMANDS = {"optimize": _cmd_optimize, "evaluate": _cmd_evaluate, "analysis": _cmd_analysis, "infer": _cmd_infer}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -77,3 +77,35 @@ def test_ktc_opt_and_eval(tmp_path):
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "kdp530/ip_eval/fps" in r.stdout
+
+
+def test_analysis_and_fixed_infer_cli(tmp_path, capsys):
+    with np.load(EXAMPLES / "mnist" / "digits.npz") as z:
+        cal, x0 = z["calib_x"][:12], z["eval_x"][0]
+    (tmp_path / "cal").mkdir()
+    for i, x in enumerate(cal):
+        np.save(tmp_path / "cal" / f"{i:02d}.npy", x)
+    np.save(tmp_path / "x0.npy", x0)
+    out = tmp_path / "out"
+    assert main(["analysis", MNIST, "-p", "720", "-i", f"Input3={tmp_path / 'cal'}", "-o", str(out)]) == 0
+    bie = out / "mnist_cntk_opt.kdp720.scaled.bie"
+    assert bie.is_file()
+    assert main(["infer", str(bie), "-p", "720", "-i", f"Input3={tmp_path / 'x0.npy'}", "--data-type", "fixed"]) == 0
+    assert "int8" in capsys.readouterr().out
+    # images through the recorded preprocessing spec
+    out2 = tmp_path / "out2"
+    assert main(["analysis", MNIST, "-p", "720", "-i", f"Input3={EXAMPLES / 'mnist' / 'digits'}", "--preprocess", "mnist",
+                 "-o", str(out2)]) == 0
+    png = sorted((EXAMPLES / "mnist" / "digits").glob("*label2.png"))[0]
+    capsys.readouterr()
+    assert main(["infer", str(out2 / "mnist_cntk_opt.kdp720.scaled.bie"), "-i", f"Input3={png}"]) == 0
+    assert "argmax [2]" in capsys.readouterr().out
+
+
+def test_analysis_cli_errors(tmp_path, capsys):
+    assert main(["analysis", MNIST, "-p", "720", "-i", f"X={tmp_path}"]) == 2
+    assert "Cannot find the corresponding input image folder of model input Input3" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["analysis", MNIST, "-p", "720", "-i", f"Input3={tmp_path / 'empty'}", "-o", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "empty" in err and not (tmp_path / "o" / "mnist_cntk_opt.kdp720.scaled.bie").exists()
