@@ -1,0 +1,699 @@
+"""Per-model real data and float-vs-quantized task metrics for the 8 shared models.
+
+    from benchmarks.tasks import TASKS, get_task
+    task = get_task("efficientnet_lite0")                  # $NPUFLOW_SHARED or ../shared
+    calib = list(task.calib_inputs())                      # dicts {input name: float32 array}
+    ref = [run(float_model, x) for x in task.eval_inputs()]   # each: list of output arrays
+    q = [run(quant_model, x) for x in task.eval_inputs()]
+    print(task.compare(ref, q, task.eval_meta()))
+
+Splits are those of the shared assets' MANIFEST.md (never calibrate on evaluation inputs):
+
+| task | calibration | evaluation | fixed input shape |
+|---|---|---|---|
+| efficientnet_lite0 | imagenet_samples/calib.txt (200) | eval.txt (800, labelled) | [1,3,224,224] |
+| mnist_cntk_opt | mnist_5k rows 0-999 | rows 1000-4999 (labelled) | [1,1,28,28] |
+| yolox_nano | coco_val2017/calib.txt (60) | eval.txt (40) | [1,3,416,416] |
+| ultraface_rfb_320 | faces/calib.txt (16) | eval.txt (8) | [1,3,240,320] |
+| pan_mnv3s_skin_clothes_hair | seg calib.txt (4) | eval.txt (3, masks) | [1,3,512,512] |
+| ch_ppocr_mobile_v2.0_cls_infer | the 6 other OCR images | text_cls.jpg (180), text_rec.jpg (0) | [1,3,48,192] |
+| en_PP-OCRv3_det_infer | the 6 other OCR images | ch_en_num.jpg, en.jpg | [1,3,640,640] |
+| en_number_mobile_v2.0_rec_infer | the 6 other OCR images | en_rec.jpg, issue_170.png (labelled) | [1,3,32,800] |
+
+OCR: 8 images are too few for a fixed split, so each OCR task calibrates on every OCR image except
+its own evaluation images ("leave the evaluated images out"; a strict leave-one-out would need one
+quantization per evaluated image). Calibration images that are whole pages are squeezed into the
+model's fixed shape exactly as the evaluated images are; they are real text, not in-distribution crops.
+
+Preprocessing: images go through ``npuflow.preprocess`` (the same code as ``--preprocess``; its tests
+check that the efficientnet and yolox presets give the MANIFEST arrays bit for bit). The OCR cls/rec
+crops use tests/passes/real_inputs.py (resize to height, cap the width, zero-pad on the right), which
+``npuflow.preprocess`` does not express. The recogniser uses width 800, not 320: at 320 the float model
+itself reads en_rec.jpg (700x30, natural width 747) as 'Daaet'; at 800 it reads the label exactly.
+The detector gets one fixed 640x640 input for every image: letterbox (aspect ratio kept, top-left,
+pad 0 = black, then ImageNet mean/std), not a plain 640x640 stretch: stretched, en.jpg (709x132)
+gives no text pixel at all in float (measured: 0.0 %; letterboxed 2.6 %, 4 text bands).
+
+Every ``compare`` is pure numpy: ``compare(float_outputs, quant_outputs, eval_meta) -> dict`` where
+``float_outputs[i]``/``quant_outputs[i]`` are the output lists (onnxruntime ``run(None, ...)`` order)
+of evaluation input i and ``eval_meta[i]`` is :meth:`Task.eval_meta`'s dict for it.
+
+Top-1 drop interval: Newcombe's (1998) paired score interval (method 10, "square-and-add" of Wilson
+intervals with the continuity-corrected correlation phi), 95 %, on the paired float/quantized
+correctness of the same images; see :func:`paired_drop_ci`.
+"""
+from __future__ import annotations
+
+import csv
+import gzip
+import importlib.util
+import json
+import math
+import os
+from collections.abc import Callable, Iterator, Sequence
+from functools import cached_property, lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from npuflow import preprocess
+
+REPO = Path(__file__).resolve().parents[1]
+Feeds = dict[str, np.ndarray]
+Outputs = Sequence[np.ndarray]
+
+
+def shared_root() -> Path:
+    """``$NPUFLOW_SHARED`` or ``../shared`` next to the repository (as tests/conftest.py)."""
+    return Path(os.environ.get("NPUFLOW_SHARED", REPO.parent / "shared")).resolve()
+
+
+@lru_cache(maxsize=1)
+def _real_inputs() -> Any:
+    path = REPO / "tests" / "passes" / "real_inputs.py"
+    spec = importlib.util.spec_from_file_location("npuflow_bench_real_inputs", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+# ============================================================================ metric helpers (pure)
+def snr_db(ref_list: Sequence[np.ndarray], x_list: Sequence[np.ndarray]) -> float:
+    """Pooled signal-to-noise ratio in dB: ``10*log10(sum(ref**2) / sum((ref - x)**2))`` over every
+    element of every pair (float64). +inf when x equals ref everywhere; -inf when ref is all zero
+    and x is not."""
+    if len(ref_list) != len(x_list):
+        raise ValueError(f"snr_db: {len(ref_list)} reference arrays but {len(x_list)} others")
+    sig = noise = 0.0
+    for r, x in zip(ref_list, x_list):
+        r64, x64 = np.asarray(r, np.float64), np.asarray(x, np.float64)
+        if r64.shape != x64.shape:
+            raise ValueError(f"snr_db: shapes differ, {r64.shape} vs {x64.shape}")
+        sig += float(np.sum(r64 * r64))
+        noise += float(np.sum((r64 - x64) ** 2))
+    if noise == 0.0:
+        return math.inf
+    if sig == 0.0:
+        return -math.inf
+    return 10.0 * math.log10(sig / noise)
+
+
+def wilson_interval(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """Wilson score interval of a proportion k/n (default 95 %)."""
+    if n <= 0:
+        return (math.nan, math.nan)
+    p = k / n
+    den = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / den
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def paired_drop_ci(ref_correct: Sequence[bool], x_correct: Sequence[bool], z: float = 1.959963984540054) -> dict[str, Any]:
+    """Accuracy drop ``acc(ref) - acc(x)`` on the same items with Newcombe's paired interval.
+
+    Newcombe (1998, Statist. Med. 17:2635, method 10): Wilson intervals (l1,u1), (l2,u2) of both
+    accuracies and phi, the correlation of the paired 2x2 table [[a, b], [c, d]] (a both right,
+    b only ref right, c only x right, d both wrong) with ``a*d - b*c`` shrunk by n/2 towards 0 when
+    positive (0 when it is in [0, n/2]):
+    ``lo = D - sqrt((p1-l1)^2 - 2 phi (p1-l1)(u2-p2) + (u2-p2)^2)``,
+    ``hi = D + sqrt((p2-l2)^2 - 2 phi (p2-l2)(u1-p1) + (u1-p1)^2)``.
+    Returns drop, lo, hi, the counts a, b, c, d and n."""
+    r = np.asarray(ref_correct, bool)
+    x = np.asarray(x_correct, bool)
+    if r.shape != x.shape or r.ndim != 1:
+        raise ValueError("paired_drop_ci: give two 1-D sequences of the same length")
+    n = int(r.size)
+    a = int(np.sum(r & x))
+    b = int(np.sum(r & ~x))
+    c = int(np.sum(~r & x))
+    d = int(np.sum(~r & ~x))
+    if n == 0:
+        return {"drop": math.nan, "lo": math.nan, "hi": math.nan, "a": 0, "b": 0, "c": 0, "d": 0, "n": 0}
+    p1, p2 = (a + b) / n, (a + c) / n
+    l1, u1 = wilson_interval(a + b, n, z)
+    l2, u2 = wilson_interval(a + c, n, z)
+    margins = (a + b) * (c + d) * (a + c) * (b + d)
+    phi = 0.0
+    if margins > 0:
+        num = a * d - b * c
+        num = num - n / 2 if num > n / 2 else (num if num < 0 else 0.0)
+        phi = num / math.sqrt(margins)
+    drop = p1 - p2
+    lo = drop - math.sqrt(max(0.0, (p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2))
+    hi = drop + math.sqrt(max(0.0, (p2 - l2) ** 2 - 2 * phi * (p2 - l2) * (u1 - p1) + (u1 - p1) ** 2))
+    return {"drop": drop, "lo": lo, "hi": hi, "a": a, "b": b, "c": c, "d": d, "n": n}
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise IoU of boxes ``a`` [N,4] and ``b`` [M,4] (x1, y1, x2, y2) -> [N, M]; empty boxes give 0."""
+    a = np.asarray(a, np.float64).reshape(-1, 4)
+    b = np.asarray(b, np.float64).reshape(-1, 4)
+    iw = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
+    ih = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
+    inter = iw * ih
+    area = lambda t: np.clip(t[:, 2] - t[:, 0], 0, None) * np.clip(t[:, 3] - t[:, 1], 0, None)  # noqa: E731
+    union = area(a)[:, None] + area(b)[None, :] - inter
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> list[int]:
+    """Greedy non-maximum suppression: indices kept, highest score first. A box is dropped when its
+    IoU with a kept box is > ``iou_threshold`` (as verify_assets.py). Ties keep the lower index."""
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    order = list(np.argsort(-np.asarray(scores, np.float64), kind="stable"))
+    keep: list[int] = []
+    while order:
+        i = order.pop(0)
+        keep.append(int(i))
+        if order:
+            ious = iou_matrix(boxes[i][None], boxes[order])[0]
+            order = [j for j, v in zip(order, ious) if v <= iou_threshold]
+    return keep
+
+
+def match_detections(
+    ref_boxes: np.ndarray, ref_classes: Sequence[int], boxes: np.ndarray, classes: Sequence[int],
+    scores: Sequence[float], iou_threshold: float = 0.5,
+) -> int:
+    """Number of detections matched to reference detections (true positives).
+
+    Detections are taken by descending score; each takes the unmatched reference of the same class
+    with the highest IoU, if that IoU is >= ``iou_threshold`` (COCO-style greedy matching)."""
+    ref_boxes = np.asarray(ref_boxes, np.float64).reshape(-1, 4)
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    if len(ref_boxes) == 0 or len(boxes) == 0:
+        return 0
+    ref_classes = np.asarray(ref_classes)
+    classes = np.asarray(classes)
+    ious = iou_matrix(boxes, ref_boxes)
+    used = np.zeros(len(ref_boxes), bool)
+    tp = 0
+    for i in np.argsort(-np.asarray(scores, np.float64), kind="stable"):
+        cand = np.where(~used & (ref_classes == classes[i]), ious[i], -1.0)
+        j = int(np.argmax(cand))
+        if cand[j] >= iou_threshold:
+            used[j] = True
+            tp += 1
+    return tp
+
+
+def detection_agreement(ref_dets: Sequence[dict], dets: Sequence[dict], iou_threshold: float = 0.5) -> dict[str, Any]:
+    """Recall and precision of ``dets`` against ``ref_dets`` (float detections as ground truth),
+    pooled over images. Each item: {"boxes" [K,4], "classes" [K], "scores" [K]}. Recall is 1.0 when
+    there is no reference detection, precision 1.0 when there is no detection."""
+    tp = n_ref = n_det = 0
+    for r, d in zip(ref_dets, dets, strict=True):
+        tp += match_detections(r["boxes"], r["classes"], d["boxes"], d["classes"], d["scores"], iou_threshold)
+        n_ref += len(r["boxes"])
+        n_det += len(d["boxes"])
+    return {
+        "recall_vs_float": tp / n_ref if n_ref else 1.0,
+        "precision_vs_float": tp / n_det if n_det else 1.0,
+        "matched": tp, "float_detections": n_ref, "quant_detections": n_det,
+    }
+
+
+def _grids(size: int, strides: Sequence[int] = (8, 16, 32)) -> tuple[np.ndarray, np.ndarray]:
+    grids, st = [], []
+    for s in strides:
+        n = size // s
+        xv, yv = np.meshgrid(np.arange(n), np.arange(n))
+        grids.append(np.stack((xv, yv), 2).reshape(-1, 2))
+        st.append(np.full((n * n, 1), s))
+    return np.concatenate(grids).astype(np.float64), np.concatenate(st).astype(np.float64)
+
+
+def yolox_decode(out: np.ndarray, *, size: int = 416, score_threshold: float = 0.3,
+                 nms_threshold: float = 0.45) -> dict[str, np.ndarray]:
+    """YOLOX head output [A, 85] (or [1, A, 85]) -> detections in input (letterbox) pixels, as
+    MANIFEST.md: centres ``(xy + grid) * stride``, sizes ``exp(wh) * stride``, score = objectness x
+    class probability of the best class, score > ``score_threshold``, NMS per class at
+    ``nms_threshold``. Returns {"boxes" [K,4] x1y1x2y2, "scores" [K], "classes" [K]}, by class then score."""
+    o = np.asarray(out, np.float64).reshape(-1, np.asarray(out).shape[-1])
+    g, st = _grids(size)
+    if len(o) != len(g):
+        raise ValueError(f"yolox_decode: {len(o)} anchors, expected {len(g)} for a {size}x{size} input")
+    cxcy = (o[:, :2] + g) * st
+    wh = np.exp(o[:, 2:4]) * st
+    sc = o[:, 4:5] * o[:, 5:]
+    cls, conf = sc.argmax(1), sc.max(1)
+    m = conf > score_threshold
+    boxes = np.concatenate([cxcy - wh / 2, cxcy + wh / 2], 1)[m]
+    cls, conf = cls[m], conf[m]
+    kb, ks, kc = [], [], []
+    for k in np.unique(cls):
+        idx = np.where(cls == k)[0]
+        for j in nms(boxes[idx], conf[idx], nms_threshold):
+            kb.append(boxes[idx[j]])
+            ks.append(conf[idx[j]])
+            kc.append(int(k))
+    return {"boxes": np.array(kb, np.float64).reshape(-1, 4), "scores": np.array(ks, np.float64),
+            "classes": np.array(kc, np.int64)}
+
+
+def ultraface_decode(scores: np.ndarray, boxes: np.ndarray, *, score_threshold: float = 0.7,
+                     nms_threshold: float = 0.3) -> dict[str, np.ndarray]:
+    """UltraFace outputs (scores [1,A,2] softmax, boxes [1,A,4] normalised x1y1x2y2) -> faces with
+    p(face) > ``score_threshold`` after NMS at ``nms_threshold``, boxes still normalised (IoU does
+    not change when both axes are scaled)."""
+    p = np.asarray(scores, np.float64).reshape(-1, 2)[:, 1]
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    m = p > score_threshold
+    keep = nms(b[m], p[m], nms_threshold)
+    return {"boxes": b[m][keep].reshape(-1, 4), "scores": p[m][keep], "classes": np.zeros(len(keep), np.int64)}
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of two boolean masks; nan when both are empty."""
+    a, b = np.asarray(a, bool), np.asarray(b, bool)
+    union = int(np.sum(a | b))
+    return float(np.sum(a & b)) / union if union else math.nan
+
+
+def ctc_greedy_decode(prob: np.ndarray, chars: Sequence[str], blank: int = 0) -> str:
+    """Best-path CTC: argmax per time step of ``prob`` [T, C] (or [1, T, C]), merge repeats, drop
+    ``blank``."""
+    p = np.asarray(prob)
+    p = p.reshape(-1, p.shape[-1])
+    ids = p.argmax(1)
+    out, prev = [], -1
+    for i in ids:
+        if i != prev and i != blank:
+            out.append(chars[int(i)])
+        prev = i
+    return "".join(out)
+
+
+def edit_distance(a: Sequence[Any], b: Sequence[Any]) -> int:
+    """Levenshtein distance (insert, delete, substitute: cost 1 each)."""
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]
+
+
+def classification_metrics(ref_logits: Sequence[np.ndarray], q_logits: Sequence[np.ndarray],
+                           labels: Sequence[int]) -> dict[str, Any]:
+    """Top-1 of float and quantized logits against ``labels``, their agreement, the drop with its
+    Newcombe 95 % interval, and the pooled logits SNR."""
+    rf = np.array([int(np.asarray(x).reshape(-1).argmax()) for x in ref_logits])
+    rq = np.array([int(np.asarray(x).reshape(-1).argmax()) for x in q_logits])
+    y = np.asarray(labels, np.int64)
+    if not (len(rf) == len(rq) == len(y)):
+        raise ValueError(f"{len(rf)} float, {len(rq)} quantized outputs and {len(y)} labels")
+    ci = paired_drop_ci(rf == y, rq == y)
+    return {
+        "n": int(len(y)),
+        "float_top1": float(np.mean(rf == y)) if len(y) else math.nan,
+        "quant_top1": float(np.mean(rq == y)) if len(y) else math.nan,
+        "top1_agreement": float(np.mean(rf == rq)) if len(y) else math.nan,
+        "top1_drop": ci["drop"],
+        "top1_drop_ci95": (ci["lo"], ci["hi"]),
+        "top1_drop_ci_method": "Newcombe 1998 paired score (method 10)",
+        "paired_counts": {"both_right": ci["a"], "only_float_right": ci["b"], "only_quant_right": ci["c"], "both_wrong": ci["d"]},
+        "logits_snr_db": snr_db(ref_logits, q_logits),
+    }
+
+
+# ============================================================================ tasks
+class Task:
+    """One shared model with its real calibration and evaluation data and its task metric.
+
+    ``calib_inputs()``/``eval_inputs()`` yield ``{input name: float32 array}`` (shape
+    ``input_shapes``) in a fixed order; ``eval_meta()`` is aligned with ``eval_inputs()``. ``count``
+    takes the first ``count`` items of the split."""
+
+    name: str = ""
+    input_name: str = ""
+    input_shapes: dict[str, list[int]] = {}
+
+    def __init__(self, shared: str | os.PathLike[str] | None = None) -> None:
+        self.shared = Path(shared) if shared is not None else shared_root()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r}, shared={str(self.shared)!r})"
+
+    @property
+    def model_path(self) -> Path:
+        return self.shared / "models" / f"{self.name}.onnx"
+
+    def data(self, *parts: str) -> Path:
+        return Path(self.shared, "data", *parts)
+
+    # -- splits (item ids: file names, or row numbers for MNIST)
+    def calib_items(self) -> list[Any]:
+        raise NotImplementedError
+
+    def eval_items(self) -> list[Any]:
+        raise NotImplementedError
+
+    def load(self, item: Any) -> np.ndarray:
+        """The preprocessed input array of one item."""
+        raise NotImplementedError
+
+    def meta(self, item: Any) -> dict[str, Any]:
+        return {"item": item}
+
+    # -- public
+    def calib_inputs(self, count: int | None = None) -> Iterator[Feeds]:
+        for item in _first(self.calib_items(), count):
+            yield {self.input_name: self.load(item)}
+
+    def eval_inputs(self, count: int | None = None) -> Iterator[Feeds]:
+        for item in _first(self.eval_items(), count):
+            yield {self.input_name: self.load(item)}
+
+    def eval_meta(self, count: int | None = None) -> list[dict[str, Any]]:
+        return [self.meta(item) for item in _first(self.eval_items(), count)]
+
+    def compare(self, float_outputs: Sequence[Outputs], quant_outputs: Sequence[Outputs],
+                eval_meta: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+def _first(items: list[Any], count: int | None) -> list[Any]:
+    if count is None:
+        return items
+    if count < 0:
+        raise ValueError(f"count must be >= 0, got {count}")
+    return items[:count]
+
+
+def _lines(path: Path) -> list[str]:
+    return [l.strip() for l in path.read_text(encoding="utf-8").splitlines() if l.strip()]
+
+
+def _check_lengths(float_outputs: Sequence[Any], quant_outputs: Sequence[Any], eval_meta: Sequence[Any]) -> None:
+    if not (len(float_outputs) == len(quant_outputs) == len(eval_meta)):
+        raise ValueError(f"{len(float_outputs)} float outputs, {len(quant_outputs)} quantized outputs, "
+                         f"{len(eval_meta)} eval_meta items: they must be aligned")
+
+
+def _output_snr(float_outputs: Sequence[Outputs], quant_outputs: Sequence[Outputs], k: int = 0) -> float:
+    return snr_db([o[k] for o in float_outputs], [o[k] for o in quant_outputs])
+
+
+class ImageFolderTask(Task):
+    """Images listed in ``calib.txt``/``eval.txt`` of a data folder, preprocessed with ``spec``."""
+
+    folder: tuple[str, ...] = ()
+    spec: preprocess.PreprocessSpec = preprocess.PreprocessSpec()
+
+    def calib_items(self) -> list[str]:
+        return _lines(self.data(*self.folder, "calib.txt"))
+
+    def eval_items(self) -> list[str]:
+        return _lines(self.data(*self.folder, "eval.txt"))
+
+    def image_path(self, item: str) -> Path:
+        return self.data(*self.folder, item)
+
+    def load(self, item: str) -> np.ndarray:
+        return preprocess.load_image(self.image_path(item), self.spec)
+
+
+class EfficientNetLite0(ImageFolderTask):
+    name = "efficientnet_lite0"
+    input_name = "input"
+    input_shapes = {"input": [1, 3, 224, 224]}
+    folder = ("imagenet_samples",)
+    spec = preprocess.PRESETS["efficientnet"]
+
+    @cached_property
+    def labels(self) -> dict[str, int]:
+        with open(self.data("imagenet_samples", "labels.csv"), newline="", encoding="utf-8") as f:
+            return {r["file"]: int(r["class_index"]) for r in csv.DictReader(f)}
+
+    def meta(self, item: str) -> dict[str, Any]:
+        return {"item": item, "label": self.labels[item]}
+
+    def compare(self, float_outputs, quant_outputs, eval_meta):
+        """Top-1 (float, quantized) against labels.csv, agreement, drop with Newcombe 95 % interval,
+        pooled logits SNR."""
+        _check_lengths(float_outputs, quant_outputs, eval_meta)
+        return classification_metrics([o[0] for o in float_outputs], [o[0] for o in quant_outputs],
+                                      [m["label"] for m in eval_meta])
+
+
+@lru_cache(maxsize=2)
+def _mnist(path: str) -> tuple[np.ndarray, np.ndarray]:
+    with gzip.open(path, "rt") as f:
+        text = f.read()
+    rows = [r for r in text.splitlines() if r.strip()]
+    d = np.array([r.split(",") for r in rows], dtype=np.float32)
+    return d[:, :-1].reshape(-1, 1, 1, 28, 28) / np.float32(255.0), d[:, -1].astype(np.int64)
+
+
+class MnistCntkOpt(Task):
+    """MNIST: rows 0-999 calibrate, rows 1000-4999 evaluate; pixels / 255 (as MANIFEST.md)."""
+
+    name = "mnist_cntk_opt"
+    input_name = "Input3"
+    input_shapes = {"Input3": [1, 1, 28, 28]}
+
+    def _data(self) -> tuple[np.ndarray, np.ndarray]:
+        return _mnist(str(self.data("mnist", "mnist_5k.csv.gz")))
+
+    def calib_items(self) -> list[int]:
+        return list(range(0, 1000))
+
+    def eval_items(self) -> list[int]:
+        return list(range(1000, 5000))
+
+    def load(self, item: int) -> np.ndarray:
+        return np.ascontiguousarray(self._data()[0][item])
+
+    def meta(self, item: int) -> dict[str, Any]:
+        return {"item": item, "label": int(self._data()[1][item])}
+
+    def compare(self, float_outputs, quant_outputs, eval_meta):
+        """Accuracy float and quantized, agreement, drop with Newcombe 95 % interval, output SNR."""
+        _check_lengths(float_outputs, quant_outputs, eval_meta)
+        m = classification_metrics([o[0] for o in float_outputs], [o[0] for o in quant_outputs],
+                                   [x["label"] for x in eval_meta])
+        return {
+            "n": m["n"], "float_accuracy": m["float_top1"], "quant_accuracy": m["quant_top1"],
+            "agreement": m["top1_agreement"], "accuracy_drop": m["top1_drop"],
+            "accuracy_drop_ci95": m["top1_drop_ci95"], "accuracy_drop_ci_method": m["top1_drop_ci_method"],
+            "output_snr_db": m["logits_snr_db"],
+        }
+
+
+class YoloxNano(ImageFolderTask):
+    name = "yolox_nano"
+    input_name = "images"
+    input_shapes = {"images": [1, 3, 416, 416]}
+    folder = ("coco_val2017",)
+    spec = preprocess.PRESETS["yolox"]
+
+    def compare(self, float_outputs, quant_outputs, eval_meta):
+        """Detections decoded as MANIFEST.md (score > 0.3, per-class NMS at IoU 0.45) in letterbox
+        pixels; quantized matched to float at IoU >= 0.5, same class: recall and precision against
+        float; pooled SNR of the raw output."""
+        _check_lengths(float_outputs, quant_outputs, eval_meta)
+        ref = [yolox_decode(o[0]) for o in float_outputs]
+        q = [yolox_decode(o[0]) for o in quant_outputs]
+        return {"n": len(ref), **detection_agreement(ref, q, 0.5), "output_snr_db": _output_snr(float_outputs, quant_outputs)}
+
+
+class UltrafaceRfb320(ImageFolderTask):
+    name = "ultraface_rfb_320"
+    input_name = "input"
+    input_shapes = {"input": [1, 3, 240, 320]}
+    folder = ("faces",)
+    spec = preprocess.parse("resize=240x320,order=RGB,mean=127,std=128")
+
+    def compare(self, float_outputs, quant_outputs, eval_meta):
+        """Faces with p > 0.7 after NMS at IoU 0.3; quantized matched to float at IoU >= 0.5: recall
+        and precision against float; pooled SNR of scores and of boxes."""
+        _check_lengths(float_outputs, quant_outputs, eval_meta)
+        ref = [ultraface_decode(o[0], o[1]) for o in float_outputs]
+        q = [ultraface_decode(o[0], o[1]) for o in quant_outputs]
+        return {"n": len(ref), **detection_agreement(ref, q, 0.5),
+                "scores_snr_db": _output_snr(float_outputs, quant_outputs, 0),
+                "boxes_snr_db": _output_snr(float_outputs, quant_outputs, 1)}
+
+
+SEG_CLASSES = ("skin", "clothes", "hair")
+
+
+class PanSkinClothesHair(ImageFolderTask):
+    name = "pan_mnv3s_skin_clothes_hair"
+    input_name = "x.1"
+    input_shapes = {"x.1": [1, 3, 512, 512]}
+    folder = ("seg_skin_clothes_hair",)
+    spec = preprocess.parse("imagenet,resize=512x512,crop=none")
+
+    def image_path(self, item: str) -> Path:
+        return self.data("seg_skin_clothes_hair", "image", item)
+
+    def meta(self, item: str) -> dict[str, Any]:
+        from PIL import Image
+
+        with Image.open(self.data("seg_skin_clothes_hair", "annotation", item)) as im:
+            if im.size != (512, 512):
+                im = im.resize((512, 512), Image.NEAREST)
+            gt = np.asarray(im).copy()
+        return {"item": item, "mask": gt}
+
+    def compare(self, float_outputs, quant_outputs, eval_meta):
+        """Per class (sigmoid > 0.5): IoU quantized vs float, float vs ground truth and quantized vs
+        ground truth, each pooled over the images (sum of intersections / sum of unions; nan when the
+        union is empty: no eval image of MANIFEST's split has hair, in the masks or predicted by the
+        float model); output SNR."""
+        _check_lengths(float_outputs, quant_outputs, eval_meta)
+        acc = {k: np.zeros((3, 2)) for k in ("q_vs_float", "float_vs_gt", "q_vs_gt")}
+        for fo, qo, m in zip(float_outputs, quant_outputs, eval_meta):
+            f, q, gt = np.asarray(fo[0])[0] > 0.5, np.asarray(qo[0])[0] > 0.5, m["mask"]
+            for c in range(3):
+                g = gt == c + 1
+                for key, (x, y) in {"q_vs_float": (q[c], f[c]), "float_vs_gt": (f[c], g), "q_vs_gt": (q[c], g)}.items():
+                    acc[key][c] += (np.sum(x & y), np.sum(x | y))
+        out: dict[str, Any] = {"n": len(eval_meta)}
+        for key, a in acc.items():
+            out[f"iou_{key}"] = {name: (float(a[c, 0] / a[c, 1]) if a[c, 1] else math.nan) for c, name in enumerate(SEG_CLASSES)}
+        out["output_snr_db"] = _output_snr(float_outputs, quant_outputs)
+        return out
+
+
+OCR_IMAGES = ("ch_en_num.jpg", "en.jpg", "en_rec.jpg", "img_exif_orientation.jpg", "issue_170.png",
+              "test_without_det.jpg", "text_cls.jpg", "text_rec.jpg")
+
+
+class _OcrTask(Task):
+    """OCR: evaluate on ``EVAL``, calibrate on the other OCR images (leave the evaluated ones out)."""
+
+    EVAL: tuple[str, ...] = ()
+
+    def calib_items(self) -> list[str]:
+        present = sorted(p.name for p in self.data("ocr").iterdir() if p.suffix.lower() in (".jpg", ".png"))
+        return [n for n in present if n not in self.EVAL]
+
+    def eval_items(self) -> list[str]:
+        return list(self.EVAL)
+
+    @cached_property
+    def labels(self) -> dict[str, Any]:
+        return json.loads(self.data("ocr", "labels.json").read_text(encoding="utf-8"))
+
+
+class PpocrCls(_OcrTask):
+    name = "ch_ppocr_mobile_v2.0_cls_infer"
+    input_name = "x"
+    input_shapes = {"x": [1, 3, 48, 192]}
+    EVAL = ("text_cls.jpg", "text_rec.jpg")
+    ANGLES = ("0", "180")
+
+    def load(self, item: str) -> np.ndarray:
+        return _real_inputs().ch_ppocr_mobile_v2_0_cls_infer(self.shared, item)["x"]
+
+    def meta(self, item: str) -> dict[str, Any]:
+        # text_cls.jpg: labels.json "cls"; text_rec.jpg is an upright single-line crop: "0" (MANIFEST table).
+        return {"item": item, "label": self.labels[item].get("cls", "0")}
+
+    def compare(self, float_outputs, quant_outputs, eval_meta):
+        """Predicted angle per image, float and quantized, against the label; agreement; SNR."""
+        _check_lengths(float_outputs, quant_outputs, eval_meta)
+        pf = [self.ANGLES[int(np.asarray(o[0]).reshape(-1).argmax())] for o in float_outputs]
+        pq = [self.ANGLES[int(np.asarray(o[0]).reshape(-1).argmax())] for o in quant_outputs]
+        y = [m["label"] for m in eval_meta]
+        return {
+            "n": len(y),
+            "per_image": {m["item"]: {"label": m["label"], "float": a, "quant": b} for m, a, b in zip(eval_meta, pf, pq)},
+            "float_correct": sum(a == t for a, t in zip(pf, y)), "quant_correct": sum(b == t for b, t in zip(pq, y)),
+            "agreement": float(np.mean([a == b for a, b in zip(pf, pq)])) if y else math.nan,
+            "output_snr_db": _output_snr(float_outputs, quant_outputs),
+        }
+
+
+class PpocrRec(_OcrTask):
+    name = "en_number_mobile_v2.0_rec_infer"
+    input_name = "x"
+    WIDTH = 800
+    input_shapes = {"x": [1, 3, 32, WIDTH]}
+    EVAL = ("en_rec.jpg", "issue_170.png")
+
+    def load(self, item: str) -> np.ndarray:
+        return _real_inputs().en_number_mobile_v2_0_rec_infer(self.shared, item, width=self.WIDTH)["x"]
+
+    @cached_property
+    def chars(self) -> list[str]:
+        lines = self.data("ocr", "en_dict.txt").read_text(encoding="utf-8").split("\n")
+        if lines and lines[-1] == "":
+            lines = lines[:-1]
+        return ["<blank>"] + [l.rstrip("\r") for l in lines] + [" "]
+
+    def meta(self, item: str) -> dict[str, Any]:
+        return {"item": item, "label": self.labels[item]["text"], "chars": self.chars}
+
+    def compare(self, float_outputs, quant_outputs, eval_meta):
+        """CTC greedy text, float and quantized: exact match with each other and with the label,
+        and edit distances; pooled SNR of the probabilities."""
+        _check_lengths(float_outputs, quant_outputs, eval_meta)
+        per = {}
+        for fo, qo, m in zip(float_outputs, quant_outputs, eval_meta):
+            tf, tq = ctc_greedy_decode(fo[0], m["chars"]), ctc_greedy_decode(qo[0], m["chars"])
+            per[m["item"]] = {"label": m["label"], "float": tf, "quant": tq,
+                              "float_exact": tf == m["label"], "quant_exact": tq == m["label"],
+                              "quant_equals_float": tq == tf,
+                              "edit_quant_vs_float": edit_distance(tq, tf),
+                              "edit_float_vs_label": edit_distance(tf, m["label"]),
+                              "edit_quant_vs_label": edit_distance(tq, m["label"])}
+        return {"n": len(per), "per_image": per,
+                "quant_equals_float": sum(v["quant_equals_float"] for v in per.values()),
+                "float_exact": sum(v["float_exact"] for v in per.values()),
+                "quant_exact": sum(v["quant_exact"] for v in per.values()),
+                "output_snr_db": _output_snr(float_outputs, quant_outputs)}
+
+
+class PpocrDet(_OcrTask):
+    name = "en_PP-OCRv3_det_infer"
+    input_name = "x"
+    input_shapes = {"x": [1, 3, 640, 640]}
+    EVAL = ("ch_en_num.jpg", "en.jpg")
+    spec = preprocess.parse("imagenet,letterbox=640,crop=none")  # keep the aspect ratio, pad 0 (black) bottom/right
+
+    def load(self, item: str) -> np.ndarray:
+        return preprocess.load_image(self.data("ocr", item), self.spec)
+
+    def compare(self, float_outputs, quant_outputs, eval_meta):
+        """Text mask (probability > 0.3): IoU quantized vs float, per image and pooled; text pixel
+        fractions; pooled SNR of the probability map."""
+        _check_lengths(float_outputs, quant_outputs, eval_meta)
+        inter = union = 0
+        per = {}
+        for fo, qo, m in zip(float_outputs, quant_outputs, eval_meta):
+            f, q = np.asarray(fo[0]) > 0.3, np.asarray(qo[0]) > 0.3
+            inter += int(np.sum(f & q))
+            union += int(np.sum(f | q))
+            per[m["item"]] = {"mask_iou_q_vs_float": mask_iou(q, f), "float_text_fraction": float(f.mean()),
+                              "quant_text_fraction": float(q.mean())}
+        return {"n": len(per), "per_image": per, "mask_iou_q_vs_float": inter / union if union else math.nan,
+                "output_snr_db": _output_snr(float_outputs, quant_outputs)}
+
+
+#: task name (model file without .onnx) -> Task class.
+TASKS: dict[str, type[Task]] = {
+    t.name: t for t in (EfficientNetLite0, MnistCntkOpt, YoloxNano, UltrafaceRfb320, PanSkinClothesHair,
+                        PpocrCls, PpocrDet, PpocrRec)
+}
+
+
+def get_task(name: str, shared: str | os.PathLike[str] | None = None) -> Task:
+    try:
+        cls = TASKS[name]
+    except KeyError:
+        raise KeyError(f"unknown task {name!r}; tasks: {', '.join(TASKS)}") from None
+    return cls(shared)
+
+
+def run_all(run: Callable[[Feeds], Outputs], task: Task, count: int | None = None) -> list[list[np.ndarray]]:
+    """``[list(run(x)) for x in task.eval_inputs(count)]``: a helper for scripts."""
+    return [list(run(x)) for x in task.eval_inputs(count)]

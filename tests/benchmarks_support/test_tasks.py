@@ -1,0 +1,105 @@
+"""benchmarks/tasks.py on the shared data: split sizes, disjointness, input shapes, and each task's
+compare() on real float outputs (float vs itself must agree perfectly)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from benchmarks.tasks import OCR_IMAGES, TASKS, get_task
+
+#: task -> (calibration items, evaluation items)
+COUNTS = {
+    "efficientnet_lite0": (200, 800),
+    "mnist_cntk_opt": (1000, 4000),
+    "yolox_nano": (60, 40),
+    "ultraface_rfb_320": (16, 8),
+    "pan_mnv3s_skin_clothes_hair": (4, 3),
+    "ch_ppocr_mobile_v2.0_cls_infer": (6, 2),
+    "en_PP-OCRv3_det_infer": (6, 2),
+    "en_number_mobile_v2.0_rec_infer": (6, 2),
+}
+
+
+def test_every_shared_model_has_a_task():
+    assert set(TASKS) == set(COUNTS)
+    with pytest.raises(KeyError, match="unknown task 'resnet'"):
+        get_task("resnet")
+
+
+@pytest.mark.parametrize("name", sorted(COUNTS))
+def test_splits_and_shapes(shared, name):
+    task = get_task(name, shared)
+    assert task.model_path.is_file()
+    calib, ev = task.calib_items(), task.eval_items()
+    assert (len(calib), len(ev)) == COUNTS[name]
+    assert not set(calib) & set(ev), "calibration and evaluation items overlap"
+    assert len(set(calib)) == len(calib) and len(set(ev)) == len(ev)
+    if name.startswith(("ch_ppocr", "en_")):
+        assert sorted(calib + ev) == sorted(OCR_IMAGES)
+    (input_name, shape), = task.input_shapes.items()
+    for feeds in (next(task.calib_inputs()), next(task.eval_inputs())):
+        assert list(feeds) == [input_name]
+        x = feeds[input_name]
+        assert x.dtype == np.float32 and list(x.shape) == shape and np.isfinite(x).all()
+    assert len(list(task.eval_inputs(2))) == 2 and len(task.eval_meta(2)) == 2
+    assert len(task.eval_meta()) == len(ev)
+
+
+def test_labels(shared):
+    eff = get_task("efficientnet_lite0", shared)
+    meta = eff.eval_meta()
+    assert all(m["label"] % 5 != 0 for m in meta)  # MANIFEST: calibration = class index divisible by 5
+    assert {m["label"] for m in meta} | {eff.labels[i] for i in eff.calib_items()} == set(range(1000))
+    mn = get_task("mnist_cntk_opt", shared)
+    assert [m["item"] for m in mn.eval_meta(3)] == [1000, 1001, 1002]
+    x = next(mn.calib_inputs())["Input3"]
+    assert x.shape == (1, 1, 28, 28) and 0 <= x.min() and x.max() <= 1
+    assert [m["label"] for m in get_task("ch_ppocr_mobile_v2.0_cls_infer", shared).eval_meta()] == ["180", "0"]
+    rec = get_task("en_number_mobile_v2.0_rec_infer", shared).eval_meta()
+    assert rec[1]["label"] == "TEST" and len(rec[0]["chars"]) == 97
+    seg = get_task("pan_mnv3s_skin_clothes_hair", shared).eval_meta()
+    assert seg[0]["mask"].shape == (512, 512) and set(np.unique(seg[0]["mask"])) <= {0, 1, 2, 3}
+
+
+def _float_outputs(task, count):
+    s = ort.InferenceSession(str(task.model_path), providers=["CPUExecutionProvider"])
+    return [s.run(None, x) for x in task.eval_inputs(count)]
+
+
+@pytest.mark.parametrize("name", sorted(COUNTS))
+def test_compare_float_against_itself(shared, name):
+    task = get_task(name, shared)
+    count = 2 if name not in ("efficientnet_lite0", "mnist_cntk_opt") else 20
+    ref = _float_outputs(task, count)
+    meta = task.eval_meta(count)
+    out = task.compare(ref, ref, meta)
+    assert out["n"] == count
+    snrs = [v for k, v in out.items() if k.endswith("snr_db")]
+    assert snrs and all(v == math.inf for v in snrs)
+    for key in ("top1_agreement", "agreement", "recall_vs_float", "precision_vs_float"):
+        if key in out:
+            assert out[key] == 1.0, key
+    if name == "pan_mnv3s_skin_clothes_hair":
+        iou = out["iou_q_vs_float"]
+        assert iou["skin"] == iou["clothes"] == 1.0
+        # no eval image has hair, in the masks or predicted: IoU 0/0 is reported as nan
+        assert math.isnan(iou["hair"]) and math.isnan(out["iou_float_vs_gt"]["hair"])
+        assert out["iou_float_vs_gt"]["skin"] > 0.5 and out["iou_float_vs_gt"]["clothes"] > 0.5
+    if name == "en_PP-OCRv3_det_infer":
+        assert out["mask_iou_q_vs_float"] == 1.0
+    if name == "en_number_mobile_v2.0_rec_infer":
+        assert out["float_exact"] == 2 and out["quant_equals_float"] == 2  # width 800 reads both labels
+    if name == "ch_ppocr_mobile_v2.0_cls_infer":
+        assert out["float_correct"] == 2
+    if name == "efficientnet_lite0":
+        assert out["top1_drop"] == 0 and out["float_top1"] > 0.7
+    # a perturbed copy is measurably worse
+    noisy = [[o + np.float32(0.05) * np.abs(o).max() * np.sin(np.arange(o.size, dtype=np.float32)).reshape(o.shape)
+              for o in outs] for outs in ref]
+    worse = task.compare(ref, noisy, meta)
+    assert all(math.isfinite(v) for k, v in worse.items() if k.endswith("snr_db"))
+    with pytest.raises(ValueError, match="aligned"):
+        task.compare(ref, ref[:1], meta)
