@@ -51,7 +51,8 @@ class Program:
     opset: int = 13
 
     # ------------------------------------------------------------------------------------------
-    def _float_session(self, k: int):
+    def _float_session(self, k: int, feeds: dict[str, np.ndarray] | None = None):
+        """onnxruntime session of float step ``k`` (built on first use; input types from ``feeds``)."""
         sess = self._sessions.get(k)
         if sess is None:
             import onnxruntime as ort
@@ -60,7 +61,9 @@ class Program:
             node = st.onnx_node
             assert node is not None
             inits = [onnx.numpy_helper.from_array(v, st.weight_names[n]) for n, v in st.weights.items()]
-            ins = [onnx.helper.make_empty_tensor_value_info(x) for x in st.runtime_inputs]
+            ins = [onnx.helper.make_tensor_value_info(
+                       x, onnx.helper.np_dtype_to_tensor_dtype(feeds[x].dtype) if feeds else onnx.TensorProto.FLOAT, None)
+                   for x in st.runtime_inputs]
             outs = [onnx.helper.make_empty_tensor_value_info(y) for y in node.output if y]
             g = onnx.helper.make_graph([node], f"cpu_{k}", ins, outs, initializer=inits)
             m = onnx.helper.make_model(g, opset_imports=[onnx.helper.make_opsetid("", self.opset)])
@@ -96,7 +99,7 @@ class Program:
             if st.float_step:
                 fl = {x: (self.formats[x].dequantize(a).astype(np.float32) if x in self.formats else a)
                       for x, a in zip(st.runtime_inputs, args)}
-                res = self._float_session(k).run(None, fl)
+                res = self._float_session(k, fl).run(None, fl)
                 names = [y for y in st.onnx_node.output if y]
                 for y, v in zip(names, res):
                     env[y] = self.formats[y].quantize(v) if y in self.formats else v
