@@ -14,28 +14,34 @@ import math
 import numpy as np
 
 BINS = 4096
+#: tensors with more values than this are histogrammed on a deterministic subsample: every s-th
+#: value in memory order, s = ceil(size / SUBSAMPLE_LIMIT); the abs max is always exact.
+SUBSAMPLE_LIMIT = 1 << 18
+
+
+def _pow2_at_least(v: float) -> float:
+    """Smallest power of two >= v (v > 0)."""
+    mant, exp = math.frexp(v)  # v = mant * 2**exp, 0.5 <= mant < 1
+    return math.ldexp(1.0, exp - 1) if mant == 0.5 else math.ldexp(1.0, exp)
 
 
 class AbsHistogram:
     """Histogram of |x| over all values seen, plus exact abs max and count."""
 
-    __slots__ = ("counts", "edge", "abs_max", "count", "sum_sq", "track", "qmax")
+    __slots__ = ("counts", "edge", "abs_max", "count", "track", "qmax")
 
     def __init__(self, track: tuple[float, ...] = ()) -> None:
         self.counts = np.zeros(BINS, dtype=np.int64)
         self.edge: float = 0.0  # 0 until a non-zero value is seen
         self.abs_max: float = 0.0
         self.count: int = 0
-        self.sum_sq: float = 0.0
         #: quantiles q of |x| computed exactly within each update (one calibration input), and the
         #: maximum of each over all updates ("per-input percentile"): order-independent.
         self.track = tuple(q for q in track if q < 1.0)
         self.qmax: dict[float, float] = {q: 0.0 for q in self.track}
 
     def _grow(self, new_max: float) -> None:
-        target = 2.0 ** math.ceil(math.log2(new_max))
-        if target < new_max:  # guard against log2 rounding
-            target *= 2.0
+        target = _pow2_at_least(new_max)
         if self.edge == 0.0:
             self.edge = target
             return
@@ -53,52 +59,65 @@ class AbsHistogram:
         self.edge = target
 
     def update(self, x: np.ndarray) -> None:
-        a = np.abs(np.asarray(x, dtype=np.float32)).ravel()
-        if a.size == 0:
+        """Add one calibration input's values of this tensor.
+
+        One pass builds this input's own histogram at its own power-of-two edge; it gives the
+        exact per-input quantiles (the quantile's bin, then a partition of that bin's few values)
+        and is folded into the running histogram by merging bins (exact, order-independent).
+        """
+        x = np.asarray(x, dtype=np.float32).ravel()
+        if x.size == 0:
             return
-        m = float(a.max())
-        self.count += a.size
-        self.sum_sq += float(np.dot(a.astype(np.float64), a.astype(np.float64)))
+        m = float(max(x.max(), -x.min()))  # exact abs max over every value
+        stride = -(-x.size // SUBSAMPLE_LIMIT)
+        a = np.abs(x[::stride]) if stride > 1 else np.abs(x)
+        n = a.size
+        self.count += n
         if m > self.abs_max:
             self.abs_max = m
-        if self.track:
-            # exact per-input quantiles; partition once at the lowest q, then only the tail above it
-            ks = sorted({min(a.size - 1, max(0, int(np.ceil(q * a.size)) - 1)): q for q in self.track}.items())
-            base = ks[0][0]
-            part = np.partition(a, base)
-            tail = part[base:]
-            for k, q in ks:
-                t = np.partition(tail, k - base) if k != base else tail
-                v = float(t[k - base] if k != base else part[base])
-                for qq in self.track:
-                    if min(a.size - 1, max(0, int(np.ceil(qq * a.size)) - 1)) == k and v > self.qmax[qq]:
-                        self.qmax[qq] = v
         if m == 0.0:
-            self.counts[0] += a.size
+            self.counts[0] += n
             return
-        if m > self.edge:
-            self._grow(m)
-        width = self.edge / BINS
-        idx = np.minimum(a / np.float64(width), BINS - 1).astype(np.int64)
-        self.counts += np.bincount(idx, minlength=BINS)
+        edge = _pow2_at_least(m)
+        width = edge / BINS
+        scaled = a / np.float64(width) if width < 1e-30 else a / np.float32(width)  # exact: power-of-two width
+        idx = np.minimum(scaled, BINS - 1).astype(np.int32)
+        counts = np.bincount(idx, minlength=BINS).astype(np.int64)
+        if self.track:
+            cum = np.cumsum(counts)
+            for q in self.track:
+                k = min(n - 1, max(0, int(np.ceil(q * n)) - 1))  # 0-based rank of the quantile
+                b = int(np.searchsorted(cum, k, side="right"))
+                r = k - (int(cum[b - 1]) if b > 0 else 0)
+                vals = a[idx == b]
+                v = float(np.partition(vals, r)[r])
+                if v > self.qmax[q]:
+                    self.qmax[q] = v
+        self._add_counts(counts, edge)
+
+    def _add_counts(self, counts: np.ndarray, edge: float) -> None:
+        """Fold a histogram with power-of-two ``edge`` into this one (growing this one if needed)."""
+        if edge > self.edge:
+            self._grow(edge)
+        if edge < self.edge:
+            g = 1 << int(round(math.log2(self.edge / edge)))
+            folded = np.zeros(BINS, dtype=np.int64)
+            if g >= BINS:
+                folded[0] = counts.sum()
+            else:
+                folded[: BINS // g] = counts.reshape(-1, g).sum(axis=1)
+            counts = folded
+        self.counts += counts
 
     def merge(self, other: "AbsHistogram") -> None:
         """Add another histogram's data (order-independent, like update)."""
         if other.count == 0:
             return
-        if other.edge > self.edge:
-            self._grow(other.edge)
-        counts = other.counts
-        if other.edge and other.edge < self.edge:
-            g = 1 << int(round(math.log2(self.edge / other.edge)))
-            counts = np.zeros(BINS, dtype=np.int64)
-            if g >= BINS:
-                counts[0] = other.counts.sum()
-            else:
-                counts[: BINS // g] = other.counts.reshape(-1, g).sum(axis=1)
-        self.counts += counts
+        if other.edge:
+            self._add_counts(other.counts, other.edge)
+        else:
+            self.counts[0] += other.counts[0]
         self.count += other.count
-        self.sum_sq += other.sum_sq
         self.abs_max = max(self.abs_max, other.abs_max)
         for q in self.track:
             self.qmax[q] = max(self.qmax[q], other.qmax.get(q, 0.0))
