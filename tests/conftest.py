@@ -39,6 +39,16 @@ def mnist_example() -> Path:
     return EXAMPLES / "mnist" / "mnist_cntk_opt.onnx"
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--regen-golden",
+        action="store_true",
+        default=False,
+        help="rewrite the golden files (tests/golden/mnist_golden.txt) from their reference instead of asserting them "
+        "(review the diff before committing)",
+    )
+
+
 def pytest_collection_modifyitems(config, items):
     slow_on = os.environ.get("NPUFLOW_SLOW") == "1" or "slow" in (config.getoption("-m") or "")
     skip_slow = pytest.mark.skip(reason="slow case: run with NPUFLOW_SLOW=1 or -m slow")
