@@ -109,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="post_sigmoid: the model's outputs are logits whose Sigmoid was removed")
     p.add_argument("--override", action="append", default=None, metavar="NODE=BITS",
                    help="put one node's output in another bit width, e.g. conv1=16 (repeat per node)")
+    p.add_argument("--report", action=argparse.BooleanOptionalAction, default=True,
+                   help="write model_fx_report.html/.json/.csv (per-layer precision, measured suggestions) after the "
+                        "BIE (default: yes; --no-report skips it)")
 
     p = sub.add_parser("infer", help="run a float ONNX model or a quantized BIE on inputs",
                        description="Run a float ONNX model (onnxruntime) or an npuflow BIE (bit-exact integer simulator) on "
@@ -124,6 +127,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", action="store_true", help="the arrays carry N inputs on their first axis")
     p.add_argument("--save", metavar="OUT.npz", help="save the outputs to this .npz file")
     p.add_argument("--force", action="store_true", help="replace --save's file if it exists")
+
+    p = sub.add_parser("compare", help="run float and fixed side by side on one input; compare or dump every tensor",
+                       description="Run the BIE's float model (onnxruntime) and its bit-exact fixed-point program on the "
+                                   "same input and compare every quantized tensor: format, ranges, SNR, cosine, largest "
+                                   "error in LSB. --layer prints one tensor in detail; --dump writes every tensor "
+                                   "(float, integer and dequantized) to .npz files with a layers.csv index.")
+    p.add_argument("model", help=".bie file written by analysis")
+    p.add_argument("-p", "--platform", default=None, help="platform of the BIE (checked against the file)")
+    p.add_argument("-i", "--input", action="append", type=_input_arg, required=True, metavar="NAME=FILE",
+                   help="model input name and .npy file (or an image, for a BIE with a preprocessing spec); repeat per input")
+    p.add_argument("--layer", action="append", default=None, metavar="NAME",
+                   help="print the details of one tensor or ONNX node (repeat)")
+    p.add_argument("--dump", metavar="DIR", help="write float.npz, fixed.npz, dequantized.npz and layers.csv into DIR")
+    p.add_argument("--csv", metavar="FILE", help="write the comparison table to this CSV file")
+    p.add_argument("--force", action="store_true", help="replace --csv's file if it exists")
     return parser
 
 
@@ -219,9 +237,14 @@ def _cmd_analysis(a: argparse.Namespace) -> int:
         percentile=a.percentile, outlier_factor=a.outlier_factor, datapath_bitwidth_mode=a.datapath_bitwidth,
         weight_bitwidth_mode=a.weight_bitwidth, model_in_bitwidth_mode=a.model_in_bitwidth,
         model_out_bitwidth_mode=a.model_out_bitwidth, cpu_node_bitwidth_mode=a.cpu_node_bitwidth,
-        node_overrides=overrides or None, preprocess=spec.to_dict() if spec else None,
+        node_overrides=overrides or None, preprocess=spec.to_dict() if spec else None, report=a.report,
     )
     print(f"wrote {bie}")
+    if a.report and km.report_paths:
+        q = km.report.get("quantization") or {}
+        snr = q.get("model_output_snr_db")
+        print(f"wrote {km.report_paths['html']} (model-output SNR "
+              f"{'exact' if snr is None else f'{snr:.2f} dB'} on {q.get('report_inputs', {}).get('count', 0)} inputs)")
     return 0
 
 
@@ -281,7 +304,38 @@ def _cmd_infer(a: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"optimize": _cmd_optimize, "evaluate": _cmd_evaluate, "analysis": _cmd_analysis, "infer": _cmd_infer}
+def _cmd_compare(a: argparse.Namespace) -> int:
+    from npuflow._io import atomic_write_text, refuse_overwrite
+    from npuflow.debug import compare_layers
+    from npuflow.errors import InputError
+    from npuflow.model import load
+
+    if not a.model.endswith(".bie"):
+        raise InputError(f"compare needs a .bie file written by analysis, got {a.model}")
+    csv_path = Path(a.csv) if a.csv else None
+    if csv_path:
+        refuse_overwrite(csv_path, a.force)
+    model = load(a.model, platform=a.platform)
+    feeds = {name: _load_input(path, name, model) for name, path in a.input}
+    cmp = compare_layers(model, feeds)
+    print(cmp.table(), end="")
+    worst = cmp.worst(3)
+    if worst:
+        print("lowest SNR: " + ", ".join(f"{r.tensor} ({r.op_type}) {r.snr_db:.2f} dB" for r in worst))
+    for name in a.layer or []:
+        print()
+        print(cmp.layer(name).summary())
+    if csv_path:
+        atomic_write_text(csv_path, cmp.to_csv())
+        print(f"wrote {csv_path}")
+    if a.dump:
+        paths = cmp.dump(a.dump)
+        print(f"wrote {', '.join(str(p) for p in paths.values())}")
+    return 0
+
+
+_COMMANDS = {"optimize": _cmd_optimize, "evaluate": _cmd_evaluate, "analysis": _cmd_analysis, "infer": _cmd_infer,
+             "compare": _cmd_compare}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -207,6 +207,9 @@ class ModelConfig:
         node_overrides: dict[str, Any] | None = None,
         preprocess: dict[str, Any] | None = None,
         progress: bool | None = None,
+        report: bool = True,
+        report_inputs: Any = None,
+        report_samples: int = 8,
         **legacy: Any,
     ) -> str:
         """Fixed-point analysis: calibrate on ``input_mapping`` ({input name: list/iterable of arrays}),
@@ -215,7 +218,17 @@ class ModelConfig:
 
         npuflow extensions (keyword-only): ``node_overrides={"node name": {"bits": 16, "weight_bits": 16,
         "abs_max": 6.0}}`` (any subset), ``preprocess`` (a preprocessing spec dict recorded in the BIE).
+
+        The fixed-point report (docs/report.md): after the BIE, ``model_fx_report.{html,json,csv}`` are
+        written into ``output_dir`` (``report=False`` skips them). Its SNR figures are measured on
+        ``report_inputs`` (same form as ``input_mapping``; the first ``report_samples`` are used) or, by
+        default, on the first ``report_samples`` (8) calibration inputs, kept in memory during
+        calibration. ``export_dynasty_dump=True`` also writes every intermediate tensor, float and
+        fixed, of the first report input into ``output_dir/layer_dump/`` (``npuflow.debug``).
         """
+        import time
+
+        t_start = time.perf_counter()
         from npuflow._io import atomic_write_bytes, ensure_output_dir
         from npuflow.analysis.ranges import NodeOverride, QuantOptions
         from npuflow.analysis.run import analyse
@@ -249,9 +262,12 @@ class ModelConfig:
         if optimize:
             warnings.warn(f"analysis(optimize={optimize}): bias adjustment is not available in npuflow; running as optimize=0",
                           CompatibilityWarning, stacklevel=2)
-        if export_dynasty_dump:
-            raise NotAvailableError("export_dynasty_dump: layer dumps are not available from analysis() yet; "
-                                    "use npuflow.load(bie).run_all(...) for every tensor of the integer program")
+        if not isinstance(report, bool):
+            raise InvalidConfigError(f"report must be True or False, got {report!r}")
+        if isinstance(report_samples, bool) or not isinstance(report_samples, int) or report_samples < 1:
+            raise InvalidConfigError(f"report_samples must be a positive int (inputs the report measures SNR on), got {report_samples!r}")
+        if not isinstance(export_dynasty_dump, bool):
+            raise InvalidConfigError(f"export_dynasty_dump must be True or False, got {export_dynasty_dump!r}")
         if flops_ratio is not None:
             raise NotAvailableError("flops_ratio only applies to the 'mixbw' mode, which is not available in npuflow yet")
         bitwidths = self._check_bitwidths({
@@ -273,7 +289,21 @@ class ModelConfig:
         if unknown:
             raise InvalidConfigError(f"node_overrides names {unknown} are not nodes of the optimized model; "
                                      "node names are listed in the evaluate() report")
-        result = analyse(model, self.platform, input_mapping, opts, threads=threads, progress=progress)
+        user_feeds = None
+        if report_inputs is not None:  # validated like calibration inputs, before any work is done
+            import itertools
+
+            from npuflow.calibration.inputs import iter_calibration_inputs
+            from npuflow.errors import InputError
+            from npuflow.reference.float_runner import input_specs
+
+            try:
+                user_feeds = list(itertools.islice(iter_calibration_inputs(input_specs(model), report_inputs), report_samples))
+            except InputError as exc:
+                msg = str(exc).replace("input_mapping", "report_inputs").replace("calibration array", "report input")
+                raise InputError(f"report_inputs: {msg}") from None
+        keep = 0 if user_feeds is not None else (report_samples if (report or export_dynasty_dump) else 0)
+        result = analyse(model, self.platform, input_mapping, opts, threads=threads, progress=progress, keep_inputs=keep)
         options = {
             "quantize_mode": quantize_mode, "datapath_range_method": datapath_range_method, "percentage": percentage,
             "percentage_16b": percentage_16b, "percentile": percentile, "outlier_factor": outlier_factor,
@@ -288,6 +318,24 @@ class ModelConfig:
         atomic_write_bytes(bie_path, data)
         self.bie_path = str(bie_path)
         self.analysis_result = result
+        analysis_s = time.perf_counter() - t_start
+        self.analysis_timing = {"analysis": analysis_s}
+        feeds = user_feeds if user_feeds is not None else result.kept_inputs
+        self.report_paths = None
+        if report:
+            from npuflow.report.analysis_report import write_analysis_report
+
+            t0 = time.perf_counter()
+            self.report, self.report_paths = write_analysis_report(
+                result, platform=self.platform, opts=opts, bitwidths=bitwidths, options=options, model_name=self.name,
+                model_path=self.onnx_path, feeds=feeds, user_inputs=user_feeds is not None, output_dir=out_dir,
+                bie_path=str(bie_path), analysis_s=analysis_s, threads=threads,
+                weight_bandwidth=weight_bandwidth, dma_bandwidth=dma_bandwidth)
+            self.analysis_timing["report"] = time.perf_counter() - t0
+        if export_dynasty_dump and feeds:
+            from npuflow.debug import compare_layers
+
+            compare_layers(self, feeds[0]).dump(out_dir / "layer_dump")
         return str(bie_path)
 
 

@@ -141,10 +141,26 @@ class FixedModel:
 
     def run_batch(self, inputs: Mapping[str, Any] | Sequence[Any], input_names: Sequence[str] | None = None, *,
                   reordering: Sequence[str] | None = None, data_type: str = "float") -> list[np.ndarray]:
-        """Run N inputs (first axis); results concatenated on axis 0."""
+        """Run N inputs (first axis); results concatenated on axis 0.
+
+        The whole batch goes through each step at once (steps whose graph fixes batch 1, such
+        as a Reshape to ``[1, 85, -1]``, run per sample inside the program); the integers are
+        those of N separate runs.
+        """
+        from npuflow.sim.fast.batching import BatchUnsupported
+
         feeds = bind_inputs(self.inputs, inputs, input_names, batched=True)
         names = self._select_outputs(reordering)
         n = next(iter(feeds.values())).shape[0]
+        flat = {s.name: (feeds[s.name] if feeds[s.name].ndim == len(s.shape) else
+                         feeds[s.name].reshape((-1,) + feeds[s.name].shape[2:]) if feeds[s.name].ndim > 1 else None)
+                for s in self.inputs}
+        if all(v is not None for v in flat.values()):
+            try:
+                env = self.program.run(self.program.quantize_inputs(flat), batch=n if n > 1 else None)  # type: ignore[arg-type]
+                return self._finish(env, names, data_type)
+            except BatchUnsupported:
+                pass
         per = []
         for i in range(n):
             one = {s.name: (feeds[s.name][i:i + 1] if feeds[s.name].ndim == len(s.shape) else feeds[s.name][i])

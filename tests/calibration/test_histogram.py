@@ -7,11 +7,11 @@ from npuflow.calibration.histogram import BINS, AbsHistogram
 def test_percentile_and_max_hand_values():
     h = AbsHistogram()
     h.update(np.array([-4.0, 1.0, 2.0, 3.0], np.float32))
-    assert h.edge == 4.0 and h.abs_max == 4.0 and h.count == 4
+    assert h.edge == 8.0 and h.abs_max == 4.0 and h.count == 4  # edge: power of two strictly above the max
     assert h.percentile(1.0) == 4.0
     # 3 of 4 values are <= 3.0: the 0.75 percentile is the upper edge of 3.0's bin
-    assert abs(h.percentile(0.75) - (3.0 + 4.0 / BINS)) < 1e-9
-    assert h.percentile(0.25) <= 1.0 + 4.0 / BINS
+    assert abs(h.percentile(0.75) - (3.0 + 8.0 / BINS)) < 1e-9
+    assert h.percentile(0.25) <= 1.0 + 8.0 / BINS
 
 
 def test_all_zero_and_empty():

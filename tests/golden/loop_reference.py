@@ -1,4 +1,4 @@
-"""A second, deliberately simple, loop-level implementation of docs/fixed-point.md (numerics 1.0).
+"""A second, deliberately simple, loop-level implementation of docs/fixed-point.md (numerics 1.1).
 
 Written only from ``docs/fixed-point.md`` (the numerics spec), ``docs/bie-format.md`` (the file
 layout) and the BIE file itself. It does not import or mirror anything under ``src/npuflow/sim``,
@@ -28,7 +28,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-SPEC_VERSION = "1.0"  # docs/fixed-point.md version this file implements
+SPEC_VERSION = "1.1"  # docs/fixed-point.md version this file implements
 
 
 # --------------------------------------------------------------------------------------------

@@ -61,6 +61,20 @@ def test_weight_range_widened_so_the_bias_fits():
         weight_format(w, 8, 0, bias=b)
 
 
+def test_weight_widening_bias_shapes():
+    xf = QFormat(8, 7, 1.0)
+    w = np.full((2, 3), 0.5)  # 2 channels on axis 0
+    # a scalar bias counts for every channel; one value per channel; a multiple (grouped
+    # ConvTranspose: entry j serves channel j of every group) takes the largest |b| per entry
+    s = weight_format(w, 8, 0, bias=np.array([1e6]), in_format=xf)
+    assert s.radix[0] == s.radix[1] and s.radix[0] < weight_format(w, 8, 0).radix[0]
+    g = weight_format(w, 8, 0, bias=np.array([0.0, 1e6, 1e6, 0.0]), in_format=xf)
+    per = weight_format(w, 8, 0, bias=np.array([1e6, 1e6]), in_format=xf)
+    assert g == per
+    with pytest.raises(ValueError, match="3 bias values for 2"):
+        weight_format(w, 8, 0, bias=np.ones(3), in_format=xf)
+
+
 def test_bias_format_and_quantization():
     xf = QFormat(8, 4, 1.5)
     wf = QFormat(8, (6, 7), (1.25, 1.0), 0)
@@ -81,24 +95,38 @@ def test_shared_format_takes_the_widest_range():
     assert math.isclose(f.qmax / float(f.factor()[0]), 10.0, rel_tol=1e-6)
 
 
-SPEC_WIDTHS = {  # docs/fixed-point.md section 3
-    520: {"datapath": (8,), "weight": (8,)},
-    720: {"datapath": (8, 16), "weight": (8, 16)},
-    530: {"datapath": (8, 16), "weight": (8, 16)},
-    630: {"datapath": (8, 16), "weight": (8, 16)},
-    730: {"datapath": (8, 16), "weight": (4, 8, 16)},
-}
+def spec_width_table() -> dict[int, dict[str, tuple[int, ...]]]:
+    """The platform width table of docs/fixed-point.md section 3, parsed from the document."""
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "fixed-point.md").read_text()
+    lines = [ln for ln in doc.splitlines() if ln.startswith("|")]
+    head = next(i for i, ln in enumerate(lines) if ln.replace(" ", "").startswith("||520|720|"))
+    cols = [c.strip() for c in lines[head].strip("|").split("|")][1:]
+    rows = {}
+    for ln in lines[head + 2: head + 4]:
+        cells = [c.strip() for c in ln.strip("|").split("|")]
+        kind = "weight" if cells[0].startswith("weights") else "datapath"
+        rows[kind] = [tuple(int(v.strip()[3:]) for v in c.split(",")) for c in cells[1:]]
+    out: dict[int, dict[str, tuple[int, ...]]] = {}
+    for j, col in enumerate(cols):
+        for pid in col.split("/"):
+            out[int(pid)] = {kind: rows[kind][j] for kind in rows}
+    return out
 
 
 def test_platform_files_agree_with_the_spec_widths():
-    platforms = pytest.importorskip("npuflow.platforms")
-    get = getattr(platforms, "get_platform", None)
-    if get is None:
-        pytest.skip("npuflow.platforms has no get_platform")
-    for pid, widths in SPEC_WIDTHS.items():
-        bw = get(pid).bitwidths
+    """One source of truth: the platform files (npuflow.platforms); the spec's table must match them."""
+    from npuflow.platforms import PLATFORMS, get_platform
+
+    table = spec_width_table()
+    assert sorted(table) == sorted(int(p) for p in PLATFORMS)
+    for pid, widths in table.items():
+        bw = get_platform(pid).bitwidths
         for kind, allowed in widths.items():
             assert tuple(bw[kind]) == allowed, (pid, kind, bw[kind])
+        for kind in ("model_in", "model_out", "cpu_node"):  # "activations" row covers these too
+            assert tuple(bw[kind]) == widths["datapath"], (pid, kind, bw[kind])
 
 
 @settings(max_examples=50, deadline=None)

@@ -40,11 +40,12 @@ def rne(fr: Fraction) -> int:
 
 
 def test_version_matches_doc():
-    assert NUMERICS_VERSION == "1.0"
+    assert NUMERICS_VERSION == "1.1"
     from pathlib import Path
 
     doc = (Path(__file__).resolve().parents[2] / "docs" / "fixed-point.md").read_text()
     assert f"Version {NUMERICS_VERSION}" in doc
+    assert f"| {NUMERICS_VERSION} |" in doc  # the version history names it
 
 
 # ---------------------------------------------------------------------------------------------- ranges

@@ -143,3 +143,29 @@ def test_softmax_int16_wide_row(seed):
     out = k.eval(k.prepare({}, [fin], fout, None), x_q)
     assert_kernel_output(out, ref, fout, softmax_bound(fout, 1000))
     assert qrange(16)[1] >= out.max()
+
+
+@PROP_FEW
+@given(fin=qformats(radix=(-2, 12)), axis=st.sampled_from([0, 1, 2, 3, -1, -2]), seed=st.integers(0, 2**31))
+def test_softmax_coerce_2d_is_softmax_11(fin, axis, seed):
+    """``coerce_2d = 1`` (spec 8): opset-11 semantics, normalised over every axis from ``axis`` on;
+    the integers equal the one-axis kernel on the input reshaped to 2-D at ``axis``."""
+    rng = np.random.default_rng(seed)
+    shape = (2, 3, 2, 4)
+    x_q = rand_q(rng, shape, fin)
+    fout = QFormat(8, 7, 1.0)
+    k = KERNELS["Softmax"]
+    out = k.eval(k.prepare({"axis": axis, "coerce_2d": 1}, [fin], fout, None), x_q)
+    a = axis % len(shape)
+    flat = x_q.reshape(int(np.prod(shape[:a])), -1)
+    two_d = k.eval(k.prepare({"axis": -1}, [fin], fout, None), flat).reshape(shape)
+    np.testing.assert_array_equal(out, two_d)
+    # float64 reference of the opset-11 definition (onnx's ReferenceEvaluator applies opset-13
+    # semantics to Softmax-11; onnxruntime agrees with this formula)
+    xf = fin.dequantize(flat)
+    e = np.exp(xf - xf.max(axis=1, keepdims=True))
+    ref = (e / e.sum(axis=1, keepdims=True)).reshape(shape)
+    assert_kernel_output(out, ref, fout, softmax_bound(fout, flat.shape[1]))
+    # without the flag the default axis is -1 (opset 13), with it 1 (opset < 13)
+    assert k.prepare({}, [fin], fout, None).axis == -1
+    assert k.prepare({"coerce_2d": 1}, [fin], fout, None).axis == 1

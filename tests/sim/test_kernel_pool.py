@@ -98,6 +98,33 @@ def test_resize_nearest_and_linear_hand_vectors():
     assert out.ravel().tolist() == [1, 3]
 
 
+def _ort_resize10(x: np.ndarray, mode: str, scales: list[float]) -> np.ndarray:
+    """onnxruntime's Resize-10 (the float reference of the toolchain for opset-10 models)."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    node = helper.make_node("Resize", ["x", "s"], ["y"], mode=mode)
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                          initializer=[numpy_helper.from_array(np.array(scales, np.float32), "s")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 10)])
+    m.ir_version = 6
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, {"x": x.astype(np.float32)})[0]
+
+
+@pytest.mark.parametrize("scales", [[1, 1, 2, 2], [1, 1, 1.5, 2.5], [1, 1, 0.6, 0.5], [1, 1, 1.7, 0.75], [1, 1, 3, 0.34]])
+def test_resize_nearest_simple_is_onnxruntime_resize10(scales):
+    """``nearest_mode = "simple"`` with asymmetric coordinates (spec 9): floor on axes with scale >= 1,
+    ceil on axes with scale < 1, per axis -- bit for bit what onnxruntime's Resize-10 gathers."""
+    x = np.arange(2 * 5 * 7).reshape(1, 2, 5, 7) - 35
+    attrs = {"mode": "nearest", "coordinate_transformation_mode": "asymmetric", "nearest_mode": "simple"}
+    out = run("Resize", F0, F0, x, attrs, {"scales": np.array(scales, np.float32)})
+    ref = _ort_resize10(x, "nearest", scales)
+    assert out.shape == ref.shape
+    np.testing.assert_array_equal(out, ref.astype(np.int64))
+
+
 def test_resize_rejects_unsupported():
     with pytest.raises(ValueError):
         KERNELS["Resize"].prepare({"mode": "cubic"}, [F0], F0, {"scales": np.ones(4, np.float32)})

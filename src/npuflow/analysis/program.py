@@ -17,7 +17,7 @@ from npuflow.analysis.ranges import QuantOptions, choose_abs_max
 from npuflow.calibration.histogram import AbsHistogram
 from npuflow.errors import NpuflowError
 from npuflow.quant.formats import weight_format
-from npuflow.sim.fixed_point import QFormat
+from npuflow.sim.fixed_point import MultiplierRangeError, QFormat
 from npuflow.sim.kernels import KERNELS, KernelStats
 
 
@@ -49,6 +49,7 @@ class Program:
     float_dtypes: dict[str, bool] = field(default_factory=dict)  # tensor -> is float (quantizable)
     _sessions: dict[int, Any] = field(default_factory=dict, repr=False)
     opset: int = 13
+    _fast_plans: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)  # npuflow.sim.fast.runner
 
     # ------------------------------------------------------------------------------------------
     def _float_session(self, k: int, feeds: dict[str, np.ndarray] | None = None):
@@ -85,38 +86,18 @@ class Program:
         keep_all: bool = False,
         stats: list[KernelStats] | None = None,
         on_step: Callable[[int], None] | None = None,
+        batch: int | None = None,
     ) -> dict[str, np.ndarray]:
-        """Run on quantized inputs. Returns the output tensors (every tensor with ``keep_all``)."""
-        env: dict[str, np.ndarray] = dict(feeds_q)
-        last_use: dict[str, int] = {}
-        if not keep_all:
-            for k, st in enumerate(self.steps):
-                for x in st.runtime_inputs:
-                    last_use[x] = k
-        outputs = set(self.output_names)
-        for k, st in enumerate(self.steps):
-            args = [env[x] for x in st.runtime_inputs]
-            if st.float_step:
-                fl = {x: (self.formats[x].dequantize(a).astype(np.float32) if x in self.formats else a)
-                      for x, a in zip(st.runtime_inputs, args)}
-                res = self._float_session(k, fl).run(None, fl)
-                names = [y for y in st.onnx_node.output if y]
-                for y, v in zip(names, res):
-                    env[y] = self.formats[y].quantize(v) if y in self.formats else v
-            else:
-                s = stats[k] if stats is not None else None
-                res = KERNELS[st.op_type].eval(self.params[k], *args, stats=s)
-                if not isinstance(res, tuple):
-                    res = (res,)
-                for y, v in zip(st.outputs, res):
-                    env[y] = v
-            if not keep_all:
-                for x in st.runtime_inputs:
-                    if last_use.get(x) == k and x not in outputs:
-                        env.pop(x, None)
-            if on_step is not None:
-                on_step(k)
-        return env if keep_all else {n: env[n] for n in self.output_names}
+        """Run on quantized inputs. Returns the output tensors (every tensor with ``keep_all``).
+
+        Steps run on the fast kernels of :mod:`npuflow.sim.fast` (identical integers; the
+        reference kernels with ``NPUFLOW_SIM=reference``). ``batch``: the feeds hold that many
+        samples concatenated on axis 0; steps that cannot take them at once run per sample
+        (:mod:`npuflow.sim.fast.batching`), so every tensor comes back concatenated likewise.
+        """
+        from npuflow.sim.fast.runner import execute
+
+        return execute(self, feeds_q, keep_all=keep_all, stats=stats, on_step=on_step, batch=batch)
 
 
 def _float_tensors(model: onnx.ModelProto) -> dict[str, bool]:
@@ -137,36 +118,6 @@ def needed_stats(model: onnx.ModelProto, steps: list[Step], input_names: list[st
             continue
         names += [y for y in st.outputs if y and is_float.get(y, True)]
     return names
-
-
-BIAS_HEADROOM_BITS = 2  # the quantized bias uses at most 1/4 of the accumulator range
-
-
-def fit_bias(w_fmt: QFormat, in_fmt: QFormat, bias: np.ndarray | None) -> QFormat:
-    """Lower the weight radix of output channels whose bias would not fit the accumulator.
-
-    A channel with tiny weights gets a large weight radix; its bias, quantized at
-    ``r_in + r_w[c]``, can then exceed int32 (spec "Bias"). Such a channel gives up weight
-    precision (radix lowered by the excess bits) so that ``|b_q| < 2**(acc_bits - 1 - 2)``.
-    """
-    if bias is None or not w_fmt.per_channel:
-        return w_fmt
-    from npuflow.sim.fixed_point import accumulator_bits
-
-    acc = accumulator_bits(in_fmt.bits, w_fmt.bits)
-    limit = 2.0 ** (acc - 1 - BIAS_HEADROOM_BITS)
-    r = w_fmt.radix_array().astype(np.int64)
-    sc = w_fmt.scale_array().astype(np.float64)
-    f_in = float(in_fmt.factor()[0])
-    b = np.broadcast_to(np.abs(bias.astype(np.float64)).ravel(), r.shape) if np.size(bias) in (1, r.size) else None
-    if b is None:
-        return w_fmt
-    need = b * f_in * sc * np.exp2(r.astype(np.float64))
-    over = need > limit
-    if not over.any():
-        return w_fmt
-    drop = np.where(over, np.ceil(np.log2(np.maximum(need, 1.0) / limit)).astype(np.int64), 0)
-    return QFormat(w_fmt.bits, tuple(int(v) for v in r - drop), tuple(float(v) for v in sc), w_fmt.axis)
 
 
 def mac_inputs(steps: list[Step]) -> list[str]:
@@ -213,6 +164,107 @@ def corrected_bias(st: Step, w_fmt: QFormat, mean_x: np.ndarray | None) -> np.nd
     return (b.astype(np.float64) - corr.reshape(b.shape)).astype(np.float32)
 
 
+def _mac_bias(st: Step, weights: dict[str, np.ndarray]) -> np.ndarray | None:
+    """Float bias of a MAC step in accumulator units (Gemm: ``beta * C / alpha``), or None."""
+    if st.op_type in ("Conv", "ConvTranspose"):
+        b = weights.get("B")
+    elif st.op_type == "Gemm" and weights.get("C") is not None:
+        alpha, beta = float(st.attrs.get("alpha", 1.0)), float(st.attrs.get("beta", 1.0))
+        b = None if alpha == 0.0 else np.asarray(weights["C"], dtype=np.float64) * (beta / alpha)
+    else:
+        b = None
+    return None if b is None else np.asarray(b, dtype=np.float64).ravel()
+
+
+def mac_weight_format(st: Step, in_fmt: QFormat | None, bits: int) -> QFormat | None:
+    """The weight format ``build_program`` gives MAC step ``st`` (None: no constant weight):
+    per output channel, widened so the float bias fits (``quant.weight_format(..., bias=)``)."""
+    wname = _weight_input(st)
+    if st.op_type not in MAC_OPS or wname not in st.weights:
+        return None
+    bias = _mac_bias(st, st.weights) if in_fmt is not None else None
+    return weight_format(st.weights[wname], bits, weight_axis(st), bias=bias, in_format=in_fmt)
+
+
+def fit_bias(w_fmt: QFormat, in_fmt: QFormat, bias: np.ndarray | None) -> QFormat:
+    """Deprecated (kept for :mod:`npuflow.report.precision` until it calls :func:`mac_weight_format`):
+    ``w_fmt`` widened for ``bias`` by the one rule, :func:`npuflow.quant.formats.weight_format`,
+    applied to the channel ranges that ``w_fmt`` represents; channels it does not widen keep
+    ``w_fmt`` exactly."""
+    if bias is None or not w_fmt.per_channel:
+        return w_fmt
+    wide = weight_format(w_fmt.qmax / w_fmt.factor(), w_fmt.bits, 0, bias=np.asarray(bias), in_format=in_fmt)
+    r0, s0 = w_fmt.radix_array(), w_fmt.scale_array()
+    r1, s1 = wide.radix_array(), wide.scale_array()
+    keep = (r1 == r0) & np.isclose(s1, s0, rtol=1e-9, atol=0.0)
+    return QFormat(w_fmt.bits, tuple(int(v) for v in np.where(keep, r0, r1)),
+                   tuple(float(v) for v in np.where(keep, s0, s1)), w_fmt.axis)
+
+
+def lower_radix(fmt: QFormat, k: int) -> QFormat:
+    """``fmt`` with its radix lowered by ``k`` (range times 2**k, same scale)."""
+    return QFormat(fmt.bits, fmt.tensor_radix - k, fmt.tensor_scale, fmt.axis)
+
+
+#: largest radix lowering the multiplier cap tries (far beyond any pair of formats in [-128, 127])
+MAX_RADIX_LOWERING = 1024
+
+
+def prepare_capped(kernel: Any, attrs: dict[str, Any], in_formats: list[QFormat | None], out_fmts: list[QFormat],
+                   weights: dict[str, np.ndarray]) -> tuple[Any, list[QFormat], int]:
+    """``kernel.prepare`` with the multiplier cap (spec section 3): when a requantization multiplier
+    would reach 2**31 (the output format is more than 2**31 times finer than an input's: a
+    near-constant or nearly dead tensor), every output's radix is lowered by the smallest ``k``
+    for which the kernel prepares. Returns ``(params, output formats, k)``."""
+
+    def prep(fmts: list[QFormat]) -> Any:
+        return kernel.prepare(attrs, in_formats, fmts if len(fmts) > 1 else fmts[0], weights)
+
+    try:
+        return prep(out_fmts), out_fmts, 0
+    except MultiplierRangeError:
+        pass
+    lo, hi = 0, 1  # prep fails at lo; find the smallest hi that works (success is monotone in k)
+    while True:
+        try:
+            prep([lower_radix(f, hi) for f in out_fmts])
+            break
+        except MultiplierRangeError:
+            lo, hi = hi, hi * 2
+            if hi > MAX_RADIX_LOWERING:
+                raise
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        try:
+            prep([lower_radix(f, mid) for f in out_fmts])
+            hi = mid
+        except MultiplierRangeError:
+            lo = mid
+    fmts = [lower_radix(f, hi) for f in out_fmts]
+    return prep(fmts), fmts, hi
+
+
+def as_float_step(st: Step, node: onnx.NodeProto, inits: dict[str, onnx.TensorProto], opset: int, reason: str) -> None:
+    """Turn ``st`` (one ONNX node) into a float step of ``node`` with ``reason`` (in place)."""
+    from onnx import numpy_helper
+
+    from npuflow.analysis.graph import node_attrs, schema_input_names
+
+    weights: dict[str, np.ndarray] = {}
+    weight_names: dict[str, str] = {}
+    inputs: list[str | None] = []
+    for sname, x in zip(schema_input_names(node, opset), node.input):
+        if x and x in inits:
+            weights[sname] = numpy_helper.to_array(inits[x])
+            weight_names[sname] = x
+            inputs.append(None)
+        else:
+            inputs.append(x or None)
+    st.op_type, st.attrs, st.inputs, st.outputs = node.op_type, node_attrs(node), inputs, list(node.output)
+    st.weights, st.weight_names = weights, weight_names
+    st.float_step, st.reason, st.onnx_node = True, reason, node
+
+
 def build_program(
     model: onnx.ModelProto,
     steps: list[Step],
@@ -222,8 +274,23 @@ def build_program(
     output_names: list[str],
     channel_means: Callable[[str], np.ndarray | None] | None = None,
 ) -> Program:
+    """Choose every tensor's format and prepare every integer step (spec sections 2, 3, 10).
+
+    Formats follow the steps in order: model inputs (power of two, exact range), then each step's
+    outputs (pass-through ops keep their input's format; others get a calibrated range,
+    :func:`npuflow.analysis.ranges.choose_abs_max`, at the bits of their role or override). MAC
+    weights get per-channel formats widened so the float bias fits a quarter of the accumulator
+    (:func:`npuflow.quant.formats.weight_format`); Conv/Gemm biases are then corrected for the
+    weight rounding (:func:`corrected_bias`). Kernels prepare under the multiplier cap
+    (:func:`prepare_capped`). A single-node step whose kernel refuses its attributes or constants
+    (``ValueError`` in prepare) becomes a float step whose reason quotes the kernel (``steps`` is
+    updated in place).
+    """
     is_float = _float_tensors(model)
     graph_outputs = set(output_names)
+    opset = next((i.version for i in model.opset_import if i.domain in ("", "ai.onnx")), 13)
+    inits = {t.name: t for t in model.graph.initializer}
+    by_name = {n.name: n for n in model.graph.node}
     formats: dict[str, QFormat] = {}
     for n in input_names:
         formats[n] = QFormat.from_abs_max(choose_abs_max(stats[n], opts.model_in_bits, opts, "input"),
@@ -236,6 +303,38 @@ def build_program(
         role = "output" if tensor in graph_outputs else "internal"
         return QFormat.from_abs_max(choose_abs_max(stats[tensor], bits, opts, role), bits)
 
+    def out_bits(y: str, default: int, ov: Any) -> int:
+        if ov is not None and ov.bits is not None:
+            return int(ov.bits)
+        return opts.model_out_bits if y in graph_outputs else default
+
+    def float_step_formats(st: Step, key: str, ov: Any) -> None:
+        src = next((formats[x] for x in st.runtime_inputs if x in formats), None)
+        for y in st.outputs:
+            if y and is_float.get(y, True):
+                if y in stats:
+                    formats[y] = calibrated(y, out_bits(y, opts.cpu_bits, ov), key)
+                elif src is not None:  # a data-movement op that fell back to float: its input's format
+                    formats[y] = src
+                else:
+                    raise NpuflowError(f"internal: no calibration statistics for {y} (float step {st.name})")
+
+    def _mac_weights(st: Step, in_formats: list[QFormat | None], ov: Any) -> dict[str, np.ndarray]:
+        """Per-channel weight format into ``in_formats`` (widened for the float bias), and the
+        weights with the corrected bias (spec "Bias correction")."""
+        wbits = ov.weight_bits if (ov is not None and ov.weight_bits) else opts.weight_bits
+        w_fmt = mac_weight_format(st, in_formats[0], wbits)
+        if w_fmt is None:
+            return st.weights
+        wname = _weight_input(st)
+        pos = ["X", "W", "B"].index(wname) if st.op_type.startswith("Conv") else ["A", "B", "C"].index(wname)
+        in_formats[pos] = w_fmt
+        if opts.bias_correction and channel_means is not None and st.op_type in ("Conv", "Gemm"):
+            nb = corrected_bias(st, in_formats[pos], channel_means(st.runtime_inputs[0]))
+            if nb is not None:
+                return {**st.weights, ("B" if st.op_type == "Conv" else "C"): nb}
+        return st.weights
+
     params: list[Any] = []
     for st in steps:
         key = next((n for n in st.nodes if n in opts.overrides), st.name)
@@ -244,43 +343,31 @@ def build_program(
             if x not in formats and is_float.get(x, True) and not st.float_step:
                 raise NpuflowError(f"internal: tensor {x} of step {st.name} has no format")
         if st.float_step:
-            for y in st.outputs:
-                if y and is_float.get(y, True):
-                    bits = opts.model_out_bits if y in graph_outputs else opts.cpu_bits
-                    formats[y] = calibrated(y, bits, key)
+            float_step_formats(st, key, ov)
             params.append(None)
             continue
         if st.op_type in PASS_THROUGH:
             src = formats[st.runtime_inputs[0]]
             out_fmts = [src for _ in st.outputs]
         else:
-            out_fmts = []
-            for y in st.outputs:
-                bits = opts.model_out_bits if y in graph_outputs else opts.datapath_bits
-                if ov is not None and ov.bits is not None:
-                    bits = ov.bits
-                out_fmts.append(calibrated(y, bits, key))
+            out_fmts = [calibrated(y, out_bits(y, opts.datapath_bits, ov), key) for y in st.outputs]
+        in_formats: list[QFormat | None] = [formats.get(x) if x else None for x in st.inputs]
+        try:
+            weights = _mac_weights(st, in_formats, ov)
+            p, out_fmts, _ = prepare_capped(KERNELS[st.op_type], st.attrs, in_formats, out_fmts, weights)
+        except MultiplierRangeError as exc:
+            raise NpuflowError(f"cannot quantize node {st.name} ({st.op_type}): {exc}") from exc
+        except (ValueError, TypeError) as exc:
+            node = by_name.get(st.name)
+            if isinstance(exc, TypeError) or len(st.nodes) != 1 or node is None:
+                raise NpuflowError(f"cannot quantize node {st.name} ({st.op_type}): {exc}") from exc
+            as_float_step(st, node, inits, opset,
+                          f"the integer {st.op_type} kernel refuses this node ({exc}): simulated in float "
+                          "between quantize/dequantize")
+            float_step_formats(st, key, ov)
+            params.append(None)
+            continue
         for y, f in zip(st.outputs, out_fmts):
             formats[y] = f
-        in_formats: list[QFormat | None] = [formats.get(x) if x else None for x in st.inputs]
-        wname = _weight_input(st)
-        pos = 0
-        if st.op_type in MAC_OPS and wname in st.weights:
-            pos = ["X", "W", "B"].index(wname) if st.op_type.startswith("Conv") else ["A", "B", "C"].index(wname)
-            wbits = ov.weight_bits if (ov is not None and ov.weight_bits) else opts.weight_bits
-            in_formats[pos] = weight_format(st.weights[wname], wbits, weight_axis(st))
-        weights = st.weights
-        if opts.bias_correction and channel_means is not None and st.op_type in ("Conv", "Gemm") and in_formats[pos] is not None:
-            nb = corrected_bias(st, in_formats[pos], channel_means(st.runtime_inputs[0]))
-            if nb is not None:
-                weights = {**st.weights, ("B" if st.op_type == "Conv" else "C"): nb}
-        if st.op_type in MAC_OPS and in_formats[pos] is not None and in_formats[0] is not None:
-            bias = weights.get("B" if st.op_type.startswith("Conv") else "C")
-            in_formats[pos] = fit_bias(in_formats[pos], in_formats[0], bias)
-        try:
-            p = KERNELS[st.op_type].prepare(st.attrs, in_formats, out_fmts if len(out_fmts) > 1 else out_fmts[0], weights)
-        except (ValueError, TypeError) as exc:
-            raise NpuflowError(f"cannot quantize node {st.name} ({st.op_type}): {exc}") from exc
         params.append(p)
-    opset = next((i.version for i in model.opset_import if i.domain in ("", "ai.onnx")), 13)
     return Program(steps, params, formats, list(input_names), list(output_names), is_float, opset=opset)

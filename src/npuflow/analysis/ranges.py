@@ -1,12 +1,14 @@
-"""Calibrated ranges -> abs max per tensor (docs/fixed-point.md, "Choosing ranges").
+"""Calibrated ranges -> abs max per tensor (docs/fixed-point.md section 3.1, "Choosing ranges").
 
-* ``percentage`` (default): per tensor, pooled over every value of every calibration input, the
-  ``percentage`` quantile of |x| (``percentage_16b`` for 16-bit tensors). 0.999 removes the 0.1 %
-  largest magnitudes.
+* ``percentage`` (default): per tensor, the **per-input** quantile: for each calibration input
+  separately the exact ``percentage`` quantile of that input's |x| (``percentage_16b`` for 16-bit
+  tensors), then the maximum over the calibration inputs
+  (:meth:`npuflow.calibration.histogram.AbsHistogram.per_input_percentile`). 0.999 removes the
+  0.1 % largest magnitudes of each input.
 * ``mmse``: per tensor, the clip c minimising the expected squared error of symmetric uniform
   quantization on the pooled |x| histogram (rounding noise step^2/12 inside, (|x|-c)^2 outside),
-  searched over 64 log-spaced candidates between the ``1 - percentile`` quantile and the max; then
-  multiplied by ``outlier_factor`` (capped at the max).
+  searched over 64 log-spaced candidates between the pooled ``1 - percentile`` quantile (at least
+  1e-3 of the max) and the max; then multiplied by ``outlier_factor`` (capped at the max).
 * 16-bit tensors (other than model inputs) get one bit of headroom: the chosen range is doubled,
   so that values a little beyond the calibration range do not saturate; int16 has precision to
   spare (measured: MNIST int16 output SNR went from 25 dB on one evaluation digit whose logit
@@ -14,6 +16,7 @@
 * Model inputs and model outputs are never clipped (their exact abs max), except with
   ``quantize_mode="post_sigmoid"``, where model outputs (logits whose Sigmoid was removed) are
   capped at 8 (sigmoid(8) = 0.99966: precision beyond is wasted).
+* A per-node ``abs_max`` override replaces all of this (``build_program``).
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import onnx
@@ -27,6 +27,11 @@ class AnalysisResult:
     program: Program
     stats: dict[str, Any]  # tensor -> AbsHistogram
     samples: int
+    #: per-channel means of MAC inputs (bias correction): pass ``channel_means.get`` to
+    #: ``build_program`` to rebuild the same program with other options (the report does)
+    channel_means: dict[str, Any] = field(default_factory=dict)
+    #: the first ``keep_inputs`` validated calibration feeds, in order (the report's default inputs)
+    kept_inputs: list[dict[str, Any]] = field(default_factory=list)
 
 
 def analyse(
@@ -37,8 +42,12 @@ def analyse(
     *,
     threads: int = 4,
     progress: bool | None = None,
+    keep_inputs: int = 0,
 ) -> AnalysisResult:
-    """Calibrate ``optimized`` (already through ``npuflow.passes.optimize``) and build its program."""
+    """Calibrate ``optimized`` (already through ``npuflow.passes.optimize``) and build its program.
+
+    ``keep_inputs``: keep the first N validated calibration feeds in ``AnalysisResult.kept_inputs``
+    (memory: N inputs; the rest are streamed and dropped as before)."""
     placements = place_model(optimized, platform)
     steps = build_steps(optimized, placements, set(KERNELS))
     specs = input_specs(optimized)
@@ -56,8 +65,11 @@ def analyse(
 
         bar = tqdm(total=total, desc="calibration", unit="input", file=sys.stderr)
     try:
+        kept: list[dict[str, Any]] = []
         for feeds in iter_calibration_inputs(specs, input_mapping):
             collector.feed(feeds)
+            if len(kept) < keep_inputs:
+                kept.append(feeds)
             if bar is not None:
                 bar.update(1)
     finally:
@@ -66,4 +78,5 @@ def analyse(
             bar.close()
     program = build_program(optimized, steps, collector.hist, opts, input_names, output_names,
                             channel_means=collector.channel_mean)
-    return AnalysisResult(optimized, steps, program, collector.hist, collector.samples)
+    means = {t: m for t in collector.channel_sum if (m := collector.channel_mean(t)) is not None}
+    return AnalysisResult(optimized, steps, program, collector.hist, collector.samples, means, kept)

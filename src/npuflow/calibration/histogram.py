@@ -20,9 +20,11 @@ SUBSAMPLE_LIMIT = 1 << 18
 
 
 def _pow2_at_least(v: float) -> float:
-    """Smallest power of two >= v (v > 0)."""
-    mant, exp = math.frexp(v)  # v = mant * 2**exp, 0.5 <= mant < 1
-    return math.ldexp(1.0, exp - 1) if mant == 0.5 else math.ldexp(1.0, exp)
+    """Smallest power of two strictly above v (v > 0): no value ever sits on the top edge, so the
+    bins of different edges nest exactly (a value equal to the edge would need clipping into the
+    last bin, which does not survive merging)."""
+    _, exp = math.frexp(v)  # v = mant * 2**exp, 0.5 <= mant < 1
+    return math.ldexp(1.0, exp)
 
 
 class AbsHistogram:
@@ -40,8 +42,8 @@ class AbsHistogram:
         self.track = tuple(q for q in track if q < 1.0)
         self.qmax: dict[float, float] = {q: 0.0 for q in self.track}
 
-    def _grow(self, new_max: float) -> None:
-        target = _pow2_at_least(new_max)
+    def _grow(self, target: float) -> None:
+        """Widen to the power-of-two edge ``target`` (> current edge), merging bins."""
         if self.edge == 0.0:
             self.edge = target
             return

@@ -68,7 +68,12 @@ def weight_format(
         if in_format is None:
             raise ValueError("weight_format: bias given without the input format")
         b = np.abs(np.asarray(bias, dtype=np.float64).ravel())
-        b = b.max(keepdims=True) if axis is None else b
+        if axis is None or b.size == 1:
+            b = b.max(keepdims=True) if b.size else np.zeros(1)
+        elif b.size != amax.size:
+            if b.size % amax.size:
+                raise ValueError(f"weight_format: {b.size} bias values for {amax.size} weight channels")
+            b = b.reshape(-1, amax.size).max(axis=0)  # grouped ConvTranspose: channel j of every group
         acc = accumulator_bits(in_format.bits, bits)
         need = b * float(in_format.factor()[0]) * qrange(bits)[1] / 2.0 ** (acc - 2)
         amax = np.maximum(amax, need)

@@ -9,14 +9,56 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from npuflow._io import atomic_write_text, ensure_output_dir
 from npuflow.errors import NpuflowError
 from npuflow.evaluate.result import EvalResult
 
-REPORT_SCHEMA_VERSION = "1.0"
+REPORT_SCHEMA_VERSION = "1.1"
 REPORT_FILES = ("model_fx_report.json", "model_fx_report.html", "model_fx_report.csv")
+
+_SNR = {"type": ["number", "null"]}  # null: no error at all (exact)
+_FMT = {"type": "object", "required": ["bits", "per_channel"],
+        "properties": {"bits": {"type": "integer"}, "per_channel": {"type": "boolean"}}}
+_STEP_FIELDS: dict[str, Any] = {
+    "index": {"type": "integer"}, "name": {"type": "string"}, "op_type": {"type": "string"},
+    "nodes": {"type": "array", "items": {"type": "string"}}, "placement": {"enum": ["NPU", "CPU"]},
+    "float_step": {"type": "boolean"}, "reason": {"type": "string"}, "pass_through": {"type": "boolean"},
+    "inputs": {"type": "array", "items": _FMT}, "outputs": {"type": "array", "items": _FMT},
+    "weight": {"type": ["object", "null"]},
+    "range": {"type": "object", "required": ["calib_abs_max", "report_abs_max", "chosen", "clipped_calib", "clipped_report"]},
+    "isolated": {"type": "object", "required": ["snr_db"], "properties": {"snr_db": _SNR}},
+    "out_quant_snr_db": _SNR,
+    "cumulative": {"type": "object", "required": ["snr_db", "cosine"], "properties": {"snr_db": _SNR}},
+    "saturated": {"type": "object", "required": ["acc", "out"]},
+    "macs": {"type": "integer"}, "time_ms": {"type": "number"},
+}
+#: the ``quantization`` section (analysis only; null in evaluate()'s report)
+QUANTIZATION_SCHEMA: dict[str, Any] = {
+    "type": ["object", "null"],
+    "required": ["report_inputs", "calibration_samples", "model_output_snr_db", "outputs", "inputs", "steps",
+                 "ranking", "histograms", "timing_s"],
+    "properties": {
+        "report_inputs": {"type": "object", "required": ["count", "source"],
+                          "properties": {"count": {"type": "integer"}, "source": {"enum": ["calibration", "user"]}}},
+        "calibration_samples": {"type": "integer"},
+        "model_output_snr_db": _SNR,
+        "outputs": {"type": "array", "items": {"type": "object", "required": ["name", "snr_db", "cosine"]}},
+        "inputs": {"type": "array", "items": {"type": "object", "required": ["name", "bits"]}},
+        "steps": {"type": "array", "items": {"type": "object", "required": list(_STEP_FIELDS), "properties": _STEP_FIELDS}},
+        "ranking": {"type": "array", "items": {
+            "type": "object", "required": ["rank", "index", "name", "op_type", "isolated_snr_db", "cause", "suggestions", "measured"],
+            "properties": {"rank": {"type": "integer"}, "index": {"type": "integer"}, "suggestions": {"type": "array"},
+                           "measured": {"type": ["object", "null"]}}}},
+        "combined": {"type": ["object", "null"]},
+        "reference_int16": {"type": ["object", "null"]},
+        "regions_int16": {"type": "array", "items": {"type": "object", "required": ["nodes", "first", "last", "macs_fraction", "measured"]}},
+        "histograms": {"type": "array", "items": {"type": "object", "required": ["name", "tensor", "hi", "counts", "chosen", "abs_max"]}},
+        "timing_s": {"type": "object"},
+    },
+}
 
 _NODE_FIELDS = {
     "name": "string", "op_type": "string", "placement": "string", "reason": "string",
@@ -61,7 +103,9 @@ REPORT_SCHEMA: dict[str, Any] = {
             "items": {"type": "object", "required": list(_NODE_FIELDS),
                       "properties": {k: {"type": v} for k, v in _NODE_FIELDS.items()}},
         },
-        "quantization": {"type": ["object", "null"]},
+        "quantization": QUANTIZATION_SCHEMA,
+        "files": {"type": "object", "additionalProperties": {"type": ["string", "null"]}},
+        "timing_s": {"type": "object", "additionalProperties": {"type": "number"}},
     },
 }
 
@@ -113,6 +157,28 @@ def build_evaluation_report(
     }
 
 
+def build_analysis_report(
+    result: EvalResult,
+    quantization: dict[str, Any] | None,
+    *,
+    model_path: str | None,
+    options: dict[str, Any],
+    platform_name: str,
+    bitwidths: dict[str, str],
+    files: dict[str, str | None] | None = None,
+    timing: dict[str, float] | None = None,
+) -> dict[str, Any]:
+    """The report document of an ``analysis()`` run: evaluate()'s placement/cost data at the
+    analysis bit widths plus the ``quantization`` section (``npuflow.report.precision``)."""
+    doc = build_evaluation_report(result, model_path=model_path, options=options, platform_name=platform_name)
+    doc["producer"] = "analysis"
+    doc["bitwidths"] = dict(bitwidths)
+    doc["quantization"] = quantization
+    doc["files"] = dict(files or {})
+    doc["timing_s"] = {k: round(float(v), 3) for k, v in (timing or {}).items()}
+    return doc
+
+
 def validate_report(doc: dict[str, Any]) -> None:
     """Check a report document against REPORT_SCHEMA's required keys and basic types.
 
@@ -122,7 +188,8 @@ def validate_report(doc: dict[str, Any]) -> None:
     _check(doc, REPORT_SCHEMA, "report")
 
 
-_TYPES = {"object": dict, "array": list, "string": str, "integer": int, "number": (int, float), "null": type(None)}
+_TYPES = {"object": dict, "array": list, "string": str, "integer": int, "number": (int, float), "null": type(None),
+          "boolean": bool}
 
 
 def _check(value: Any, schema: dict[str, Any], where: str) -> None:
@@ -188,8 +255,76 @@ def summary_text(doc: dict[str, Any], report_path: str | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def fmt_snr(v: float | None, nd: int = 1) -> str:
+    """SNR for people: ``None`` (no error at all) reads ``exact``."""
+    return "exact" if v is None else f"{v:.{nd}f}"
+
+
+def fmt_format(d: dict[str, Any] | None) -> str:
+    """``int8 r4 s1.323`` (per tensor) or ``int8 r5..9 s0.99..1.98 (32 ch)`` (per channel)."""
+    if not d:
+        return ""
+    if d.get("per_channel"):
+        r = f"r{d['radix_min']}" if d["radix_min"] == d["radix_max"] else f"r{d['radix_min']}..{d['radix_max']}"
+        return f"int{d['bits']} {r} s{d['scale_min']:.3g}..{d['scale_max']:.3g} ({d['channels']} ch)"
+    return f"int{d['bits']} r{d['radix']} s{d['scale']:.4g}"
+
+
+STEP_CSV_FIELDS = [
+    "index", "name", "op_type", "nodes", "placement", "reason", "in_bits", "out_bits", "weight_bits", "out_radix",
+    "out_scale", "weight_radix", "weight_scale", "calib_abs_max", "report_abs_max", "chosen_range", "clipped_calib_pct",
+    "clipped_report_pct", "cum_snr_db", "cum_cosine", "iso_snr_db", "out_quant_snr_db", "weight_snr_db",
+    "acc_saturated", "out_saturated", "macs", "time_ms",
+]
+
+
+def _pct(v: float | None) -> str:
+    return "" if v is None else f"{100 * v:.4g}"
+
+
+def _num(v: float | None, fmt: str = "{:.6g}") -> str:
+    return "" if v is None else fmt.format(v)
+
+
+def step_rows_csv(q: dict[str, Any]) -> list[dict[str, Any]]:
+    """One flat CSV row per quantized step (``exact`` where an SNR has no error)."""
+    out = []
+    for r in q["steps"]:
+        o = r["outputs"][0] if r["outputs"] else None
+        w = r["weight"] or None
+        rng = r["range"]
+        out.append({
+            "index": r["index"], "name": r["name"], "op_type": r["op_type"], "nodes": " ".join(r["nodes"]),
+            "placement": r["placement"], "reason": r["reason"],
+            "in_bits": "/".join(str(i["bits"]) for i in r["inputs"]), "out_bits": "/".join(str(i["bits"]) for i in r["outputs"]),
+            "weight_bits": w["bits"] if w else "",
+            "out_radix": o.get("radix", "") if o else "", "out_scale": o.get("scale", "") if o else "",
+            "weight_radix": (f"{w['radix_min']}..{w['radix_max']}" if w.get("per_channel") else w.get("radix", "")) if w else "",
+            "weight_scale": (f"{w['scale_min']}..{w['scale_max']}" if w.get("per_channel") else w.get("scale", "")) if w else "",
+            "calib_abs_max": _num(rng["calib_abs_max"]), "report_abs_max": _num(rng["report_abs_max"]),
+            "chosen_range": _num(rng["chosen"]), "clipped_calib_pct": _pct(rng["clipped_calib"]),
+            "clipped_report_pct": _pct(rng["clipped_report"]),
+            "cum_snr_db": fmt_snr(r["cumulative"]["snr_db"], 3) if r["outputs"] else "",
+            "cum_cosine": _num(r["cumulative"]["cosine"]),
+            "iso_snr_db": fmt_snr(r["isolated"]["snr_db"], 3) if r["outputs"] else "",
+            "out_quant_snr_db": fmt_snr(r["out_quant_snr_db"], 3) if r["outputs"] else "",
+            "weight_snr_db": fmt_snr(w.get("snr_db"), 3) if w else "",
+            "acc_saturated": r["saturated"]["acc"], "out_saturated": r["saturated"]["out"],
+            "macs": r["macs"], "time_ms": f"{r['time_ms']:.6f}",
+        })
+    return out
+
+
 def node_table_csv(doc: dict[str, Any]) -> str:
+    """The node table: one row per quantized step (after fusion) for an analysis report, one row
+    per ONNX node (placement and cost) for an evaluate() report."""
     buf = io.StringIO()
+    if doc.get("quantization"):
+        w = csv.DictWriter(buf, fieldnames=STEP_CSV_FIELDS, lineterminator="\n")
+        w.writeheader()
+        for row in step_rows_csv(doc["quantization"]):
+            w.writerow(row)
+        return buf.getvalue()
     fields = ["index", *_NODE_FIELDS]
     w = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
     w.writeheader()
@@ -202,17 +337,38 @@ _env = Environment(loader=PackageLoader("npuflow.report", "templates"), autoesca
                    trim_blocks=True, lstrip_blocks=True)
 
 
-def _bars(doc: dict[str, Any], width: int = 640) -> list[dict[str, Any]]:
-    """Per-node time bars for the inline SVG chart (top 40 nodes by time)."""
+def _bars(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per-node time bars (top 40 nodes by time)."""
     nodes = sorted(doc["nodes"], key=lambda n: -n["time_ms"])[:40]
-    peak = max((n["time_ms"] for n in nodes), default=0.0) or 1.0
-    return [{"name": n["name"], "op": n["op_type"], "ms": n["time_ms"], "bound": n["bound"],
-             "w": max(1.0, width * n["time_ms"] / peak)} for n in nodes]
+    return [{"name": n["name"], "op": n["op_type"], "ms": n["time_ms"], "bound": n["bound"]} for n in nodes]
 
 
 def render_html(doc: dict[str, Any]) -> str:
+    """The self-contained HTML page (no scripts, no external files; charts are data: SVG images)."""
+    from npuflow.report import charts
+
+    bars = _bars(doc)
+    q = doc.get("quantization")
+    pics: dict[str, Any] = {"time": charts.data_uri(charts.time_bars(bars)) if bars else None}
+    worst: set[int] = set()
+    if q:
+        pics["snr"] = charts.data_uri(charts.snr_along_graph(q["steps"], q["ranking"][:3]))
+        pics["hists"] = [(h, charts.data_uri(charts.histogram(h))) for h in q["histograms"]]
+        worst = {r["index"] for r in q["ranking"][:3]}
     tpl = _env.get_template("model_fx_report.html.j2")
-    return tpl.render(doc=doc, s=doc["summary"], bars=_bars(doc), fmt_fps=_fmt_fps, isfinite=math.isfinite)
+    return tpl.render(doc=doc, s=doc["summary"], q=q, bars=bars, pics=pics, worst=worst, fmt_fps=_fmt_fps,
+                      isfinite=math.isfinite, fmt_snr=fmt_snr, fmt_format=fmt_format, pct=_pct, num=_num,
+                      files=doc.get("files") or {}, timing=doc.get("timing_s") or {})
+
+
+def _json_default(v: Any) -> Any:
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (np.floating,)):
+        return float(v)
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    return str(v)
 
 
 def write_report(doc: dict[str, Any], output_dir: str | Path | None) -> dict[str, Path]:
@@ -225,7 +381,7 @@ def write_report(doc: dict[str, Any], output_dir: str | Path | None) -> dict[str
         "csv": out / "model_fx_report.csv",
     }
     html = render_html(doc)
-    atomic_write_text(paths["json"], json.dumps(doc, indent=1, sort_keys=True) + "\n")
+    atomic_write_text(paths["json"], json.dumps(doc, indent=1, sort_keys=True, default=_json_default) + "\n")
     atomic_write_text(paths["csv"], node_table_csv(doc))
     atomic_write_text(paths["html"], html)
     return paths

@@ -22,7 +22,7 @@ from typing import Any, Union
 
 import numpy as np
 
-NUMERICS_VERSION = "1.0"
+NUMERICS_VERSION = "1.1"
 """Version of ``docs/fixed-point.md`` implemented by this package; a BIE records it."""
 
 RADIX_MIN = -128
@@ -37,6 +37,13 @@ INTERMEDIATE_LIMIT = 1 << 62
 """Internal int64 results of :func:`mul_div_round` saturate to ``[-2**62, 2**62]``."""
 
 _I64_MIN = np.iinfo(np.int64).min
+
+
+class MultiplierRangeError(ValueError):
+    """A requantization multiplier would be ``>= 2**31``: the output format is more than 2**31
+    times finer than an input's. The analysis catches it and coarsens the output (spec section 3,
+    "Multiplier cap"); anything else that sees it has been given inconsistent formats."""
+
 _M32 = np.int64(0xFFFFFFFF)
 _ONE = np.int64(1)
 
@@ -289,7 +296,7 @@ def multiplier_shift(real: float, *, exp2: int = 0) -> tuple[int, int]:
         e += 1
     shift = -e
     if 31 + shift < 0:
-        raise ValueError(
+        raise MultiplierRangeError(
             f"multiplier {real}*2**{exp2} >= 2**31 is not representable: the output LSB is more "
             "than 2**31 times finer than the input LSB; choose a coarser output format"
         )
@@ -313,7 +320,7 @@ def multiplier_shift_array(real: np.ndarray | float, *, exp2: np.ndarray | int =
     zero = r == 0.0
     shift = np.where(zero, 0, -ex).astype(np.int64)
     if np.any(31 + shift < 0):
-        raise ValueError(
+        raise MultiplierRangeError(
             "a multiplier >= 2**31 is not representable: the output LSB is more than 2**31 times "
             "finer than the input LSB; choose a coarser output format"
         )

@@ -3,7 +3,8 @@
 Spec 9. Source coordinates are computed from the shapes with exact rational arithmetic
 (``fractions.Fraction``; an ONNX float scale is a dyadic rational, so this is exact) for every
 ``coordinate_transformation_mode`` except ``tf_crop_and_resize``. Nearest picks an index by
-``nearest_mode`` and is a pure gather (bound 0 when the output format equals the input's).
+``nearest_mode`` and is a pure gather (``nearest_mode = "simple"``: onnxruntime's rule for Resize-10 and
+Upsample, floor on axes with scale >= 1 and ceil on axes with scale < 1) (bound 0 when the output format equals the input's).
 Linear: each interpolated axis has weights ``w1 = RNE(frac * 2**20)``, ``w0 = 2**20 - w1``;
 the separable weighted sum is exact in int64 and is rounded once,
 ``out = RNE(sum * M / 2**(31 + shift + 20 * d))`` (``d`` <= 2 interpolated axes).
@@ -49,7 +50,7 @@ _CTMS = (
     "tf_half_pixel_for_nn",
     "half_pixel_symmetric",
 )
-_NEAREST = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")
+_NEAREST = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil", "simple")
 
 
 @dataclass(frozen=True, eq=False)
@@ -170,7 +171,10 @@ class ResizeKernel(Kernel):
             if l_out == l_in and all(x == i for i, x in enumerate(xs)):
                 continue  # identity axis
             if p.mode == "nearest":
-                idx = np.clip([nearest_index(x, p.nearest_mode) for x in xs], 0, l_in - 1).astype(np.int64)
+                nm = p.nearest_mode
+                if nm == "simple":  # Resize-10 / Upsample (onnxruntime): per axis
+                    nm = "ceil" if scale < 1 else "floor"
+                idx = np.clip([nearest_index(x, nm) for x in xs], 0, l_in - 1).astype(np.int64)
                 steps.append((a, idx))
             else:
                 fl = [math.floor(x) for x in xs]

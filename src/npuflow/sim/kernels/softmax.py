@@ -1,4 +1,4 @@
-"""Softmax in integers (opset-13 semantics: one axis, default -1).
+"""Softmax in integers (opset-13 semantics: one axis, default -1; older opsets with ``coerce_2d``).
 
 Spec 8: ``d = max(q) - q`` along the axis (0 .. 2**bits - 1); ``e = EXP[d]`` with
 ``EXP[d] = RNE(exp(-d / f_in) * 2**30)`` built in prepare (``EXP[0] = 2**30`` exactly);
@@ -6,6 +6,10 @@ Spec 8: ``d = max(q) - q`` along the axis (0 .. 2**bits - 1); ``e = EXP[d]`` wit
 ``F * 2**-k`` is ``f_out`` (``F, k`` from :func:`multiplier_shift`). No float in eval.
 Bound: 0.5 + f_out * (N + 1) * 2**-31 LSB for a softmax over ``N`` elements (the exp table's
 rounding); for N = 1000 that is 0.50006 LSB (int8 output) or 0.516 LSB (int16).
+
+Opsets 1-12 coerce the input to 2-D at ``axis`` (default 1) and normalise over every axis from
+``axis`` on; the analysis passes that as the node attribute ``coerce_2d = 1`` (spec 8): the same
+arithmetic with the max and the sum taken over axes ``axis .. rank-1``.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ class SoftmaxParams:
     out_mult: int  # F
     out_shift: int  # k: f_out = F * 2**-k
     out_format: QFormat
+    coerce_2d: bool = False  # opset < 13: normalise over every axis from ``axis`` on
 
 
 class SoftmaxKernel(Kernel):
@@ -67,12 +72,15 @@ class SoftmaxKernel(Kernel):
         k = 31 + s
         if k > 62:
             raise ValueError(f"Softmax: output format factor {float(out.factor()[0])} is too small")
-        return SoftmaxParams(f, int(attr(node_attrs, "axis", -1)), table, m, k, out)
+        coerce = bool(int(attr(node_attrs, "coerce_2d", 0) or 0))
+        axis = int(attr(node_attrs, "axis", 1 if coerce else -1))
+        return SoftmaxParams(f, axis, table, m, k, out, coerce)
 
     def eval(self, params: SoftmaxParams, *inputs: np.ndarray, stats: KernelStats | None = None) -> np.ndarray:
         (x,) = inputs
         q = check_int(x, self.op_type, "input", params.in_format).astype(np.int64)
-        ax = norm_axis(params.axis, q.ndim, self.op_type)
+        a = norm_axis(params.axis, q.ndim, self.op_type)
+        ax: int | tuple[int, ...] = tuple(range(a, q.ndim)) if params.coerce_2d else a
         d = q.max(axis=ax, keepdims=True) - q
         e = params.exp_table[d]
         s = e.sum(axis=ax, keepdims=True)

@@ -1,0 +1,768 @@
+#!/usr/bin/env python
+"""Accuracy of npuflow's fixed-point analysis against float and against onnxruntime's int8 quantization.
+
+    python benchmarks/accuracy.py --quick                     # a few minutes: small counts everywhere
+    python benchmarks/accuracy.py                             # full splits (efficientnet: 200 calib / 800 eval)
+    python benchmarks/accuracy.py --parts efficientnet        # only part 1
+    python benchmarks/accuracy.py --parts models --models yolox_nano,mnist_cntk_opt
+    python benchmarks/accuracy.py --calib-count 20 --eval-count 40   # cap every model's counts
+
+Prints markdown tables:
+
+1. **efficientnet_lite0 on platform 720**: calibration on imagenet_samples/calib.txt, evaluation on
+   eval.txt (never the other way). Rows: npuflow int8 (default options), npuflow int16 (datapath,
+   weights, model input and output int16), ORT MinMax and ORT Percentile (benchmarks/ort_quant.py:
+   QDQ, per-channel, symmetric int8). Columns: float and fixed top-1, drop with Newcombe's paired 95 %
+   interval, top-1 agreement with float, pooled logits SNR, analysis wall time, its ratio to ORT
+   MinMax's, peak RSS of the quantization step. Then the targets, each with its measured value.
+2. **Every shared model on 720, int8 defaults**: float vs npuflow and float vs ORT MinMax with each
+   task's metric (``benchmarks.tasks.Task.compare``) and the output SNR. A failure of analysis or of
+   simulation is printed in the table and detailed below it (stage, node, op, message); the run goes on.
+
+Method
+------
+* Float reference: the starting graph of both tools, ``npuflow.passes.optimize`` at the task's input
+  shapes (as benchmarks/ort_quant.py), run by onnxruntime on the CPU.
+* Calibration inputs are read and preprocessed into memory before the timed step, for both tools.
+* Each quantization step runs in its own Python subprocess (this script with ``--_worker``), so the
+  steps cannot share caches or memory. Timed: the whole ``ModelConfig.analysis()`` call for npuflow
+  (it includes npuflow's own graph optimization); the ``quantize_static`` call alone for ORT
+  (``ort_quantize``'s timing). Peak memory: the process's peak resident set (``VmHWM`` of
+  /proc/self/status) during the step, after resetting it (``echo 5 > /proc/self/clear_refs``) just
+  before the step; "start" is the resident set at that moment (libraries, the model and the
+  calibration inputs), so peak - start is what the step itself added.
+* npuflow's fixed models run through ``npuflow.load(bie).run_batch`` (dequantized float outputs;
+  ``--batch`` inputs per call, default 1); ORT's QDQ models through onnxruntime's CPU provider.
+  Each model's evaluation runs in its own spawned process, so memory the simulator keeps is released
+  before the next model.
+* SNR: pooled over all evaluation inputs, ``10*log10(sum(ref^2) / sum((ref-x)^2))`` per output.
+
+``--quick`` and ``--calib-count``/``--eval-count`` take the first N items of each split; the counts
+used are printed with every table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform as _platform
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+if __package__ in (None, ""):  # run as a script: make "benchmarks" importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+PLATFORM = 720
+EFFICIENTNET = "efficientnet_lite0"
+
+#: --quick counts (calibration, evaluation); None = the whole split.
+QUICK_COUNTS: dict[str, tuple[int | None, int | None]] = {
+    "efficientnet_lite0": (50, 100),
+    "mnist_cntk_opt": (200, 1000),
+    "yolox_nano": (20, 10),
+    "ultraface_rfb_320": (None, None),  # 16 / 8: the whole split
+    "pan_mnv3s_skin_clothes_hair": (None, None),  # 4 / 3
+    "ch_ppocr_mobile_v2.0_cls_infer": (None, None),  # 6 / 2
+    "en_PP-OCRv3_det_infer": (None, None),  # 6 / 2
+    "en_number_mobile_v2.0_rec_infer": (None, None),  # 6 / 2
+}
+SMALL_CALIB = 100  # below this many calibration items a note says the set is small
+
+INT16 = {"datapath_bitwidth_mode": "int16", "weight_bitwidth_mode": "int16",
+         "model_in_bitwidth_mode": "int16", "model_out_bitwidth_mode": "int16"}
+
+TARGETS = {"int8_snr_db": 20.0, "int8_snr_over_best_ort_db": 1.0, "int8_agreement": 0.985,
+           "int8_drop_points": 0.5, "int16_snr_db": 50.0, "time_ratio": 2.0}
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """One quantization to compare: ``tool`` "npuflow" (``options`` are analysis() keywords) or
+    "ort" (``options = {"method": "MinMax" | "Percentile"}``)."""
+
+    label: str
+    tool: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def key(self) -> str:
+        return json.dumps([self.tool, self.options], sort_keys=True)
+
+
+NPUFLOW_INT8 = QuantConfig("npuflow int8", "npuflow", {})
+NPUFLOW_INT16 = QuantConfig("npuflow int16", "npuflow", dict(INT16))
+ORT_MINMAX = QuantConfig("ORT MinMax", "ort", {"method": "MinMax"})
+ORT_PERCENTILE = QuantConfig("ORT Percentile", "ort", {"method": "Percentile"})
+
+
+# ============================================================================ failures
+def describe_exception(exc: BaseException, stage: str) -> dict[str, Any]:
+    """Type, message, and where it happened: the innermost traceback frame holding a graph step or
+    node (a local ``st``/``step``/``node`` with ``name`` and ``op_type``), plus the last frames."""
+    node = op = None
+    tb = exc.__traceback__
+    chain: list[BaseException] = []
+    e: BaseException | None = exc
+    while e is not None and e not in chain:  # the cause's traceback knows the node too
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    for ex in chain:
+        tb = ex.__traceback__
+        while tb is not None:
+            for var in ("st", "step", "node", "n"):
+                obj = tb.tb_frame.f_locals.get(var)
+                name, typ = getattr(obj, "name", None), getattr(obj, "op_type", None)
+                if isinstance(name, str) and isinstance(typ, str):
+                    node, op = name, typ
+            tb = tb.tb_next
+        if node is not None:
+            break
+    frames = traceback.format_exception(type(exc), exc, exc.__traceback__)
+    return {"stage": stage, "type": type(exc).__name__, "message": str(exc), "node": node, "op": op,
+            "traceback_tail": "".join(frames)[-3000:]}
+
+
+def _short_error(err: dict[str, Any], width: int = 160) -> str:
+    where = f" at node {err['node']} ({err['op']})" if err.get("node") else ""
+    msg = " ".join(str(err.get("message", "")).split())
+    if len(msg) > width:
+        msg = msg[: width - 3] + "..."
+    return f"FAILED {err.get('stage', '?')}{where}: {err.get('type', '?')}: {msg}".replace("|", "\\|")
+
+
+# ============================================================================ quantization step
+def _proc_status_kib(field_name: str) -> int | None:
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith(field_name + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+class _Preloaded:
+    """A task whose calibration inputs are already in memory (so that ORT's step does not decode)."""
+
+    def __init__(self, task: Any, feeds: list[dict[str, np.ndarray]]) -> None:
+        self._task, self._feeds = task, feeds
+        self.name, self.model_path, self.input_shapes = task.name, task.model_path, task.input_shapes
+
+    def calib_inputs(self, count: int | None = None):
+        return iter(self._feeds if count is None else self._feeds[:count])
+
+
+def quantize_step(task_name: str, config: QuantConfig, calib_count: int | None, out_dir: str | Path, *,
+                  shared: str | None = None, threads: int = 4) -> dict[str, Any]:
+    """Quantize in *this* process (the worker's body). Returns {"ok", "artifact", "seconds",
+    "rss_start_kib", "rss_peak_kib", "calib_n"} or {"ok": False, "error": {...}}."""
+    from benchmarks.tasks import get_task
+
+    task = get_task(task_name, shared)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stage = "calibration data"
+    try:
+        feeds = list(task.calib_inputs(calib_count))
+        if config.tool == "npuflow":
+            import npuflow
+
+            stage = "analysis"
+            km = npuflow.ModelConfig(40000, "0001", PLATFORM, onnx_path=str(task.model_path),
+                                     input_shapes=task.input_shapes)
+            mapping = {name: [f[name] for f in feeds] for name in task.input_shapes}
+            reset = _reset_peak_rss()
+            start = _proc_status_kib("VmRSS")
+            t0 = time.perf_counter()
+            artifact = km.analysis(mapping, output_dir=str(out_dir), threads=threads, progress=False, **config.options)
+            seconds = time.perf_counter() - t0
+            timing = getattr(km, "analysis_timing", None)  # npuflow's own split: {"analysis": s, "report": s}
+        elif config.tool == "ort":
+            from benchmarks.ort_quant import optimized_model, ort_quantize
+
+            stage = "ORT quantize_static"
+            start_model = optimized_model(task)
+            reset = _reset_peak_rss()
+            start = _proc_status_kib("VmRSS")
+            timing = None
+            artifact, seconds = ort_quantize(_Preloaded(task, feeds), config.options.get("method", "MinMax"), None,
+                                             model=start_model, output=out_dir / f"{task.name}.qdq.onnx")
+        else:
+            raise ValueError(f"unknown tool {config.tool!r}")
+        peak = _proc_status_kib("VmHWM")
+    except Exception as exc:  # noqa: BLE001 - reported, not raised
+        return {"ok": False, "error": describe_exception(exc, stage), "calib_n": None}
+    return {"ok": True, "artifact": str(artifact), "seconds": seconds, "rss_start_kib": start,
+            "rss_peak_kib": peak, "peak_is_step_only": reset, "calib_n": len(feeds),
+            "timing": {k: float(v) for k, v in timing.items()} if isinstance(timing, dict) else None}
+
+
+def quantize_isolated(task_name: str, config: QuantConfig, calib_count: int | None, out_dir: str | Path, *,
+                      shared: str | None = None, threads: int = 4, timeout: float | None = None,
+                      env_extra: dict[str, str] | None = None) -> dict[str, Any]:
+    """:func:`quantize_step` in a fresh Python subprocess (its own memory); a crash, a kill or a
+    timeout of the subprocess comes back as an error dict. ``env_extra``: more environment
+    variables for the subprocess (e.g. ``NUMBA_CACHE_DIR``)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    req = {"task": task_name, "config": {"label": config.label, "tool": config.tool, "options": config.options},
+           "calib_count": calib_count, "out_dir": str(out_dir), "shared": shared, "threads": threads}
+    req_path, res_path = out_dir / "request.json", out_dir / "result.json"
+    req_path.write_text(json.dumps(req), encoding="utf-8")
+    res_path.unlink(missing_ok=True)
+    env = dict(os.environ, **(env_extra or {}))
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1])] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--_worker", str(req_path)]
+    stage = "analysis" if config.tool == "npuflow" else "ORT quantize_static"
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        return {"ok": False, "calib_n": None, "error": {"stage": stage, "type": "Timeout", "node": None, "op": None,
+                                                        "message": f"quantization subprocess killed after {timeout:.0f} s",
+                                                        "traceback_tail": ""}}
+    if res_path.is_file():
+        return json.loads(res_path.read_text(encoding="utf-8"))
+    return {"ok": False, "calib_n": None, "error": {
+        "stage": stage, "type": f"subprocess exit {proc.returncode}", "node": None, "op": None,
+        "message": ((proc.stderr or proc.stdout or "").strip().splitlines() or ["(no output)"])[-1],
+        "traceback_tail": ((proc.stdout or "") + (proc.stderr or ""))[-3000:]}}
+
+
+def _worker(req_path: str) -> int:
+    req = json.loads(Path(req_path).read_text(encoding="utf-8"))
+    c = req["config"]
+    res = quantize_step(req["task"], QuantConfig(c["label"], c["tool"], c["options"]), req["calib_count"], req["out_dir"],
+                        shared=req["shared"], threads=req["threads"])
+    Path(req_path).with_name("result.json").write_text(json.dumps(res), encoding="utf-8")
+    return 0
+
+
+# ============================================================================ evaluation
+class _Runner:
+    """Runs one quantized artifact on chunks of evaluation inputs, one output list per input."""
+
+    def __init__(self, config: QuantConfig, artifact: str, input_names: Sequence[str]) -> None:
+        self.config, self.input_names = config, list(input_names)
+        if config.tool == "npuflow":
+            import npuflow
+
+            self.model = npuflow.load(artifact)
+        else:
+            import onnxruntime as ort
+
+            so = ort.SessionOptions()
+            so.log_severity_level = 3
+            self.model = ort.InferenceSession(artifact, so, providers=["CPUExecutionProvider"])
+
+    def run(self, chunk: list[dict[str, np.ndarray]], ref: list[list[np.ndarray]]) -> list[list[np.ndarray]]:
+        if self.config.tool == "ort":
+            return [list(self.model.run(None, feed)) for feed in chunk]
+        stacked = {n: np.concatenate([f[n] for f in chunk], axis=0) for n in self.input_names}
+        outs = self.model.run_batch(stacked)
+        per: list[list[np.ndarray]] = [[] for _ in chunk]
+        for k, o in enumerate(outs):
+            for i, part in enumerate(np.split(np.asarray(o), len(chunk), axis=0)):
+                want = np.shape(ref[i][k])
+                per[i].append(part.reshape(want) if part.shape != want and part.size == int(np.prod(want)) else part)
+        return per
+
+
+def evaluate_task(task_name: str, configs: Sequence[QuantConfig], *, calib_count: int | None = None,
+                  eval_count: int | None = None, work_dir: str | Path | None = None, shared: str | None = None,
+                  threads: int = 4, isolate: bool = True, step_timeout: float | None = None,
+                  warmup: bool = True, chunk: int = 1, log: Any = None) -> dict[str, Any]:
+    """Quantize ``task_name``'s model with each config (on the first ``calib_count`` calibration
+    items), run float and every quantized model on the first ``eval_count`` evaluation items and
+    compare with ``Task.compare`` and per-output SNR.
+
+    Returns {"task", "calib_n", "eval_n", "calib_split", "eval_split", "float_s_per_input",
+    "results": {label: {"ok", "quantize": {...}, "compare": {...}, "snr_db": [per output],
+    "eval_s_per_input", "error": {...} (when not ok)}}}. Failures never raise: each config carries
+    its error (stage "analysis"/"ORT quantize_static", "load", "simulation" or "compare").
+
+    ``warmup`` (with ``isolate``): before the timed step of each npuflow config, one untimed
+    analysis on 1 calibration item in its own subprocess, so that the timed step does not include
+    the one-off compilation of the simulator's numba kernels (cached on disk by numba); its time is
+    returned as ``warmup_s``.
+
+    ``chunk``: evaluation inputs per ``run_batch`` call of npuflow's models. 1 by default: measured on
+    efficientnet_lite0 int8 (24 images), chunks of 1/4/8 took 0.048/0.053/0.113 s per image and left
+    the process at 460/818/1243 MiB."""
+    from benchmarks.ort_quant import optimized_model
+    from benchmarks.tasks import get_task, snr_db
+
+    log = log or (lambda *a: None)
+    task = get_task(task_name, shared)
+    tmp = None
+    if work_dir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="npuflow_accuracy_")
+        work_dir = tmp.name
+    work = Path(work_dir) / task_name
+    try:
+        results: dict[str, dict[str, Any]] = {}
+        runners: dict[str, _Runner] = {}
+        for i, cfg in enumerate(configs):
+            out_dir = work / f"{i}_{cfg.label.replace(' ', '_')}"
+            log(f"[{task_name}] quantize: {cfg.label} (calib {calib_count if calib_count is not None else 'all'})")
+            fn = quantize_isolated if isolate else quantize_step
+            kw = {"timeout": step_timeout} if isolate else {}
+            warm_s = None
+            if isolate and warmup and cfg.tool == "npuflow":
+                w = quantize_isolated(task_name, cfg, 1, work / f"warmup_{i}", shared=shared, threads=threads, **kw)
+                warm_s = w.get("seconds")
+                log(f"[{task_name}] {cfg.label}: warm-up analysis (1 calibration item) "
+                    + (f"{warm_s:.1f} s" if w["ok"] else _short_error(w["error"])))
+            q = fn(task_name, cfg, calib_count, out_dir, shared=shared, threads=threads, **kw)
+            r: dict[str, Any] = {"ok": q["ok"], "quantize": {k: v for k, v in q.items() if k not in ("ok", "error")},
+                                 "warmup_s": warm_s}
+            if not q["ok"]:
+                r["error"] = q["error"]
+                log(f"[{task_name}] {cfg.label}: {_short_error(q['error'])}")
+            else:
+                log(f"[{task_name}] {cfg.label}: quantized in {q['seconds']:.1f} s")
+                try:
+                    runners[cfg.label] = _Runner(cfg, q["artifact"], list(task.input_shapes))
+                except Exception as exc:  # noqa: BLE001
+                    r.update(ok=False, error=describe_exception(exc, "load"))
+            results[cfg.label] = r
+
+        from onnxruntime import InferenceSession, SessionOptions
+
+        so = SessionOptions()
+        so.log_severity_level = 3
+        float_sess = InferenceSession(optimized_model(task).SerializeToString(), so, providers=["CPUExecutionProvider"])
+        meta = task.eval_meta(eval_count)
+        ref: list[list[np.ndarray]] = []
+        outs: dict[str, list[list[np.ndarray]]] = {label: [] for label in runners}
+        secs: dict[str, float] = {label: 0.0 for label in runners}
+        float_s = 0.0
+        buf: list[dict[str, np.ndarray]] = []
+        n_done = 0
+        t_log = time.perf_counter()
+
+        def flush() -> None:
+            nonlocal float_s, n_done, t_log
+            t0 = time.perf_counter()
+            r_chunk = [list(float_sess.run(None, f)) for f in buf]
+            float_s += time.perf_counter() - t0
+            ref.extend(r_chunk)
+            for label in list(runners):
+                t0 = time.perf_counter()
+                try:
+                    o = runners[label].run(buf, r_chunk)
+                except Exception as exc:  # noqa: BLE001
+                    err = describe_exception(exc, "simulation" if runners[label].config.tool == "npuflow" else "ORT run")
+                    err["message"] = f"{err['message']} (evaluation input {n_done}..{n_done + len(buf) - 1})"
+                    results[label].update(ok=False, error=err)
+                    log(f"[{task_name}] {label}: {_short_error(err)}")
+                    del runners[label]
+                    continue
+                secs[label] += time.perf_counter() - t0
+                outs[label].extend(o)
+            n_done += len(buf)
+            buf.clear()
+            if time.perf_counter() - t_log > 60:
+                log(f"[{task_name}] evaluated {n_done}/{len(meta)}")
+                t_log = time.perf_counter()
+
+        for feed in task.eval_inputs(eval_count):
+            buf.append(feed)
+            if len(buf) >= chunk:
+                flush()
+        if buf:
+            flush()
+        n = len(ref)
+        for label in runners:
+            r = results[label]
+            r["eval_s_per_input"] = secs[label] / n if n else math.nan
+            try:
+                r["compare"] = task.compare(ref, outs[label], meta)
+                r["snr_db"] = [snr_db([o[k] for o in ref], [o[k] for o in outs[label]]) for k in range(len(ref[0]))]
+            except Exception as exc:  # noqa: BLE001
+                r.update(ok=False, error=describe_exception(exc, "compare"))
+        calib_split, eval_split = len(task.calib_items()), len(task.eval_items())
+        calib_n = min(calib_split, calib_count) if calib_count is not None else calib_split
+        return {"task": task_name, "calib_n": calib_n, "eval_n": n, "calib_split": calib_split,
+                "eval_split": eval_split, "float_s_per_input": float_s / n if n else math.nan,
+                "output_names": [o.name for o in float_sess.get_outputs()], "results": results}
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+
+
+# ============================================================================ formatting
+def _f(x: Any, fmt: str = "{:.2f}") -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    if isinstance(x, float) and math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    return fmt.format(x)
+
+
+def _secs(x: Any) -> str:
+    return _f(x, "{:.2f}" if (x is not None and x < 10) else "{:.1f}")
+
+
+def _time_cell(q: dict[str, Any]) -> str:
+    """Seconds of the timed step, with npuflow's report share when analysis() reports it."""
+    t = q.get("seconds")
+    rep_s = (q.get("timing") or {}).get("report")
+    return _secs(t) + (f" (report {_secs(rep_s)})" if rep_s is not None and t is not None else "")
+
+
+def _pct(x: Any) -> str:
+    return _f(None if x is None else 100.0 * x, "{:.2f} %")
+
+
+def _mib(kib: Any) -> str:
+    return _f(None if kib is None else kib / 1024.0, "{:.0f}")
+
+
+def _mem(q: dict[str, Any]) -> str:
+    if q.get("rss_peak_kib") is None:
+        return "n/a"
+    s = f"{_mib(q['rss_peak_kib'])} ({_mib(q.get('rss_start_kib'))} at start)"
+    return s if q.get("peak_is_step_only", True) else s + " (process peak)"
+
+
+def _snrs(r: dict[str, Any]) -> str:
+    return " / ".join(_f(x, "{:.1f}") for x in r.get("snr_db", [])) or "n/a"
+
+
+def efficientnet_table(res: dict[str, Any]) -> list[str]:
+    rows = res["results"]
+    ort_t = rows.get(ORT_MINMAX.label, {}).get("quantize", {}).get("seconds")
+    lines = [f"efficientnet_lite0, platform {PLATFORM}: calibration {res['calib_n']} of {res['calib_split']} "
+             f"(imagenet_samples/calib.txt), evaluation {res['eval_n']} of {res['eval_split']} (eval.txt). "
+             "Float = the optimized graph run by onnxruntime.", "",
+             "analysis s: the whole analysis() call (npuflow; in brackets the part spent writing its fixed-point "
+             "report, as analysis_timing gives it) or the quantize_static call (ORT). Peak RSS MiB: during that step, "
+             "in brackets the RSS when it started. sim s/img: running the quantized model on one evaluation input.", "",
+             "| quantization | float top-1 | fixed top-1 | drop, points [95 % CI] | top-1 agreement | logits SNR dB "
+             "| analysis s | time / ORT MinMax | peak RSS MiB | sim s/img |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for label, r in rows.items():
+        q = r.get("quantize", {})
+        t = q.get("seconds")
+        ratio = _f(t / ort_t, "{:.2f}x") if (t and ort_t) else "n/a"
+        if not r["ok"]:
+            lines.append(f"| {label} | | {_short_error(r['error'])} | | | | {_time_cell(q)} | {ratio} | {_mem(q)} | |")
+            continue
+        c = r["compare"]
+        lo, hi = c["top1_drop_ci95"]
+        lines.append(
+            f"| {label} | {_pct(c['float_top1'])} | {_pct(c['quant_top1'])} | {100 * c['top1_drop']:+.2f} "
+            f"[{100 * lo:+.2f}, {100 * hi:+.2f}] | {_pct(c['top1_agreement'])} | {_f(c['logits_snr_db'])} "
+            f"| {_time_cell(q)} | {ratio} | {_mem(q)} | {_f(r.get('eval_s_per_input'), '{:.3f}')} |")
+    return lines
+
+
+def warmup_note(res: dict[str, Any], cold: dict[str, Any] | None) -> str:
+    """One paragraph: the one-off numba compilation cost and what the timed analyses included."""
+    rows = res["results"]
+    warm = {k: rows[k].get("warmup_s") for k in (NPUFLOW_INT8.label, NPUFLOW_INT16.label) if k in rows}
+    parts = []
+    if cold is not None:
+        parts.append("Cold start: npuflow int8 analysis on 1 calibration image with an empty numba cache "
+                     "(NUMBA_CACHE_DIR = a new folder: any numba kernel the analysis uses compiles inside the call): "
+                     + (_secs(cold["seconds"]) + " s." if cold["ok"] else _short_error(cold["error"]) + "."))
+    if any(v is not None for v in warm.values()):
+        parts.append("Before each timed npuflow analysis, an untimed warm-up analysis on 1 calibration image ran in "
+                     "its own subprocess (filling numba's on-disk cache): "
+                     + ", ".join(f"{k} {_secs(v)} s" for k, v in warm.items()) + ". The analysis times above exclude "
+                     "any such compilation; a first run after installing npuflow (or after its kernels change) pays it once.")
+    else:
+        parts.append("No warm-up: the timed npuflow analyses include any numba kernel compilation.")
+    return " ".join(parts)
+
+
+def efficientnet_targets(res: dict[str, Any]) -> list[str]:
+    rows = res["results"]
+
+    def cmp(label: str) -> dict[str, Any] | None:
+        r = rows.get(label)
+        return r["compare"] if r and r["ok"] else None
+
+    i8, i16 = cmp(NPUFLOW_INT8.label), cmp(NPUFLOW_INT16.label)
+    orts = [c for c in (cmp(ORT_MINMAX.label), cmp(ORT_PERCENTILE.label)) if c is not None]
+    best_ort = max((c["logits_snr_db"] for c in orts), default=None)
+    ort_t = rows.get(ORT_MINMAX.label, {}).get("quantize", {}).get("seconds")
+
+    def verdict(ok: bool | None) -> str:
+        return "n/a" if ok is None else ("PASS" if ok else "FAIL")
+
+    out = ["| target | measured | verdict |", "|---|---|---|"]
+    T = TARGETS
+    if i8:
+        out.append(f"| npuflow int8 logits SNR >= {T['int8_snr_db']:.0f} dB | {_f(i8['logits_snr_db'])} dB | "
+                   f"{verdict(i8['logits_snr_db'] >= T['int8_snr_db'])} |")
+        d = None if best_ort is None else i8["logits_snr_db"] - best_ort
+        out.append(f"| npuflow int8 SNR >= best ORT + {T['int8_snr_over_best_ort_db']:.0f} dB | "
+                   f"{_f(i8['logits_snr_db'])} vs best ORT {_f(best_ort)} dB ({_f(d, '{:+.2f}')} dB) | "
+                   f"{verdict(None if d is None else d >= T['int8_snr_over_best_ort_db'])} |")
+        out.append(f"| npuflow int8 top-1 agreement >= {100 * T['int8_agreement']:.1f} % | {_pct(i8['top1_agreement'])} | "
+                   f"{verdict(i8['top1_agreement'] >= T['int8_agreement'])} |")
+        lo, hi = i8["top1_drop_ci95"]
+        out.append(f"| npuflow int8 top-1 drop <= {T['int8_drop_points']} points (point estimate) | "
+                   f"{100 * i8['top1_drop']:+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}] | "
+                   f"{verdict(100 * i8['top1_drop'] <= T['int8_drop_points'] + 1e-9)} |")
+    else:
+        out.append("| npuflow int8 targets | npuflow int8 failed | FAIL |")
+    if i16:
+        out.append(f"| npuflow int16 logits SNR >= {T['int16_snr_db']:.0f} dB | {_f(i16['logits_snr_db'])} dB | "
+                   f"{verdict(i16['logits_snr_db'] >= T['int16_snr_db'])} |")
+    else:
+        out.append("| npuflow int16 SNR | npuflow int16 failed | FAIL |")
+    for cfg in (NPUFLOW_INT8, NPUFLOW_INT16):
+        q = rows.get(cfg.label, {}).get("quantize", {})
+        t = q.get("seconds")
+        ratio = t / ort_t if (t and ort_t) else None
+        rep_s = (q.get("timing") or {}).get("report")
+        extra = ""
+        if rep_s is not None and t and ort_t:
+            extra = f" (without the report: {_secs(t - rep_s)} s = {(t - rep_s) / ort_t:.2f}x)"
+        out.append(f"| {cfg.label} analysis time <= {T['time_ratio']:.0f}x ORT MinMax (whole analysis() call) | "
+                   f"{_secs(t)} s vs {_secs(ort_t)} s = {_f(ratio, '{:.2f}x')}{extra} | "
+                   f"{verdict(None if ratio is None else ratio <= T['time_ratio'])} |")
+    return out
+
+
+def task_summary(task_name: str, c: dict[str, Any]) -> str:
+    """One cell: the task metric of ``Task.compare``'s result."""
+    if task_name == EFFICIENTNET:
+        return (f"top-1 {_pct(c['float_top1'])} -> {_pct(c['quant_top1'])}, agreement {_pct(c['top1_agreement'])}, "
+                f"drop {100 * c['top1_drop']:+.2f} [{100 * c['top1_drop_ci95'][0]:+.2f}, {100 * c['top1_drop_ci95'][1]:+.2f}]")
+    if task_name == "mnist_cntk_opt":
+        lo, hi = c["accuracy_drop_ci95"]
+        return (f"accuracy {_pct(c['float_accuracy'])} -> {_pct(c['quant_accuracy'])}, agreement {_pct(c['agreement'])}, "
+                f"drop {100 * c['accuracy_drop']:+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}]")
+    if task_name in ("yolox_nano", "ultraface_rfb_320"):
+        return (f"recall {_pct(c['recall_vs_float'])}, precision {_pct(c['precision_vs_float'])} vs float "
+                f"(IoU 0.5; {c['matched']} matched, {c['float_detections']} float / {c['quant_detections']} quant dets)")
+    if task_name == "pan_mnv3s_skin_clothes_hair":
+        iq, fg, qg = c["iou_q_vs_float"], c["iou_float_vs_gt"], c["iou_q_vs_gt"]
+        return ("mask IoU vs float " + ", ".join(f"{k} {_f(v, '{:.3f}')}" for k, v in iq.items())
+                + "; vs GT float/quant " + ", ".join(f"{k} {_f(fg[k], '{:.3f}')}/{_f(qg[k], '{:.3f}')}" for k in iq))
+    if task_name == "ch_ppocr_mobile_v2.0_cls_infer":
+        per = "; ".join(f"{k}: label {v['label']}, float {v['float']}, quant {v['quant']}" for k, v in c["per_image"].items())
+        return f"angle agreement {_pct(c['agreement'])}, correct float {c['float_correct']}/quant {c['quant_correct']} of {c['n']} ({per})"
+    if task_name == "en_number_mobile_v2.0_rec_infer":
+        per = "; ".join(f"{k}: float '{v['float']}', quant '{v['quant']}' (edit {v['edit_quant_vs_float']})"
+                        for k, v in c["per_image"].items())
+        return f"text = float {c['quant_equals_float']}/{c['n']}, exact vs label float {c['float_exact']}/quant {c['quant_exact']} ({per})"
+    if task_name == "en_PP-OCRv3_det_infer":
+        per = "; ".join(f"{k}: {_f(v['mask_iou_q_vs_float'], '{:.3f}')}" for k, v in c["per_image"].items())
+        return f"text-mask IoU vs float {_f(c['mask_iou_q_vs_float'], '{:.3f}')} ({per})"
+    return json.dumps(c, default=str)[:200]
+
+
+def models_table(all_res: list[dict[str, Any]]) -> list[str]:
+    lines = [f"All models, platform {PLATFORM}, int8 defaults. Float = the optimized graph run by onnxruntime. "
+             "SNR: pooled over the evaluation inputs, one value per model output.", "",
+             "| model | calib / eval | npuflow int8: task metric vs float | npuflow SNR dB | ORT MinMax: task metric vs float "
+             "| ORT SNR dB | analysis s npuflow / ORT | sim s/img | notes |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for res in all_res:
+        name = res["task"]
+        if "fatal" in res:
+            lines.append(f"| {name} | | {_short_error(res['fatal'])} | | | | | | |")
+            continue
+        cells = []
+        for cfg in (NPUFLOW_INT8, ORT_MINMAX):
+            r = res["results"].get(cfg.label)
+            if r is None:
+                cells += ["not run", ""]
+            elif not r["ok"]:
+                cells += [_short_error(r["error"]), ""]
+            else:
+                cells += [task_summary(name, r["compare"]).replace("|", "\\|"), _snrs(r)]
+        tq = [res["results"].get(c.label, {}).get("quantize", {}) for c in (NPUFLOW_INT8, ORT_MINMAX)]
+        sim = res["results"].get(NPUFLOW_INT8.label, {}).get("eval_s_per_input")
+        notes = []
+        if res["calib_split"] < SMALL_CALIB:
+            notes.append(f"small calibration set: the split has {res['calib_split']} items")
+        if res["calib_n"] < res["calib_split"]:
+            notes.append(f"calibrated on the first {res['calib_n']} only")
+        if res["eval_n"] < 20:
+            notes.append(f"{res['eval_n']} evaluation inputs only")
+        if len(res.get("output_names", [])) > 1:
+            notes.append("SNR per output: " + " / ".join(res["output_names"]))
+        lines.append(f"| {name} | {res['calib_n']} / {res['eval_n']} | {cells[0]} | {cells[1]} | {cells[2]} | {cells[3]} "
+                     f"| {_time_cell(tq[0])} / {_time_cell(tq[1])} | {_f(sim, '{:.3f}')} | {'; '.join(notes)} |")
+    return lines
+
+
+def failure_details(all_res: list[dict[str, Any]]) -> list[str]:
+    out: list[str] = []
+    for res in all_res:
+        errs = [("(task)", res["fatal"])] if "fatal" in res else []
+        errs += [(label, r["error"]) for label, r in res.get("results", {}).items() if not r["ok"]]
+        for label, e in errs:
+            out += [f"### {res['task']} / {label}: {e['stage']} failed", "",
+                    f"* node: {e.get('node') or 'n/a'}; op: {e.get('op') or 'n/a'}",
+                    f"* {e['type']}: {e['message']}", "", "```", e.get("traceback_tail", "").rstrip(), "```", ""]
+    return out
+
+
+# ============================================================================ main
+def stderr_log(msg: str) -> None:
+    print(f"# {time.strftime('%H:%M:%S')} {msg}", file=sys.stderr, flush=True)
+
+
+def evaluate_task_isolated(task_name: str, configs: Sequence[QuantConfig], **kw: Any) -> dict[str, Any]:
+    """:func:`evaluate_task` in a fresh spawned process, so that whatever the simulator keeps in
+    memory (per-node onnxruntime sessions and their arenas) is released before the next task."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from benchmarks import accuracy as this  # importable by name in the child
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(this.evaluate_task, task_name, list(configs), **kw).result()
+
+
+def _counts(task_name: str, quick: bool, calib: int | None, evaln: int | None) -> tuple[int | None, int | None]:
+    qc, qe = QUICK_COUNTS.get(task_name, (None, None)) if quick else (None, None)
+    return (calib if calib is not None else qc), (evaln if evaln is not None else qe)
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items() if k != "chars"}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, (np.floating, float)):
+        return None if not math.isfinite(float(x)) else float(x)
+    if isinstance(x, (np.integer, np.bool_)):
+        return x.item()
+    return x
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--_worker"]:
+        return _worker(argv[1])
+    from benchmarks.tasks import TASKS
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="small counts: " + ", ".join(
+        f"{k} {'all' if c is None else c}/{'all' if e is None else e}" for k, (c, e) in QUICK_COUNTS.items()))
+    ap.add_argument("--parts", default="efficientnet,models", help="comma list of: efficientnet, models")
+    ap.add_argument("--models", default=",".join(TASKS), help="part 2's models (comma list); default all eight")
+    ap.add_argument("--calib-count", type=int, default=None, help="first N calibration items of every model (overrides --quick)")
+    ap.add_argument("--eval-count", type=int, default=None, help="first N evaluation items of every model (overrides --quick)")
+    ap.add_argument("--threads", type=int, default=min(4, os.cpu_count() or 1), help="analysis(threads=...)")
+    ap.add_argument("--step-timeout", type=float, default=3600.0, help="seconds before a quantization subprocess is killed")
+    ap.add_argument("--no-warmup", action="store_true",
+                    help="time npuflow's first analysis as it comes (numba kernels may compile inside it)")
+    ap.add_argument("--no-cold-start", action="store_true",
+                    help="skip part 1's extra analysis with an empty numba cache")
+    ap.add_argument("--batch", type=int, default=1, help="evaluation inputs per run_batch call of npuflow's models")
+    ap.add_argument("--work-dir", default=None, help="keep the BIEs / QDQ models here (default: a temporary folder)")
+    ap.add_argument("--json", default=None, help="also write every result to this JSON file")
+    ap.add_argument("--shared", default=None, help="shared assets folder (default $NPUFLOW_SHARED or ../shared)")
+    args = ap.parse_args(argv)
+    parts = {p.strip() for p in args.parts.split(",") if p.strip()}
+    if not parts <= {"efficientnet", "models"}:
+        ap.error(f"--parts: unknown {sorted(parts - {'efficientnet', 'models'})}")
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = [m for m in models if m not in TASKS]
+    if unknown:
+        ap.error(f"--models: unknown {unknown}; known: {', '.join(TASKS)}")
+
+    log = stderr_log
+
+    import npuflow
+    import onnxruntime
+
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    t_start = time.perf_counter()
+    print(f"npuflow {npuflow.__version__}, onnxruntime {onnxruntime.__version__}, numpy {np.__version__}, "
+          f"Python {_platform.python_version()}; {os.cpu_count()} CPUs, load average at start "
+          f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}; analysis threads={args.threads}; "
+          f"mode: {'quick' if args.quick else 'full'}\n")
+    common = dict(work_dir=args.work_dir, shared=args.shared, threads=args.threads, step_timeout=args.step_timeout,
+                  warmup=not args.no_warmup, chunk=args.batch, log=stderr_log)
+    done: dict[tuple[str, int | None, int | None], dict[str, Any]] = {}
+    report: dict[str, Any] = {"mode": "quick" if args.quick else "full"}
+
+    if "efficientnet" in parts:
+        c, e = _counts(EFFICIENTNET, args.quick, args.calib_count, args.eval_count)
+        t0 = time.perf_counter()
+        cold = None
+        if not args.no_cold_start:  # before anything else: the cost of compiling the simulator's kernels
+            with tempfile.TemporaryDirectory(prefix="npuflow_numba_cold_") as nb:
+                log("[efficientnet_lite0] cold start: npuflow int8 analysis, 1 calibration item, empty NUMBA_CACHE_DIR")
+                cold = quantize_isolated(EFFICIENTNET, NPUFLOW_INT8, 1, Path(nb) / "out", shared=args.shared,
+                                         threads=args.threads, timeout=args.step_timeout,
+                                         env_extra={"NUMBA_CACHE_DIR": str(Path(nb) / "cache")})
+        try:
+            res = evaluate_task_isolated(EFFICIENTNET, [NPUFLOW_INT8, NPUFLOW_INT16, ORT_MINMAX, ORT_PERCENTILE],
+                                calib_count=c, eval_count=e, **common)
+        except Exception as exc:  # noqa: BLE001
+            res = {"task": EFFICIENTNET, "fatal": describe_exception(exc, "evaluation"), "results": {}}
+        report["efficientnet"] = res
+        print(f"## 1. efficientnet_lite0, platform {PLATFORM}\n")
+        if "fatal" in res:
+            print(_short_error(res["fatal"]) + "\n")
+        else:
+            done[(EFFICIENTNET, c, e)] = res
+            print("\n".join(efficientnet_table(res)) + "\n")
+            print(warmup_note(res, cold) + "\n")
+            print("Targets:\n")
+            print("\n".join(efficientnet_targets(res)) + "\n")
+        print(f"(part 1: {time.perf_counter() - t0:.0f} s)\n", flush=True)
+
+    if "models" in parts:
+        t0 = time.perf_counter()
+        all_res = []
+        for name in models:
+            c, e = _counts(name, args.quick, args.calib_count, args.eval_count)
+            prev = done.get((name, c, e))
+            if prev is not None:  # part 1 already ran npuflow int8 and ORT MinMax with these counts
+                res = dict(prev, reused_from_part1=True,
+                           results={k: v for k, v in prev["results"].items() if k in (NPUFLOW_INT8.label, ORT_MINMAX.label)})
+            else:
+                try:
+                    res = evaluate_task_isolated(name, [NPUFLOW_INT8, ORT_MINMAX], calib_count=c, eval_count=e, **common)
+                except Exception as exc:  # noqa: BLE001
+                    res = {"task": name, "fatal": describe_exception(exc, "evaluation"), "results": {}}
+            all_res.append(res)
+        report["models"] = all_res
+        print(f"## 2. All models, platform {PLATFORM}, int8 defaults\n")
+        print("\n".join(models_table(all_res)) + "\n")
+        print(f"(part 2: {time.perf_counter() - t0:.0f} s)\n")
+    # every failure once (part 2 reuses part 1's efficientnet results)
+    seen = [report["efficientnet"]] if "efficientnet" in report else []
+    seen += [r for r in report.get("models", []) if not r.get("reused_from_part1")]
+    fails = failure_details(seen)
+    print("### Failures\n")
+    print("\n".join(fails) if fails else "none\n")
+    print(f"total {time.perf_counter() - t_start:.0f} s; load average at end "
+          f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(_jsonable(report), indent=1), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

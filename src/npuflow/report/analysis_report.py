@@ -1,0 +1,55 @@
+"""The report of an ``analysis()`` run: placement/cost at the analysis bit widths + precision."""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from npuflow.report.document import build_analysis_report, write_report
+
+log = logging.getLogger(__name__)
+
+
+def write_analysis_report(
+    result: Any,
+    *,
+    platform: Any,
+    opts: Any,
+    bitwidths: dict[str, str],
+    options: dict[str, Any],
+    model_name: str,
+    model_path: str | None,
+    feeds: Sequence[dict[str, np.ndarray]],
+    user_inputs: bool,
+    output_dir: str | Path,
+    bie_path: str | None,
+    analysis_s: float | None = None,
+    threads: int = 1,
+    weight_bandwidth: float | None = None,
+    dma_bandwidth: float | None = None,
+) -> tuple[dict[str, Any], dict[str, Path]]:
+    """Measure, build and write model_fx_report.{json,html,csv}; returns (document, paths)."""
+    from npuflow.evaluate import evaluate_model
+    from npuflow.report.precision import measure_precision
+
+    t0 = time.perf_counter()
+    ev = evaluate_model(result.optimized, platform, model_name=model_name,
+                        datapath_bits=int(bitwidths["datapath"][3:]), weight_bits=int(bitwidths["weight"][3:]),
+                        weight_bandwidth=weight_bandwidth, dma_bandwidth=dma_bandwidth)
+    ev = type(ev)(**{**ev.__dict__, "bitwidths": dict(bitwidths)})
+    q = measure_precision(result, opts, feeds, platform=platform, eval_nodes={n.name: n for n in ev.nodes},
+                          user_inputs=user_inputs, threads=threads) if feeds else None
+    out = Path(output_dir)
+    files = {"bie": bie_path, "json": str(out / "model_fx_report.json"), "html": str(out / "model_fx_report.html"),
+             "csv": str(out / "model_fx_report.csv")}
+    timing: dict[str, float] = {}
+    if analysis_s is not None:
+        timing["analysis"] = analysis_s
+    timing["report"] = time.perf_counter() - t0
+    doc = build_analysis_report(ev, q, model_path=model_path, options=options, platform_name=platform.name,
+                                bitwidths=bitwidths, files=files, timing=timing)
+    paths = write_report(doc, out)
+    return doc, paths

@@ -1,0 +1,80 @@
+"""Fast execution path of the integer simulator: the same integers as the reference kernels.
+
+The reference kernels (:mod:`npuflow.sim.kernels`) are the specification; every function here
+returns integers identical to ``KERNELS[op].eval`` for the same ``(params, *inputs)`` (and adds
+the same counts to ``stats``), which ``tests/sim_fast`` checks with Hypothesis on every kernel
+and bit for bit on the shared models. How they get there:
+
+* MAC ops (Conv, ConvTranspose, Gemm, MatMul) run their multiply-accumulate on onnxruntime
+  float32 (or numpy float64 BLAS) only when a bound proves every partial sum is an exactly
+  representable integer (:mod:`npuflow.sim.fast._ort`), splitting operands into limbs where
+  needed; the integer output stage is compiled with numba when it is installed
+  (``pip install npuflow[fast]``), else the reference ``mac_finish`` runs on the int64 sums.
+* Table, elementwise and pooling ops are compiled integer loops (numba) with the reference
+  arithmetic; without numba they are not replaced.
+
+Selection: :func:`fast_eval` returns the fast function for an op type, or None (use the
+reference). ``NPUFLOW_SIM=reference`` forces the reference kernels everywhere;
+``NPUFLOW_SIM=numpy`` keeps the fast MAC engines but disables numba (the pure-numpy fallback).
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+from npuflow.sim.fast._nb import HAVE_NUMBA
+
+FastFn = Callable[..., Any]
+
+
+def _registry() -> dict[str, FastFn]:
+    from npuflow.sim.fast import conv, elementwise, matmul, movement
+
+    fast: dict[str, FastFn] = {
+        "Conv": conv.conv,
+        "ConvTranspose": conv.conv_transpose,
+        "Gemm": matmul.gemm,
+        "MatMul": matmul.matmul,
+        "Add": elementwise.add,
+        "Sub": elementwise.sub,
+        "MaxPool": movement.max_pool,
+        "Concat": movement.concat,
+    }
+    for op in ("Sigmoid", "Tanh", "Exp", "HardSigmoid", "HardSwish", "Swish"):
+        fast[op] = elementwise.lut_for(op)
+    return fast
+
+
+FAST: dict[str, FastFn] = _registry()
+"""Op type -> fast function with the reference ``eval`` contract ``(params, *inputs, stats=None)``."""
+
+
+def mode() -> str:
+    """``"reference"``, ``"numpy"`` or ``"fast"`` (default), from ``NPUFLOW_SIM``."""
+    m = os.environ.get("NPUFLOW_SIM", "").strip().lower()
+    if m in ("reference", "ref"):
+        return "reference"
+    if m == "numpy" or not HAVE_NUMBA:
+        return "numpy"
+    return "fast"
+
+
+def fast_eval(op_type: str) -> FastFn | None:
+    """The fast function for ``op_type``, or None when the reference kernel should run."""
+    if mode() == "reference":
+        return None
+    return FAST.get(op_type)
+
+
+def kernel_for(op_type: str) -> FastFn:
+    """What runs a step of ``op_type``: its fast function, or the reference kernel's ``eval``."""
+    fn = fast_eval(op_type)
+    if fn is not None:
+        return fn
+    from npuflow.sim.kernels import KERNELS
+
+    return KERNELS[op_type].eval
+
+
+__all__ = ["FAST", "HAVE_NUMBA", "fast_eval", "kernel_for", "mode"]

@@ -1,0 +1,119 @@
+"""Helpers shared by the fast kernels: input checks, per-params plan cache, limb splitting."""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import numpy as np
+
+from npuflow.sim.fixed_point import QFormat
+from npuflow.sim.kernels.base import check_int
+
+T = TypeVar("T")
+
+
+def checked(x: Any, op: str, name: str, fmt: QFormat) -> np.ndarray:
+    """The reference input check, skipped where it cannot fail: a signed integer array whose
+    container is exactly ``fmt.bits`` wide holds only in-range values."""
+    if isinstance(x, np.ndarray) and x.dtype.kind == "i" and x.dtype.itemsize * 8 == fmt.bits:
+        return x
+    return check_int(x, op, name, fmt)
+
+
+class PlanCache:
+    """Per-params state of a fast kernel (sessions, converted weights), built once on first use.
+
+    Params are frozen dataclasses compared by identity, so a weak dictionary keyed on them frees
+    a plan together with its program.
+    """
+
+    def __init__(self, build: Callable[[Any], T]) -> None:
+        self._build = build
+        self._plans: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+
+    def get(self, params: Any) -> Any:
+        plan = self._plans.get(params)
+        if plan is None:
+            plan = self._build(params)
+            with self._lock:
+                plan = self._plans.setdefault(params, plan)
+        return plan
+
+
+def limb_bits(bits: int) -> int:
+    """Width of the low limb when a ``bits``-wide integer is split in two balanced limbs."""
+    return (bits + 1) // 2
+
+
+def split2(a: np.ndarray, b: int) -> tuple[np.ndarray, np.ndarray]:
+    """``a = hi * 2**b + lo`` with ``lo`` in ``[-2**(b-1), 2**(b-1))`` (balanced) and
+    ``|hi| <= 2**(bits-1-b) `` for a ``bits``-wide ``a``; both int32."""
+    a32 = a.astype(np.int32)
+    h = 1 << (b - 1)
+    lo = ((a32 + h) & ((1 << b) - 1)) - h
+    hi = (a32 - lo) >> b
+    return hi, lo
+
+
+def max_abs(x: np.ndarray) -> int:
+    if x.size == 0:
+        return 0
+    return max(-int(x.min()), int(x.max()))
+
+
+def split_limbs(a: np.ndarray, bits: int, k: int) -> tuple[list[np.ndarray], list[int], int]:
+    """``a`` (``bits`` wide) as ``k`` balanced limbs of ``b = ceil(bits / k)`` bits:
+    ``a = sum(limbs[i] * 2**shifts[i])`` with every ``|limb| <= 2**(b-1)``; most significant first.
+    Returns ``(limbs, shifts, b)`` (int32 limbs)."""
+    b = -(-bits // k)
+    limbs: list[np.ndarray] = []
+    rest = a.astype(np.int32)
+    for _ in range(k - 1):
+        rest, lo = split2(rest, b)
+        limbs.append(lo)
+    limbs.append(rest)
+    limbs.reverse()
+    return limbs, [b * (k - 1 - i) for i in range(k)], b
+
+
+def limbs_f32(x: np.ndarray, bits: int, k: int) -> tuple[np.ndarray, list[int]]:
+    """The ``k`` limbs of :func:`split_limbs` stacked on a new leading axis, as float32 (exact),
+    in one compiled pass when numba is available. Returns ``(array (k, *x.shape), shifts)``."""
+    from npuflow.sim.fast._nb import use_numba
+
+    b = -(-bits // k)
+    shifts = [b * (k - 1 - i) for i in range(k)]
+    if use_numba() and x.flags.c_contiguous:
+        out = np.empty((k,) + x.shape, dtype=np.float32)
+        _limbs_kernel()(x.reshape(-1), b, k, out.reshape(k, -1))
+        return out, shifts
+    limbs, shifts, _ = split_limbs(x, bits, k)
+    return np.stack(limbs).astype(np.float32), shifts
+
+
+_LIMBS_KERNEL: Any = None
+
+
+def _limbs_kernel() -> Any:
+    global _LIMBS_KERNEL
+    if _LIMBS_KERNEL is None:
+        from npuflow.sim.fast._nb import numba, njit
+
+        @njit(parallel=True)
+        def kern(x, b, k, out):  # pragma: no cover - jitted
+            h = 1 << (b - 1)
+            mask = (1 << b) - 1
+            for i in numba.prange(x.size):
+                rest = np.int64(x[i])
+                for j in range(k - 1, 0, -1):
+                    lo = ((rest + h) & mask) - h
+                    out[j, i] = lo
+                    rest = (rest - lo) >> b
+                out[0, i] = rest
+
+        _LIMBS_KERNEL = kern
+    return _LIMBS_KERNEL

@@ -1,0 +1,39 @@
+"""Optional numba: ``njit``/``prange`` when numba is installed and not disabled, else ``None``.
+
+numba is an optional dependency (``pip install npuflow[fast]``). Without it every fast kernel
+falls back to vectorised numpy that calls the reference helpers, so results never depend on it;
+``NPUFLOW_SIM=numpy`` (read at each call) disables numba even when it is installed (the tests run
+both).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+numba: Any
+# numba's OpenMP threading layer spins its idle workers by default; between the many short
+# parallel regions of a simulation they would then steal the cores onnxruntime's pool needs
+# (measured: efficientnet_lite0 3x slower on 2 cores). Passive waiting, unless the user chose.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+try:  # pragma: no cover - depends on the environment
+    import numba as _numba
+
+    numba = _numba
+except Exception:  # noqa: BLE001 - any import problem (missing, broken llvmlite) means "no numba"
+    numba = None
+
+HAVE_NUMBA = numba is not None
+
+
+def njit(*args: Any, **kwargs: Any) -> Any:
+    """``numba.njit(cache=True, ...)``; only call when :data:`HAVE_NUMBA`."""
+    kwargs.setdefault("cache", os.environ.get("NPUFLOW_NUMBA_CACHE", "1") != "0")
+    kwargs.setdefault("nogil", True)
+    return numba.njit(*args, **kwargs)
+
+
+def use_numba() -> bool:
+    """numba kernels are used: installed, and not switched off by ``NPUFLOW_SIM=numpy`` (read at
+    each call, so tests and users can switch at run time)."""
+    return HAVE_NUMBA and os.environ.get("NPUFLOW_SIM", "").strip().lower() not in ("numpy", "reference")

@@ -1,0 +1,320 @@
+"""The MAC output stage (spec 5.1-5.2) on exact accumulators given in limbs.
+
+A fast MAC computes its accumulator as a few partial products, *limbs*, each exact in its own
+dtype (float32 or float64 holding integers, or int64): ``acc = sum_l parts[l] * 2**sh[l]``. This
+module adds the bias, saturates the accumulator once, requantizes per output channel with RNE,
+applies the fused activation and saturates the output, exactly as
+:func:`npuflow.sim.kernels._mac.mac_finish` does (which the numpy fallback calls directly).
+
+Layout of ``parts``: ``(Lx, N, G, Lw, cog, P)``: ``Lx`` limbs of the input (weight
+``2**shx[i]``), ``N`` rows (batch), ``G`` groups, ``Lw`` limbs of the weights (weight
+``2**shw[j]``), ``cog`` output channels per group, ``P`` positions. Output channel
+``c = g * cog + j``; the result has shape ``(N, G * cog, P)``.
+
+The numba kernel is integer-only: it reimplements nothing in floats. It computes the exact value
+``RNE(acc * M / 2**(31 + shift))`` with a 96-bit product when ``|acc| >= 2**32`` (int48
+accumulators) and the same saturations as the reference, so it returns identical integers; the
+tests check it against ``mac_finish`` on random and edge inputs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from npuflow.sim.fast._common import PlanCache
+from npuflow.sim.fast._nb import HAVE_NUMBA, njit, use_numba
+from npuflow.sim.fixed_point import qrange
+from npuflow.sim.kernels._mac import MacOutput, mac_finish
+from npuflow.sim.kernels.base import KernelStats
+
+_LIM61 = (1 << 61) - 1
+_M61 = -(1 << 61)
+_NO_CLAMP = 1 << 62
+
+
+def _assemble(parts: np.ndarray, shx: np.ndarray, shw: np.ndarray) -> np.ndarray:
+    """Exact int64 accumulator ``(N, G*cog, P)`` from limbs (numpy)."""
+    lx, n, g, lw, cog, p = parts.shape
+    acc = np.zeros((n, g, cog, p), dtype=np.int64)
+    for i in range(lx):
+        for j in range(lw):
+            acc += parts[i, :, :, j].astype(np.int64) << int(shx[i] + shw[j])
+    return acc.reshape(n, g * cog, p)
+
+
+def mac_output_numpy(
+    parts: np.ndarray, shx: np.ndarray, shw: np.ndarray, p: MacOutput, stats: KernelStats | None
+) -> np.ndarray:
+    """Reference output stage on the assembled accumulator (the fallback without numba)."""
+    return mac_finish(_assemble(parts, shx, shw), 1, p, stats)
+
+
+if HAVE_NUMBA:
+    from npuflow.sim.fast._nb import numba
+
+    @njit(inline="always")
+    def _rne_shr(p: int, s: int) -> int:  # p >= 0, p < 2**63, s >= 0: RNE(p / 2**s)
+        if s == 0:
+            return p
+        if s >= 64:
+            return 0
+        if s == 63:
+            return 1 if p > (1 << 62) else 0
+        q = p >> s
+        rem = p & ((1 << s) - 1)
+        half = 1 << (s - 1)
+        if rem > half or (rem == half and (q & 1) == 1):
+            q += 1
+        return q
+
+    @njit(inline="always")
+    def _mul_rne(acc: int, m: int, s: int) -> int:
+        """Exact ``RNE(acc * m / 2**s)`` clamped to ``[-2**61, 2**61 - 1]`` (|acc| <= 2**62, |m| < 2**31)."""
+        neg = (acc < 0) != (m < 0)
+        a = -acc if acc < 0 else acc
+        mm = -m if m < 0 else m
+        if a < (1 << 32):
+            r = _rne_shr(a * mm, s)
+        else:
+            lo_full = (a & 0xFFFFFFFF) * mm  # < 2**63
+            mid = (a >> 32) * mm + (lo_full >> 32)  # value = mid * 2**32 + lo, mid < 2**62
+            lo = lo_full & 0xFFFFFFFF
+            if s >= 32:
+                t = s - 32
+                if t >= 62:  # value < 2**94 / 2**(32 + t) <= 1: 1 only above one half (t == 62)
+                    r = 0
+                    if t == 62 and (mid > (1 << 61) or (mid == (1 << 61) and lo > 0)):
+                        r = 1
+                else:
+                    q = mid >> t
+                    if t == 0:
+                        above = lo > (1 << 31)
+                        tie = lo == (1 << 31)
+                    else:
+                        rem = mid & ((1 << t) - 1)
+                        half = 1 << (t - 1)
+                        above = rem > half or (rem == half and lo > 0)
+                        tie = rem == half and lo == 0
+                    if above or (tie and (q & 1) == 1):
+                        q += 1
+                    r = q
+            else:
+                if mid >= (1 << (29 + s)):  # value / 2**s >= 2**61: saturates anyway
+                    r = 1 << 62
+                else:
+                    q = (mid << (32 - s)) | (lo >> s)
+                    if s > 0:
+                        rem = lo & ((1 << s) - 1)
+                        half = 1 << (s - 1)
+                        if rem > half or (rem == half and (q & 1) == 1):
+                            q += 1
+                    r = q
+        if r > (1 << 62):
+            r = 1 << 62
+        v = -r if neg else r
+        if v > _LIM61:
+            v = _LIM61
+        elif v < _M61:
+            v = _M61
+        return v
+
+    @njit(parallel=True)
+    def _assemble_kernel(parts, shx, shw, acc):  # pragma: no cover - jitted
+        lx, n, g, lw, cog, p = parts.shape
+        for row in numba.prange(n * g * cog):
+            b = row // (g * cog)
+            c = row - b * (g * cog)
+            gi = c // cog
+            j = c - gi * cog
+            for k in range(p):
+                v = 0
+                for i in range(lx):
+                    for jj in range(lw):
+                        v += np.int64(parts[i, b, gi, jj, j, k]) << (shx[i] + shw[jj])
+                acc[b, c, k] = v
+
+    @njit(inline="always")
+    def _row(x, o, bc, m, s, mn, sn, has_neg, acc_lo, acc_hi, alo, ahi, qlo, qhi):  # pragma: no cover - jitted
+        """One output channel of one sample: ``o[k]`` = the reference output of ``x[k] + bc``."""
+        p = x.shape[0]
+        nacc = 0
+        nout = 0
+        if (not has_neg) and acc_lo >= -(1 << 31) and acc_hi < (1 << 31) and 1 <= s <= 62:
+            # |acc * M| < 2**62: RNE(v / 2**s) = (v + 2**(s-1) - 1 + bit_s(v)) >> s (floor shift)
+            hm1 = (1 << (s - 1)) - 1
+            for k in range(p):
+                a = np.int64(x[k]) + bc
+                nacc += (a < acc_lo) | (a > acc_hi)
+                a = min(max(a, acc_lo), acc_hi)
+                pr = a * m
+                v = (pr + hm1 + ((pr >> s) & 1)) >> s
+                v = min(max(v, alo), ahi)
+                nout += (v < qlo) | (v > qhi)
+                o[k] = min(max(v, qlo), qhi)
+        elif (not has_neg) and acc_lo >= -(1 << 47) and acc_hi < (1 << 47) and 24 <= s <= 62:
+            # int48: acc = ah * 2**24 + al (0 <= al < 2**24); acc * M = T * 2**24 + r exactly with
+            # T = ah * M + floor(al * M / 2**24), 0 <= r < 2**24; then RNE(/ 2**s) from T and r
+            t = s - 24
+            tm = (1 << t) - 1
+            half = 1 << (s - 1)
+            for k in range(p):
+                a = np.int64(x[k]) + bc
+                nacc += (a < acc_lo) | (a > acc_hi)
+                a = min(max(a, acc_lo), acc_hi)
+                lm = (a & 0xFFFFFF) * m
+                tt = (a >> 24) * m + (lm >> 24)
+                q = tt >> t
+                rr = ((tt & tm) << 24) + (lm & 0xFFFFFF)
+                v = q + ((rr > half) | ((rr == half) & ((q & 1) == 1)))
+                v = min(max(v, alo), ahi)
+                nout += (v < qlo) | (v > qhi)
+                o[k] = min(max(v, qlo), qhi)
+        else:
+            for k in range(p):
+                a = np.int64(x[k]) + bc
+                if a < acc_lo:
+                    a = acc_lo
+                    nacc += 1
+                elif a > acc_hi:
+                    a = acc_hi
+                    nacc += 1
+                if has_neg and a < 0:
+                    v = _mul_rne(a, mn, sn)
+                else:
+                    v = _mul_rne(a, m, s)
+                v = min(max(v, alo), ahi)
+                if v < qlo:
+                    v = qlo
+                    nout += 1
+                elif v > qhi:
+                    v = qhi
+                    nout += 1
+                o[k] = v
+        return nacc, nout
+
+    @njit(parallel=True)
+    def _mac_out_kernel(
+        acc3, bias, mult, shift, mult_neg, shift_neg, has_neg, acc_lo, acc_hi, alo, ahi, qlo, qhi, out, counts
+    ):  # pragma: no cover - jitted
+        n, c_out, p = acc3.shape
+        for row in numba.prange(n * c_out):
+            b = row // c_out
+            c = row - b * c_out
+            na, no = _row(acc3[b, c], out[b, c], bias[c], mult[c], 31 + shift[c], mult_neg[c], 31 + shift_neg[c],
+                          has_neg, acc_lo, acc_hi, alo, ahi, qlo, qhi)
+            counts[row, 0] = na
+            counts[row, 1] = no
+            counts[row, 2] = 0
+
+    @njit(parallel=True)
+    def _mac_out_lut_kernel(
+        acc3, bias, mult, shift, mult_neg, shift_neg, has_neg, acc_lo, acc_hi, alo, ahi, qlo, qhi, out, counts,
+        table, tsat, scratch, count_lut,
+    ):  # pragma: no cover - jitted
+        n, c_out, p = acc3.shape
+        for row in numba.prange(n * c_out):
+            b = row // c_out
+            c = row - b * c_out
+            tmp = scratch[numba.get_thread_id()]
+            na, no = _row(acc3[b, c], tmp, bias[c], mult[c], 31 + shift[c], mult_neg[c], 31 + shift_neg[c],
+                          has_neg, acc_lo, acc_hi, alo, ahi, qlo, qhi)
+            o = out[b, c]
+            nl = 0
+            if count_lut:
+                for k in range(p):
+                    i = tmp[k] - qlo
+                    o[k] = table[i]
+                    nl += tsat[i]
+            else:
+                for k in range(p):
+                    o[k] = table[tmp[k] - qlo]
+            counts[row, 0] = na
+            counts[row, 1] = no
+            counts[row, 2] = nl
+
+
+class _Prepared:
+    """Per-channel arrays of a MAC output stage, contiguous int64, built once per params."""
+
+    def __init__(self, p: MacOutput, c: int) -> None:
+        self.c = c
+        self.mult = np.ascontiguousarray(np.broadcast_to(p.mult, (c,)), dtype=np.int64)
+        self.shift = np.ascontiguousarray(np.broadcast_to(p.shift, (c,)), dtype=np.int64)
+        self.has_neg = p.mult_neg is not None and p.shift_neg is not None
+        self.mult_neg = (np.ascontiguousarray(np.broadcast_to(p.mult_neg, (c,)), dtype=np.int64)
+                         if self.has_neg else self.mult)
+        self.shift_neg = (np.ascontiguousarray(np.broadcast_to(p.shift_neg, (c,)), dtype=np.int64)
+                          if self.has_neg else self.shift)
+        bias = p.bias if p.bias is not None else np.zeros(c, np.int64)
+        self.bias = np.ascontiguousarray(np.broadcast_to(bias, (c,)), dtype=np.int64)
+        self.acc_lo, self.acc_hi = qrange(p.acc_bits)
+        if p.act.kind in ("relu", "clip"):
+            self.alo, self.ahi = int(p.act.lo), int(p.act.hi)
+        else:
+            self.alo, self.ahi = -_NO_CLAMP, _NO_CLAMP
+
+
+_PREP = PlanCache(lambda p: {})  # params -> {channels: _Prepared}
+
+
+def mac_output(
+    parts: np.ndarray, p: MacOutput, stats: KernelStats | None, *, shx: Any = (0,), shw: Any = (0,),
+    lut: Any = None, lut_stats: KernelStats | None = None,
+) -> np.ndarray:
+    """Output stage of a MAC on limbs ``parts`` (layout in the module docstring).
+
+    Returns ``(N, G*cog, P)`` in the output container dtype, identical to ``mac_finish`` on the
+    assembled int64 accumulator (channel axis 1); adds to ``stats`` like it. ``lut``: a table
+    step fused behind the MAC (its ``LutParams``, input format = this output format): the
+    result is then the table's output, and ``lut_stats`` gets the table step's counts. Needs
+    numba (the caller fuses only then).
+    """
+    shx_a = np.asarray(shx, dtype=np.int64)
+    shw_a = np.asarray(shw, dtype=np.int64)
+    if not use_numba():
+        out = mac_output_numpy(parts, shx_a, shw_a, p, stats)
+        if lut is None:
+            return out
+        idx = out.astype(np.int64) - lut.in_format.qmin  # LutKernel.eval's gather
+        if lut_stats is not None:
+            lut_stats.out_saturated += int(np.count_nonzero(lut.saturated[idx]))
+            lut_stats.out_elements += int(out.size)
+        return lut.table[idx]
+    lx, n, g, lw, cog, npos = parts.shape
+    c = g * cog
+    fmt = p.out_format
+    if lut is not None:
+        table, tsat = lut.table, lut.saturated.view(np.uint8)
+        out = np.empty((n, c, npos), dtype=table.dtype)
+    else:
+        out = np.empty((n, c, npos), dtype=fmt.dtype)
+    if out.size == 0:
+        return out
+    by_c = _PREP.get(p)
+    pr = by_c.get(c)
+    if pr is None:
+        pr = by_c.setdefault(c, _Prepared(p, c))
+    if lx == 1 and lw == 1 and shx_a[0] == 0 and shw_a[0] == 0:
+        acc3 = parts.reshape(n, c, npos)
+    else:
+        acc3 = np.empty((n, c, npos), dtype=np.int64)
+        _assemble_kernel(parts, shx_a, shw_a, acc3)
+    counts = np.empty((n * c, 3), dtype=np.int64)
+    args = (acc3, pr.bias, pr.mult, pr.shift, pr.mult_neg, pr.shift_neg, pr.has_neg,
+            pr.acc_lo, pr.acc_hi, pr.alo, pr.ahi, fmt.qmin, fmt.qmax, out, counts)
+    if lut is None:
+        _mac_out_kernel(*args)
+    else:
+        scratch = np.empty((numba.get_num_threads() + 1, npos), dtype=np.int64)
+        _mac_out_lut_kernel(*args, table, tsat, scratch, lut_stats is not None)
+    if stats is not None:
+        tot = counts.sum(axis=0)
+        stats.acc_saturated += int(tot[0])
+        stats.out_saturated += int(tot[1])
+        stats.out_elements += int(out.size)
+    if lut is not None and lut_stats is not None:
+        lut_stats.out_saturated += int(counts[:, 2].sum())
+        lut_stats.out_elements += int(out.size)
+    return out

@@ -1,0 +1,266 @@
+"""Fast Conv and ConvTranspose: onnxruntime's float32 kernels as exact integer engines, then the
+integer output stage.
+
+Exactness (see :mod:`npuflow.sim.fast._ort`): every partial sum of output channel ``c`` is
+bounded by ``sum |w_q[c]| * max |x|`` (the sum over the input channels of its group and the kernel
+positions; for ConvTranspose every output sums a subset of those products); when that is at most
+``2**24`` for every channel the float32 result *is* the integer accumulator, whatever order
+onnxruntime sums in. Otherwise the operands are split into two balanced limbs
+(``x = x_hi * 2**b + x_lo``, the same for the weights) chosen so that each partial product
+satisfies the bound; the limbs run in one session call (input limbs stacked on the batch axis,
+weight limbs stacked on the output channels of each group) and are recombined exactly in int64
+by the output stage. A case that no split makes exact, or a geometry onnxruntime refuses, runs on
+the reference kernel. Padding is computed by the reference geometry and passed explicitly (zero
+padding is exact).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from npuflow.sim.fast._common import PlanCache, checked, limb_bits, max_abs, limbs_f32, split2
+from npuflow.sim.fast._ort import F32_EXACT, single_node_session
+from npuflow.sim.fast.matmul import F64_EXACT
+from npuflow.sim.fast._requant import mac_output
+from npuflow.sim.kernels import KERNELS
+from npuflow.sim.kernels._geometry import window_geometry
+from npuflow.sim.kernels.base import KernelStats
+from npuflow.sim.kernels.conv import CONV_TRANSPOSE, ConvParams, ConvTransposeParams
+
+
+@dataclass
+class _WeightLimbs:
+    w: np.ndarray  # float32, the op's weight layout with limbs stacked on each group's outputs
+    shifts: tuple[int, ...]
+    abs_max: int  # max over limbs and output channels of sum |w_limb[c]|
+    each: list[np.ndarray]  # float32, one weight tensor per limb (the op's own layout)
+
+
+class _Plan:
+    """Per-params state: weight limbs, sessions per (limbs, geometry), geometry per input shape."""
+
+    def __init__(self, params: Any, transpose: bool) -> None:
+        self.params = params
+        self.transpose = transpose
+        self.w_bits = params.w_q.dtype.itemsize * 8
+        self.limbs: dict[int, _WeightLimbs] = {}
+        self.sessions: dict[tuple, Any] = {}
+        self.geom: dict[tuple, Any] = {}
+        self.failed: set[tuple] = set()
+        w1 = self.weight_limbs(1).abs_max
+        self.static_ok = w1 << (params.in_format.bits - 1) <= F32_EXACT
+        # a 1x1 convolution without padding or stride is a matrix product: when float32 needs
+        # four limb passes, one exact float64 product (sums below 2**53) is cheaper
+        self.pointwise = (not transpose and params.group == 1 and all(k == 1 for k in params.kernel_shape)
+                          and all(v == 1 for v in params.strides) and not any(params.pads)
+                          and params.auto_pad in ("NOTSET", "VALID") and w1 << (params.in_format.bits - 1) <= F64_EXACT)
+        self.f64: Any = None
+
+    # weights ------------------------------------------------------------------------------
+    def weight_limbs(self, lw: int) -> _WeightLimbs:
+        wl = self.limbs.get(lw)
+        if wl is not None:
+            return wl
+        w = self.params.w_q.astype(np.int64)
+        g = self.params.group
+        if lw == 1:
+            parts, shifts = [w], (0,)
+        else:
+            b = limb_bits(self.w_bits)
+            hi, lo = split2(w, b)
+            parts, shifts = [hi.astype(np.int64), lo.astype(np.int64)], (b, 0)
+        if self.transpose:  # W: (C_in, cog, *k), output channel g*cog + j reads input group g
+            c_in, cog = w.shape[:2]
+            sums = [np.abs(p).reshape(g, c_in // g, cog, -1).sum(axis=(1, 3)) for p in parts]
+            stacked = np.stack(parts, axis=1)  # (C_in, Lw, cog, *k)
+            wf = stacked.reshape((c_in, lw * cog) + w.shape[2:])
+        else:  # W: (C_out, C_in/g, *k)
+            c_out = w.shape[0]
+            cog = c_out // g
+            sums = [np.abs(p).reshape(c_out, -1).sum(axis=1) for p in parts]
+            stacked = np.stack([p.reshape((g, cog) + w.shape[1:]) for p in parts], axis=1)
+            wf = stacked.reshape((g * lw * cog,) + w.shape[1:])
+        abs_max = max(int(s.max(initial=0)) for s in sums)
+        wl = _WeightLimbs(np.ascontiguousarray(wf.astype(np.float32)), shifts, abs_max,
+                          [np.ascontiguousarray(p.astype(np.float32)) for p in parts])
+        self.limbs[lw] = wl
+        return wl
+
+    def choose(self, x: np.ndarray) -> tuple[int, int, int] | None:
+        """``(Lx, bx, Lw)``: input limbs, input limb width, weight limbs (cheapest first: fewest
+        passes, then no weight split); None if no split makes float32 exact."""
+        if self.static_ok:
+            return 1, 0, 1
+        bits = self.params.in_format.bits
+        w1 = self.weight_limbs(1).abs_max
+        if w1 * max_abs(x) <= F32_EXACT:
+            return 1, 0, 1
+        w2 = self.weight_limbs(2).abs_max if self.w_bits > 2 else None
+        for passes in (2, 3, 4):
+            for lx, lw in ((passes, 1), (1, 2), (2, 2)):
+                if lx * lw != passes or (lw == 2 and w2 is None) or lx > bits:
+                    continue
+                wmax = w1 if lw == 1 else w2
+                bx = -(-bits // lx) if lx > 1 else bits
+                if wmax << (bx - 1) <= F32_EXACT:
+                    return lx, (bx if lx > 1 else 0), lw
+        return None
+
+    # sessions -----------------------------------------------------------------------------
+    def session(self, lw: int, attrs: dict[str, Any], limb: int | None = None) -> Any:
+        """Session with the ``lw`` weight limbs stacked, or only limb ``limb``."""
+        key = (lw, limb, tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in sorted(attrs.items())))
+        s = self.sessions.get(key)
+        if s is None:
+            wl = self.weight_limbs(lw)
+            op = "ConvTranspose" if self.transpose else "Conv"
+            w = wl.w if limb is None else wl.each[limb]
+            s = single_node_session(op, {"w": w}, attrs, rank=w.ndim)
+            self.sessions[key] = s
+        return s
+
+
+def _pointwise_f64(plan: _Plan, params: ConvParams, x: np.ndarray, stats: KernelStats | None) -> np.ndarray:
+    """1x1 Conv as one float64 matrix product on onnxruntime: ``(C_out, C) @ (N, C, P)``."""
+    if plan.f64 is None:
+        from npuflow.sim.fast.matmul import _matmul_session
+
+        w = params.w_q.reshape(params.w_q.shape[0], -1).astype(np.float64)
+        plan.f64 = _matmul_session(np.float64, w, const_first=True)
+    n, c = x.shape[:2]
+    (y,) = plan.f64.run(None, {"x": x.reshape(n, c, -1).astype(np.float64)})
+    out = mac_output(y.reshape((1, n, 1, 1) + y.shape[1:]), params.out, stats)
+    return out.reshape((n, y.shape[1]) + x.shape[2:])
+
+
+def _conv_geometry(params: ConvParams, sp: tuple[int, ...]) -> tuple[dict[str, Any], tuple[int, ...]]:
+    win = {"kernel_shape": params.kernel_shape, "strides": params.strides, "dilations": params.dilations,
+           "pads": params.pads, "auto_pad": params.auto_pad, "ceil_mode": 0}
+    pb, pe, _, out_sp = window_geometry(sp, win)
+    attrs = {"kernel_shape": list(params.kernel_shape), "strides": list(params.strides),
+             "dilations": list(params.dilations), "pads": [int(v) for v in pb] + [int(v) for v in pe],
+             "group": params.group}
+    return attrs, tuple(int(v) for v in out_sp)
+
+
+def _convt_geometry(params: ConvTransposeParams, sp: tuple[int, ...]) -> tuple[dict[str, Any], tuple[int, ...]] | None:
+    """Explicit pads and output_padding giving the reference's output window, or None."""
+    pb, out_sp = CONV_TRANSPOSE.geometry(params, sp)
+    nd = len(sp)
+    k, s, d = params.kernel_shape, params.strides, params.dilations
+    pads_b, pads_e, op = [], [], []
+    for i in range(nd):
+        full0 = s[i] * (sp[i] - 1) + (k[i] - 1) * d[i] + 1
+        o = max(0, pb[i] + out_sp[i] - full0)
+        e = full0 + o - pb[i] - out_sp[i]
+        if pb[i] < 0 or e < 0 or o >= max(s[i], d[i]):
+            return None
+        pads_b.append(int(pb[i]))
+        pads_e.append(int(e))
+        op.append(int(o))
+    attrs = {"kernel_shape": list(k), "strides": list(s), "dilations": list(d), "pads": pads_b + pads_e,
+             "output_padding": op, "group": params.group}
+    return attrs, tuple(int(v) for v in out_sp)
+
+
+def _run(plan: _Plan, params: Any, x: np.ndarray, stats: KernelStats | None, ref: Any,
+         lut: Any = None, lut_stats: KernelStats | None = None) -> np.ndarray:
+    key = x.shape[2:]
+    geom = plan.geom.get(key)
+    if geom is None:
+        geom = (_convt_geometry if plan.transpose else _conv_geometry)(params, tuple(key))
+        plan.geom[key] = geom
+    choice = plan.choose(x) if geom is not None else None
+    if geom is None or choice is None:
+        return ref.eval(params, x, stats=stats)
+    attrs, out_sp = geom
+    lx, bx, lw = choice
+    if lx * lw > 2 and plan.pointwise and lut is None:
+        return _pointwise_f64(plan, params, x, stats)
+    if (lw, key) in plan.failed:
+        return ref.eval(params, x, stats=stats)
+    if lx == 1:
+        xf = x.astype(np.float32)
+        shx: Any = (0,)
+    else:
+        xl, shx = limbs_f32(x, params.in_format.bits, lx)
+        xf = xl.reshape((lx * x.shape[0],) + x.shape[1:])
+    n = x.shape[0]
+    g = params.group
+    # grouped convolutions keep one session per weight limb: stacking the limbs on the outputs
+    # of each group would turn a depthwise convolution into a (much slower) general grouped one
+    separate = lw > 1 and g > 1
+    try:
+        if separate:
+            ys = [plan.session(lw, attrs, j).run(None, {"x": xf})[0] for j in range(lw)]
+            y = ys[0]
+        else:
+            (y,) = plan.session(lw, attrs).run(None, {"x": xf})
+    except Exception:  # noqa: BLE001 - a geometry onnxruntime refuses: the reference decides
+        plan.failed.add((lw, key))
+        return ref.eval(params, x, stats=stats)
+    c_out = y.shape[1] if separate else y.shape[1] // lw
+    if tuple(y.shape[2:]) != out_sp or y.shape[0] != lx * n:
+        plan.failed.add((lw, key))
+        return ref.eval(params, x, stats=stats)
+    npos = int(np.prod(out_sp))
+    if separate:
+        parts = np.stack([v.reshape(lx, n, g, c_out // g, npos) for v in ys], axis=3)
+    else:
+        parts = y.reshape(lx, n, g, lw, c_out // g, npos)
+    out = mac_output(parts, params.out, stats, shx=shx, shw=plan.weight_limbs(lw).shifts, lut=lut,
+                     lut_stats=lut_stats)
+    return out.reshape((n, c_out) + out_sp)
+
+
+_PLANS = PlanCache(lambda p: _Plan(p, False))
+_TPLANS = PlanCache(lambda p: _Plan(p, True))
+_REF = KERNELS["Conv"]
+_REF_T = KERNELS["ConvTranspose"]
+
+
+def conv_lut(params: ConvParams, lut_op: str, lut_params: Any, x: np.ndarray, *,
+             stats: KernelStats | None = None, lut_stats: KernelStats | None = None) -> np.ndarray:
+    """A Conv step and the table step reading only its output, in one pass: identical to
+    ``KERNELS[lut_op].eval(lut_params, KERNELS["Conv"].eval(params, x))`` (needs numba)."""
+    x = checked(x, "Conv", "X", params.in_format)
+    w = params.w_q
+    g = params.group
+    if (x.ndim == w.ndim and x.ndim >= 3 and x.shape[1] == w.shape[1] * g and not w.shape[0] % g and x.size
+            and lut_params.in_format.bits == params.out.out_format.bits):
+        plan = _PLANS.get(params)
+
+        class _Ref:  # any fallback of _run: the two reference steps
+            @staticmethod
+            def eval(p: Any, xx: np.ndarray, stats: KernelStats | None = None) -> np.ndarray:
+                return KERNELS[lut_op].eval(lut_params, _REF.eval(p, xx, stats=stats), stats=lut_stats)
+
+        return _run(plan, params, x, stats, _Ref, lut=lut_params, lut_stats=lut_stats)
+    y = _REF.eval(params, x, stats=stats)
+    return KERNELS[lut_op].eval(lut_params, y, stats=lut_stats)
+
+
+def conv(params: ConvParams, *inputs: np.ndarray, stats: KernelStats | None = None) -> np.ndarray:
+    """Same contract and integers as ``KERNELS["Conv"].eval``."""
+    if len(inputs) != 1:
+        return _REF.eval(params, *inputs, stats=stats)
+    x = checked(inputs[0], "Conv", "X", params.in_format)
+    w = params.w_q
+    g = params.group
+    if x.ndim != w.ndim or x.ndim < 3 or x.shape[1] != w.shape[1] * g or w.shape[0] % g or x.size == 0:
+        return _REF.eval(params, x, stats=stats)
+    return _run(_PLANS.get(params), params, x, stats, _REF)
+
+
+def conv_transpose(params: ConvTransposeParams, *inputs: np.ndarray, stats: KernelStats | None = None) -> np.ndarray:
+    """Same contract and integers as ``KERNELS["ConvTranspose"].eval``."""
+    if len(inputs) != 1:
+        return _REF_T.eval(params, *inputs, stats=stats)
+    x = checked(inputs[0], "ConvTranspose", "X", params.in_format)
+    w = params.w_q
+    g = params.group
+    if x.ndim != w.ndim or x.ndim < 3 or x.shape[1] != w.shape[0] or w.shape[0] % g or x.size == 0:
+        return _REF_T.eval(params, x, stats=stats)
+    return _run(_TPLANS.get(params), params, x, stats, _REF_T)

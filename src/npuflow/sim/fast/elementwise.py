@@ -1,0 +1,205 @@
+"""Fast Add/Sub and table lookups (numba): the reference arithmetic fused into one pass.
+
+Add/Sub (spec 6.1): ``t_i = RNE(q_i * M_i / 2**s_i)`` for each runtime input (exact: ``|q_i *
+M_i| < 2**47``), plus the constant term, then ``RNE(sum / 2**P)``, the fused clamp and the output
+saturation; numba computes the same exact integers as ``mul_div_round``/``rounding_right_shift``.
+Only same-shape runtime inputs with a scalar (or no) constant are fused; anything else, and
+everything without numba, runs on the reference kernel.
+
+Tables (spec 7): one gather through a copy of the table reordered so that the raw bits of the
+input (viewed unsigned) index it directly.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from npuflow.sim.fast._common import PlanCache, checked
+from npuflow.sim.fast._nb import HAVE_NUMBA, njit, use_numba
+from npuflow.sim.kernels import KERNELS
+from npuflow.sim.kernels.base import KernelStats
+from npuflow.sim.kernels.elementwise import AddParams
+from npuflow.sim.kernels.lut import LutParams
+
+_NO_CLAMP = 1 << 62
+
+if HAVE_NUMBA:
+    from npuflow.sim.fast._nb import numba
+    from npuflow.sim.fast._requant import _rne_shr
+
+    @njit(inline="always")
+    def _rne_mul(q: int, m: int, s: int) -> int:  # exact RNE(q * m / 2**s), |q * m| < 2**63
+        p = q * m
+        if p < 0:
+            return -_rne_shr(-p, s)
+        return _rne_shr(p, s)
+
+    @njit(parallel=True)
+    def _add2(a, b, ma, sa, mb, sb, c, p, alo, ahi, qlo, qhi, out):  # pragma: no cover - jitted
+        sat = 0
+        for i in numba.prange(a.size):
+            acc = _rne_mul(np.int64(a[i]), ma, sa) + _rne_mul(np.int64(b[i]), mb, sb) + c
+            v = -_rne_shr(-acc, p) if acc < 0 else _rne_shr(acc, p)
+            v = min(max(v, alo), ahi)
+            cv = min(max(v, qlo), qhi)
+            sat += np.int64(cv != v)
+            out[i] = cv
+        return sat
+
+    @njit(parallel=True)
+    def _add2_fast(a, b, ma, sa, mb, sb, c, p, alo, ahi, qlo, qhi, out):  # pragma: no cover - jitted
+        # every shift in [1, 62] and |terms| < 2**62: RNE(v / 2**s) = (v + 2**(s-1) - 1 + bit_s(v)) >> s
+        ha = (1 << (sa - 1)) - 1
+        hb = (1 << (sb - 1)) - 1
+        hp = (1 << (p - 1)) - 1
+        sat = 0
+        for i in numba.prange(a.size):
+            ta = np.int64(a[i]) * ma
+            tb = np.int64(b[i]) * mb
+            acc = ((ta + ha + ((ta >> sa) & 1)) >> sa) + ((tb + hb + ((tb >> sb) & 1)) >> sb) + c
+            v = (acc + hp + ((acc >> p) & 1)) >> p
+            v = min(max(v, alo), ahi)
+            cv = min(max(v, qlo), qhi)
+            sat += np.int64(cv != v)
+            out[i] = cv
+        return sat
+
+    @njit(parallel=True)
+    def _add1(a, ma, sa, c, p, alo, ahi, qlo, qhi, out):  # pragma: no cover - jitted
+        sat = 0
+        for i in numba.prange(a.size):
+            acc = _rne_mul(np.int64(a[i]), ma, sa) + c
+            v = -_rne_shr(-acc, p) if acc < 0 else _rne_shr(acc, p)
+            v = min(max(v, alo), ahi)
+            cv = min(max(v, qlo), qhi)
+            sat += np.int64(cv != v)
+            out[i] = cv
+        return sat
+
+
+if HAVE_NUMBA:
+
+    @njit(parallel=True)
+    def _gather(table, u, out):  # pragma: no cover - jitted
+        for i in numba.prange(u.size):
+            out[i] = table[u[i]]
+
+    @njit(parallel=True)
+    def _gather_count(table, sat, u, out):  # pragma: no cover - jitted
+        n = 0
+        for i in numba.prange(u.size):
+            out[i] = table[u[i]]
+            n += np.int64(sat[u[i]])
+        return n
+
+    @njit(parallel=True)
+    def _requant_copy(q, m, s, qlo, qhi, out):  # pragma: no cover - jitted
+        # Requant.apply + finish: saturate(RNE(q * m / 2**s)) exactly (|q * m| < 2**63)
+        n = 0
+        for i in numba.prange(q.size):
+            v = _rne_mul(np.int64(q[i]), m, s)
+            cv = min(max(v, qlo), qhi)
+            n += np.int64(cv != v)
+            out[i] = cv
+        return n
+
+
+def requant_array(q: np.ndarray, rq: Any, out_fmt: Any, stats: KernelStats | None) -> np.ndarray | None:
+    """``finish(rq.apply(q), out_fmt, stats)`` of the reference, fused (None: not applicable)."""
+    if not use_numba() or q.dtype.kind != "i" or q.dtype.itemsize > 4:
+        return None
+    out = np.empty(q.shape, dtype=out_fmt.dtype)
+    qc = np.ascontiguousarray(q)
+    if rq.identity:
+        m, sh = 1, 0
+    else:
+        m, sh = int(rq.mult), 31 + int(rq.shift)
+    n = _requant_copy(qc.reshape(-1), m, sh, out_fmt.qmin, out_fmt.qmax, out.reshape(-1))
+    if stats is not None:
+        stats.out_saturated += int(n)
+        stats.out_elements += int(out.size)
+    return out
+
+
+def add(params: AddParams, *inputs: np.ndarray, stats: KernelStats | None = None, _op: str = "Add") -> np.ndarray:
+    """Same contract and integers as ``KERNELS["Add"]`` / ``KERNELS["Sub"]`` ``.eval``."""
+    ref = KERNELS[_op]
+    k = len(inputs)
+    c = params.const_term
+    if (not use_numba() or k != len(params.in_formats) or k not in (1, 2)
+            or (c is not None and np.ndim(c) != 0) or any(not isinstance(x, np.ndarray) for x in inputs)
+            or (k == 2 and inputs[0].shape != inputs[1].shape) or any(f.bits > 24 for f in params.in_formats)):
+        return ref.eval(params, *inputs, stats=stats)
+    qs = [np.ascontiguousarray(checked(x, _op, "input", f)) for x, f in zip(inputs, params.in_formats)]
+    fmt = params.out_format
+    out = np.empty(qs[0].shape, dtype=fmt.dtype)
+    if out.size == 0:
+        return ref.eval(params, *inputs, stats=stats)
+    act = params.act
+    alo, ahi = (int(act.lo), int(act.hi)) if act.kind in ("relu", "clip") else (-_NO_CLAMP, _NO_CLAMP)
+    cc = int(c) if c is not None else 0
+    if k == 2:
+        sa, sb, pp = params.rshift[0], params.rshift[1], params.frac_bits
+        fast = 1 <= min(sa, sb, pp) and max(sa, sb, pp) <= 62 and abs(cc) < (1 << 60)
+        kern = _add2_fast if fast else _add2
+        sat = kern(qs[0].reshape(-1), qs[1].reshape(-1), params.mult[0], sa, params.mult[1], sb, cc, pp,
+                   alo, ahi, fmt.qmin, fmt.qmax, out.reshape(-1))
+    else:
+        sat = _add1(qs[0].reshape(-1), params.mult[0], params.rshift[0], cc, params.frac_bits, alo, ahi,
+                    fmt.qmin, fmt.qmax, out.reshape(-1))
+    if stats is not None:
+        stats.out_saturated += int(sat)
+        stats.out_elements += int(out.size)
+    return out
+
+
+def sub(params: AddParams, *inputs: np.ndarray, stats: KernelStats | None = None) -> np.ndarray:
+    return add(params, *inputs, stats=stats, _op="Sub")
+
+
+class _LutPlan:
+    def __init__(self, params: LutParams) -> None:
+        bits = params.in_format.bits
+        self.bits = bits
+        self.table = self.sat = None
+        if bits in (8, 16):
+            half = 1 << (bits - 1)
+            u = np.arange(1 << bits, dtype=np.int64)
+            order = u ^ half  # raw unsigned bits -> q - qmin
+            self.table = np.ascontiguousarray(params.table[order])
+            self.sat = np.ascontiguousarray(params.saturated[order])
+            self.view = np.uint8 if bits == 8 else np.uint16
+
+
+_LUT_PLANS = PlanCache(_LutPlan)
+
+
+def lut(params: LutParams, *inputs: np.ndarray, stats: KernelStats | None = None, _op: str = "") -> Any:
+    plan: _LutPlan = _LUT_PLANS.get(params)
+    x = inputs[0] if len(inputs) == 1 else None
+    if (plan.table is None or x is None or not isinstance(x, np.ndarray)
+            or x.dtype != np.dtype(params.in_format.dtype)):
+        return KERNELS[_op].eval(params, *inputs, stats=stats)
+    u = x.view(plan.view)
+    if not use_numba() or not x.flags.c_contiguous:
+        out = plan.table[u]
+        if stats is not None:
+            stats.out_saturated += int(np.count_nonzero(plan.sat[u]))
+            stats.out_elements += int(x.size)
+        return out
+    out = np.empty(x.shape, dtype=plan.table.dtype)
+    if stats is None:
+        _gather(plan.table, u.reshape(-1), out.reshape(-1))
+    else:
+        stats.out_saturated += int(_gather_count(plan.table, plan.sat, u.reshape(-1), out.reshape(-1)))
+        stats.out_elements += int(x.size)
+    return out
+
+
+def lut_for(op: str) -> Any:
+    def fn(params: LutParams, *inputs: np.ndarray, stats: KernelStats | None = None) -> Any:
+        return lut(params, *inputs, stats=stats, _op=op)
+
+    fn.__name__ = f"lut_{op}"
+    return fn

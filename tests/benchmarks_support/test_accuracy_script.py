@@ -1,0 +1,84 @@
+"""benchmarks/accuracy.py: its core (quantize, simulate, compare) on MNIST with tiny counts, the
+subprocess step with its memory measurement, failure reporting, and the table formatting."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from benchmarks import accuracy as acc
+from benchmarks.tasks import classification_metrics
+
+
+def test_evaluate_task_mnist(shared, tmp_path):
+    bad = acc.QuantConfig("npuflow bad", "npuflow", {"datapath_bitwidth_mode": "int3"})
+    res = acc.evaluate_task("mnist_cntk_opt", [acc.NPUFLOW_INT8, acc.ORT_MINMAX, bad], calib_count=10, eval_count=20,
+                            work_dir=tmp_path, shared=str(shared), threads=1, isolate=False)
+    assert (res["calib_n"], res["eval_n"], res["calib_split"], res["eval_split"]) == (10, 20, 1000, 4000)
+    for label in (acc.NPUFLOW_INT8.label, acc.ORT_MINMAX.label):
+        r = res["results"][label]
+        assert r["ok"], r.get("error")
+        c = r["compare"]
+        assert c["n"] == 20 and c["agreement"] >= 0.9 and c["quant_accuracy"] >= 0.85
+        assert len(r["snr_db"]) == 1 and r["snr_db"][0] == pytest.approx(c["output_snr_db"]) and r["snr_db"][0] > 15
+        assert r["quantize"]["seconds"] > 0 and r["quantize"]["calib_n"] == 10
+    r = res["results"]["npuflow bad"]
+    assert not r["ok"] and r["error"]["stage"] == "analysis" and "int3" in r["error"]["message"]
+    # the tables and the failure section are built without error and name the failure
+    table = "\n".join(acc.models_table([res]))
+    assert "mnist_cntk_opt" in table and "10 / 20" in table and "accuracy" in table
+    details = "\n".join(acc.failure_details([res]))
+    assert "npuflow bad" in details and "analysis failed" in details
+
+
+def test_isolated_step_measures_memory(shared, tmp_path):
+    q = acc.quantize_isolated("mnist_cntk_opt", acc.NPUFLOW_INT8, 5, tmp_path, shared=str(shared), threads=1, timeout=120)
+    assert q["ok"], q.get("error")
+    assert q["artifact"].endswith(".bie") and q["calib_n"] == 5
+    assert q["rss_peak_kib"] >= q["rss_start_kib"] > 10_000  # an interpreter with numpy: > 10 MB
+
+
+def test_describe_exception_finds_the_node():
+    class Step:
+        name, op_type = "conv_7", "Conv"
+
+    def run(st):
+        raise ValueError("boom")
+
+    try:
+        run(Step())
+    except ValueError as exc:
+        e = acc.describe_exception(exc, "simulation")
+    assert (e["node"], e["op"], e["type"], e["message"], e["stage"]) == ("conv_7", "Conv", "ValueError", "boom", "simulation")
+    assert "at node conv_7 (Conv)" in acc._short_error(e)
+
+
+def test_efficientnet_tables_and_targets():
+    rng = np.random.default_rng(0)
+    labels = list(rng.integers(0, 5, 50))
+    ref = [rng.normal(size=(1, 5)) for _ in labels]
+
+    def row(noise, seconds):
+        q = [r + noise * rng.normal(size=r.shape) for r in ref]
+        return {"ok": True, "quantize": {"seconds": seconds, "rss_start_kib": 200_000, "rss_peak_kib": 300_000},
+                "compare": classification_metrics(ref, q, labels), "eval_s_per_input": 0.01}
+
+    res = {"task": "efficientnet_lite0", "calib_n": 5, "calib_split": 200, "eval_n": 50, "eval_split": 800, "results": {
+        acc.NPUFLOW_INT8.label: row(0.01, 3.0), acc.NPUFLOW_INT16.label: row(1e-4, 4.0),
+        acc.ORT_MINMAX.label: row(0.1, 2.0),
+        acc.ORT_PERCENTILE.label: {"ok": False, "quantize": {}, "error": {
+            "stage": "ORT quantize_static", "type": "RuntimeError", "message": "x | y", "node": None, "op": None}}}}
+    res["results"][acc.NPUFLOW_INT8.label]["quantize"]["timing"] = {"analysis": 2.0, "report": 1.0}
+    table = "\n".join(acc.efficientnet_table(res))
+    assert "| 3.00 (report 1.00) | 1.50x |" in table
+    assert "1.50x" in table and "2.00x" in table and "293 (195 at start)" in table
+    assert "FAILED ORT quantize_static: RuntimeError: x \\| y" in table
+    targets = "\n".join(acc.efficientnet_targets(res))
+    assert targets.count("PASS") == 7, targets  # int8 SNR, +1 dB, agreement, drop, int16 SNR, two time ratios
+    assert "n/a" not in targets and "without the report: 2.00 s = 1.00x" in targets
+    assert math.isfinite(res["results"][acc.NPUFLOW_INT8.label]["compare"]["logits_snr_db"])
+    assert "No warm-up" in acc.warmup_note(res, None)
+    res["results"][acc.NPUFLOW_INT8.label]["warmup_s"] = 1.25
+    note = acc.warmup_note(res, {"ok": True, "seconds": 30.0})
+    assert "30.0 s" in note and "npuflow int8 1.25 s" in note

@@ -1,0 +1,119 @@
+"""Fast Add/Sub, table ops, MaxPool and Concat return the reference integers."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+from npuflow.sim.fast import FAST
+from npuflow.sim.fixed_point import QFormat
+from npuflow.sim.kernels import KERNELS
+from tests.sim_fast.helpers import FAST_PROP, act_attrs, rand_q, same
+
+fmts = st.builds(lambda b, r, s: QFormat(b, r, s), st.sampled_from([8, 16]), st.integers(-3, 12),
+                 st.sampled_from([1.0, 1.37, 1.99]))
+
+
+@FAST_PROP
+@given(seed=st.integers(0, 2**32 - 1), op=st.sampled_from(["Add", "Sub"]), fa=fmts, fb=fmts, fo=fmts,
+       shape=st.lists(st.integers(1, 7), min_size=1, max_size=4), const=st.sampled_from([None, "scalar", "array"]),
+       act=act_attrs(leaky=False))
+def test_add_sub_fast_equals_reference(seed, op, fa, fb, fo, shape, const, act):
+    rng = np.random.default_rng(seed)
+    weights = {}
+    formats = [fa, fb]
+    if const == "scalar":
+        weights["B"] = np.array(rng.normal(0, 4))
+        formats = [fa, None]
+    elif const == "array":
+        weights["B"] = rng.normal(0, 4, shape[-1:])
+        formats = [fa, None]
+    try:
+        params = KERNELS[op].prepare(act, formats, fo, weights)
+    except ValueError:
+        assume(False)
+    xs = [rand_q(rng, shape, fa)] + ([] if const else [rand_q(rng, shape, fb)])
+    same(op, FAST[op], params, *xs)
+
+
+@FAST_PROP
+@given(seed=st.integers(0, 2**32 - 1), op=st.sampled_from(["Sigmoid", "Tanh", "Exp", "HardSigmoid", "HardSwish",
+                                                             "Swish"]), fi=fmts, fo=fmts,
+       shape=st.lists(st.integers(1, 9), min_size=1, max_size=4))
+def test_table_ops_fast_equal_reference(seed, op, fi, fo, shape):
+    rng = np.random.default_rng(seed)
+    params = KERNELS[op].prepare({}, [fi], fo)
+    same(op, FAST[op], params, rand_q(rng, shape, fi))
+    # a non-contiguous input too
+    x = rand_q(rng, shape + [2], fi)[..., 0]
+    same(op, FAST[op], params, x)
+
+
+@FAST_PROP
+@given(seed=st.integers(0, 2**32 - 1), nd=st.sampled_from([1, 2]), k=st.integers(1, 5), s=st.integers(1, 3),
+       d=st.integers(1, 2), pad=st.integers(0, 4), ceil=st.booleans(),
+       auto=st.sampled_from(["NOTSET", "NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID"]),
+       fi=fmts, same_fmt=st.booleans(), fo=fmts, n=st.integers(1, 3), size=st.integers(1, 12))
+def test_max_pool_fast_equals_reference(seed, nd, k, s, d, pad, ceil, auto, fi, same_fmt, fo, n, size):
+    rng = np.random.default_rng(seed)
+    attrs = {"kernel_shape": [k] * nd, "strides": [s] * nd, "dilations": [d] * nd, "auto_pad": auto,
+             "ceil_mode": int(ceil)}
+    if auto == "NOTSET":
+        attrs["pads"] = [pad] * (2 * nd)
+    try:
+        params = KERNELS["MaxPool"].prepare(attrs, [fi], fi if same_fmt else fo)
+        x = rand_q(rng, (n, 3) + (size,) * nd, fi)
+        KERNELS["MaxPool"].eval(params, x)
+    except ValueError:
+        assume(False)
+    same("MaxPool", FAST["MaxPool"], params, x)
+
+
+@FAST_PROP
+@given(seed=st.integers(0, 2**32 - 1), k=st.integers(1, 4), axis=st.integers(-3, 2), fo=fmts,
+       shared_fmt=st.booleans(), data=st.data())
+def test_concat_fast_equals_reference(seed, k, axis, fo, shared_fmt, data):
+    rng = np.random.default_rng(seed)
+    fmts_in = [fo if shared_fmt else data.draw(fmts) for _ in range(k)]
+    params = KERNELS["Concat"].prepare({"axis": axis}, fmts_in, fo)
+    a = axis % 3
+    xs = []
+    for f in fmts_in:
+        shape = [2, 3, 4]
+        shape[a] = int(rng.integers(1, 4))
+        xs.append(rand_q(rng, shape, f))
+    same("Concat", FAST["Concat"], params, *xs)
+
+
+@pytest.mark.parametrize("sim", ["", "numpy"])
+@FAST_PROP
+@given(seed=st.integers(0, 2**32 - 1), op=st.sampled_from(["Swish", "Sigmoid", "HardSwish"]),
+       out_bits=st.sampled_from([8, 16]), lut_bits=st.sampled_from([8, 16]), act=act_attrs())
+def test_conv_with_fused_table_equals_two_steps(sim, seed, op, out_bits, lut_bits, act, monkeypatch):
+    from npuflow.sim.fast.conv import conv_lut
+    from npuflow.sim.kernels import KernelStats
+
+    if sim:
+        monkeypatch.setenv("NPUFLOW_SIM", sim)
+    rng = np.random.default_rng(seed)
+    x_fmt = QFormat(8, 5, 1.0)
+    w_fmt = QFormat(8, tuple(int(v) for v in rng.integers(3, 8, 4)), tuple(float(v) for v in rng.uniform(1, 2, 4)), 0)
+    c_fmt = QFormat(out_bits, int(rng.integers(0, 10)), 1.5)
+    params = KERNELS["Conv"].prepare({"pads": [1, 1, 1, 1], **act}, [x_fmt, w_fmt], c_fmt,
+                                     {"W": rng.normal(0, 0.3, (4, 3, 3, 3)), "B": rng.normal(0, 1, 4)})
+    lp = KERNELS[op].prepare({}, [c_fmt], QFormat(lut_bits, int(rng.integers(2, 12)), 1.0))
+    x = rand_q(rng, (2, 3, 5, 6), x_fmt)
+    s1, s2, t1, t2 = KernelStats(), KernelStats(), KernelStats(), KernelStats()
+    ref = KERNELS[op].eval(lp, KERNELS["Conv"].eval(params, x, stats=s1), stats=t1)
+    got = conv_lut(params, op, lp, x, stats=s2, lut_stats=t2)
+    assert got.dtype == ref.dtype
+    np.testing.assert_array_equal(got, ref)
+    assert (s1, t1) == (s2, t2)
+    np.testing.assert_array_equal(conv_lut(params, op, lp, x), ref)
+
+
+def test_every_fast_op_is_tested():
+    tested = {"Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Sub", "Sigmoid", "Tanh", "Exp", "HardSigmoid",
+              "HardSwish", "Swish", "MaxPool", "Concat"}
+    assert set(FAST) <= tested, set(FAST) - tested

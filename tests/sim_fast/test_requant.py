@@ -1,0 +1,74 @@
+"""The compiled MAC output stage equals the reference ``mac_finish`` (random and edge accumulators)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from npuflow.sim.fast import _requant
+from npuflow.sim.fixed_point import QFormat, qrange
+from npuflow.sim.kernels._mac import MacOutput, mac_finish
+from npuflow.sim.kernels.base import Activation, KernelStats
+from tests.sim_fast.helpers import FAST_PROP
+
+
+def _params(rng, bits, acc_bits, c, kind):
+    fmt = QFormat(bits, 3, 1.0)
+    mult = rng.integers(-(2**31) + 1, 2**31, c)
+    mult[rng.random(c) < 0.15] = 0
+    shift = rng.integers(-31, 70, c)
+    lo, hi = fmt.qmin, fmt.qmax
+    if kind == "clip":
+        lo, hi = sorted(int(v) for v in rng.integers(fmt.qmin, fmt.qmax + 1, 2))
+    elif kind == "relu":
+        lo = 0
+    mn = sn = None
+    if kind == "leakyrelu":
+        mn = rng.integers(-(2**31) + 1, 2**31, c)
+        sn = rng.integers(-31, 70, c)
+    a_lo, a_hi = qrange(acc_bits)
+    bias = rng.integers(a_lo // 2, a_hi // 2, c) if rng.random() < 0.7 else None
+    return MacOutput(fmt, acc_bits, bias, mult, shift, mn, sn, Activation(kind, int(lo), int(hi), 0.1), 0, 0)
+
+
+def _acc(rng, p, n, c, npos):
+    mag = 2.0 ** rng.integers(0, 50)
+    acc = np.rint(rng.normal(0, mag, (n, c, npos))).clip(-(2.0**52), 2.0**52).astype(np.int64)
+    # exact ties and near-ties of the final rounding, and the accumulator limits
+    s = np.clip(31 + p.shift, 0, 62).astype(np.int64)
+    k = min(3, npos)
+    half = np.where(s > 0, np.left_shift(np.int64(1), np.maximum(s - 1, 0)), 0)
+    acc[..., :k] = rng.integers(-6, 7, (n, c, k)) * half[None, :, None]
+    lo, hi = qrange(p.acc_bits)
+    if npos > 4:
+        acc[0, :, 3] = lo - 5
+        acc[0, :, 4] = hi + 5
+    return acc
+
+
+@pytest.mark.parametrize("numba_on", [True, False])
+@FAST_PROP
+@given(seed=st.integers(0, 2**32 - 1), bits=st.sampled_from([8, 16]), acc_bits=st.sampled_from([32, 48]),
+       kind=st.sampled_from(["none", "relu", "clip", "leakyrelu"]), c=st.integers(1, 5), npos=st.integers(1, 40))
+def test_mac_output_equals_mac_finish(numba_on, seed, bits, acc_bits, kind, c, npos, monkeypatch):
+    if numba_on and not _requant.HAVE_NUMBA:
+        pytest.skip("numba not installed")
+    if not numba_on:
+        monkeypatch.setenv("NPUFLOW_SIM", "numpy")
+    rng = np.random.default_rng(seed)
+    p = _params(rng, bits, acc_bits, c, kind)
+    acc = _acc(rng, p, 2, c, npos)
+    s1, s2 = KernelStats(), KernelStats()
+    ref = mac_finish(acc, 1, p, s1)
+    got = _requant.mac_output(acc.reshape(1, 2, 1, 1, c, npos), p, s2)
+    assert got.dtype == ref.dtype
+    np.testing.assert_array_equal(got, ref)
+    assert s1 == s2
+    # the same accumulator as two balanced limbs (float64), and with groups/weight limbs
+    lo = ((acc + 128) & 255) - 128
+    hi = (acc - lo) >> 8
+    parts = np.stack([hi, lo]).reshape(2, 2, 1, 1, c, npos).astype(np.float64)
+    np.testing.assert_array_equal(_requant.mac_output(parts, p, None, shx=(8, 0)), ref)
+    w_parts = np.stack([hi, lo], axis=1).reshape(1, 2, 1, 2, c, npos)  # (Lx, N, G, Lw, cog, P)
+    np.testing.assert_array_equal(_requant.mac_output(w_parts, p, None, shw=(8, 0)), ref)
