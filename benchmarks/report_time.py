@@ -17,7 +17,10 @@
    40 evaluation images with the written BIE (``npuflow.load(bie)``).
 
 Timings are wall-clock seconds on this machine in one process (onnxruntime and numba caches warm
-after the first call); inputs are preprocessed into memory before anything is timed.
+after the first call); inputs are preprocessed into memory before anything is timed. Reports land in
+``--out`` (default ``npuflow_output/report_bench``): ``eff_report/model_fx_report.html`` and
+``yolox/model_fx_report.html``, with PNG screenshots ``eff_report_report.png`` and
+``yolox_report.png`` next to them when Chromium is installed.
 """
 from __future__ import annotations
 
@@ -26,7 +29,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -162,6 +164,21 @@ def part_yolox(args: argparse.Namespace, out: Path) -> dict[str, Any]:
             "check": rows, "html": km.report_paths["html"], "timing": km.analysis_timing}
 
 
+def _screenshots(out: Path, pages: list[str]) -> None:
+    """PNG of each report's page (top 4000 px) with a locally installed Chromium (tests/report/browser.py)."""
+    from tests.report.browser import Chromium, find_chromium
+
+    binary = find_chromium()
+    if binary is None:
+        print("\nno Chromium found: no screenshots (Debian: apt-get install chromium)")
+        return
+    with Chromium(binary) as c:
+        for page in pages:
+            problems = c.open(Path(page).resolve().as_uri())
+            png = c.screenshot(out / f"{Path(page).parent.name}_report.png", max_height=4000)
+            print(f"screenshot: {png}" + (f" (console: {problems})" if problems else " (no console errors)"))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--parts", default="time,yolox", help="comma list: time, yolox")
@@ -169,10 +186,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--report-samples", type=int, default=8, help="report inputs (default 8, analysis()'s default)")
     ap.add_argument("--verify-count", type=int, default=40, help="yolox evaluation images for the check (default 40)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    ap.add_argument("--out", default=None, help="output folder (default: a temporary folder, kept)")
+    ap.add_argument("--out", default="npuflow_output/report_bench",
+                    help="output folder (default npuflow_output/report_bench): eff_report/ and yolox/ hold the reports")
+    ap.add_argument("--no-screenshots", action="store_true",
+                    help="do not save PNG screenshots of the reports (taken with an installed Chromium, if any)")
     ap.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = ap.parse_args(argv)
-    out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="npuflow_report_bench_"))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     print(f"outputs in {out}; threads {args.threads}; cpu count {os.cpu_count()}")
     results: dict[str, Any] = {}
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
@@ -180,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         results["time"] = part_time(args, out)
     if "yolox" in parts:
         results["yolox"] = part_yolox(args, out)
+    if not args.no_screenshots:
+        _screenshots(out, [r["html"] for r in results.values()])
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1, default=str) + "\n")
     return 0

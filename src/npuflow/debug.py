@@ -224,12 +224,8 @@ def compare_layers(
         ref = np.asarray(fl[n])
         acc = ErrAcc()
         acc.add(ref, deq)
-        lsb = 1.0 / fmt.factor()
-        if fmt.per_channel:
-            _, s = fmt.broadcast_radix_scale(q.ndim)
-            lsb_b = 1.0 / (fmt.factor().reshape(np.shape(s)))
-        else:
-            lsb_b = float(lsb[0])
+        r, sc = fmt.broadcast_radix_scale(q.ndim)
+        lsb = 1.0 / (sc * np.exp2(r.astype(np.float64)))  # one LSB (per channel when per-channel)
         err = np.abs(ref.astype(np.float64) - deq)
         st = producer.get(n)
         records.append(LayerRecord(
@@ -237,7 +233,7 @@ def compare_layers(
             nodes=tuple(st.nodes) if st else (), bits=fmt.bits, radix=fmt.radix, scale=fmt.scale,
             float=ref, fixed=q, dequantized=deq, snr_db=acc.snr(), cosine=acc.cosine(),
             max_abs_err=float(err.max()) if err.size else 0.0,
-            max_err_lsb=float((err / lsb_b).max()) if err.size else 0.0,
+            max_err_lsb=float((err / lsb).max()) if err.size else 0.0,
             saturated=int(((q == fmt.qmin) | (q == fmt.qmax)).sum()),
         ))
     return LayerComparison(records, list(program.output_names))

@@ -47,3 +47,23 @@ def test_report_renders_in_chromium(mnist_analysis, chromium):
     shot = chromium.screenshot(ARTIFACTS / "mnist_model_fx_report.png")
     assert shot.stat().st_size > 20_000
     print(f"screenshot: {shot}")
+
+
+@pytest.mark.slow
+def test_yolox_report_renders_in_chromium(shared, chromium, tmp_path):
+    """A detector with 265 quantized nodes (slow case: NPUFLOW_SLOW=1). Screenshot:
+    tests/report/artifacts/yolox_nano_model_fx_report.png."""
+    from benchmarks.tasks import get_task
+
+    import ktc
+
+    task = get_task("yolox_nano", shared)
+    calib = list(task.calib_inputs(8))
+    km = ktc.ModelConfig(40000, "0001", 720, onnx_path=str(task.model_path), input_shapes=task.input_shapes)
+    km.analysis({task.input_name: [c[task.input_name] for c in calib]}, output_dir=tmp_path, threads=2, report_samples=2)
+    assert chromium.open((tmp_path / "model_fx_report.html").resolve().as_uri()) == []
+    rows = chromium.evaluate("document.querySelectorAll('#steps tr').length")
+    assert rows == len(km.report["quantization"]["steps"]) + 1
+    assert chromium.evaluate("[...document.querySelectorAll('img.chart')].every(i => i.complete && i.naturalWidth > 0)")
+    assert (tmp_path / "model_fx_report.html").stat().st_size < 5_000_000
+    chromium.screenshot(ARTIFACTS / "yolox_nano_model_fx_report.png", max_height=6000)
