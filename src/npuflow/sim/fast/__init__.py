@@ -16,6 +16,12 @@ and bit for bit on the shared models. How they get there:
 Selection: :func:`fast_eval` returns the fast function for an op type, or None (use the
 reference). ``NPUFLOW_SIM=reference`` forces the reference kernels everywhere;
 ``NPUFLOW_SIM=numpy`` keeps the fast MAC engines but disables numba (the pure-numpy fallback).
+
+Tuning (environment, read when used): ``NPUFLOW_SIM_THREADS`` intra-op threads of the
+onnxruntime sessions (default: onnxruntime's); ``NUMBA_NUM_THREADS`` numba's;
+``NPUFLOW_SIM_MICROBATCH`` samples per step in ``FixedModel.run_batch`` (default 4);
+``NPUFLOW_SIM_ARENA=1`` onnxruntime memory arenas (faster at large batches, one arena per step);
+``NPUFLOW_NUMBA_CACHE=0`` no on-disk cache of compiled kernels.
 """
 from __future__ import annotations
 

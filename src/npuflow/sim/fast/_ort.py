@@ -31,7 +31,7 @@ def session_options() -> Any:
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     # one arena per session would keep the largest batch's buffers of every step alive
     # (measured: 14 GB for yolox_nano at batch 32); plain allocations keep memory bounded
-    so.enable_cpu_mem_arena = False
+    so.enable_cpu_mem_arena = os.environ.get("NPUFLOW_SIM_ARENA", "0") == "1"
     return so
 
 
