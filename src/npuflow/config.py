@@ -187,7 +187,7 @@ class ModelConfig:
         threads: int = 4,
         quantize_mode: str = "default",
         datapath_range_method: str = "percentage",
-        percentage: float = 0.999,
+        percentage: float = 0.99999,
         percentage_16b: float = 0.999999,
         percentile: float = 0.001,
         outlier_factor: float = 1.0,

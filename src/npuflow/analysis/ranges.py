@@ -52,7 +52,7 @@ class QuantOptions:
     model_out_bits: int = 8
     cpu_bits: int = 8
     range_method: str = "percentage"
-    percentage: float = 0.999
+    percentage: float = 0.99999
     percentage_16b: float = 0.999999
     percentile: float = 0.001
     outlier_factor: float = 1.0

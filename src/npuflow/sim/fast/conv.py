@@ -122,7 +122,8 @@ class _Plan:
         return s
 
 
-def _pointwise_f64(plan: _Plan, params: ConvParams, x: np.ndarray, stats: KernelStats | None) -> np.ndarray:
+def _pointwise_f64(plan: _Plan, params: ConvParams, x: np.ndarray, stats: KernelStats | None,
+                   lut: Any = None, lut_stats: KernelStats | None = None) -> np.ndarray:
     """1x1 Conv as one float64 matrix product on onnxruntime: ``(C_out, C) @ (N, C, P)``."""
     if plan.f64 is None:
         from npuflow.sim.fast.matmul import _matmul_session
@@ -131,7 +132,7 @@ def _pointwise_f64(plan: _Plan, params: ConvParams, x: np.ndarray, stats: Kernel
         plan.f64 = _matmul_session(np.float64, w, const_first=True)
     n, c = x.shape[:2]
     (y,) = plan.f64.run(None, {"x": x.reshape(n, c, -1).astype(np.float64)})
-    out = mac_output(y.reshape((1, n, 1, 1) + y.shape[1:]), params.out, stats)
+    out = mac_output(y.reshape((1, n, 1, 1) + y.shape[1:]), params.out, stats, lut=lut, lut_stats=lut_stats)
     return out.reshape((n, y.shape[1]) + x.shape[2:])
 
 
@@ -177,8 +178,8 @@ def _run(plan: _Plan, params: Any, x: np.ndarray, stats: KernelStats | None, ref
         return ref.eval(params, x, stats=stats)
     attrs, out_sp = geom
     lx, bx, lw = choice
-    if lx * lw > 2 and plan.pointwise and lut is None:
-        return _pointwise_f64(plan, params, x, stats)
+    if lx * lw > 2 and plan.pointwise:
+        return _pointwise_f64(plan, params, x, stats, lut, lut_stats)
     if (lw, key) in plan.failed:
         return ref.eval(params, x, stats=stats)
     if lx == 1:
