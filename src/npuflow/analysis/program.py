@@ -186,21 +186,6 @@ def mac_weight_format(st: Step, in_fmt: QFormat | None, bits: int) -> QFormat | 
     return weight_format(st.weights[wname], bits, weight_axis(st), bias=bias, in_format=in_fmt)
 
 
-def fit_bias(w_fmt: QFormat, in_fmt: QFormat, bias: np.ndarray | None) -> QFormat:
-    """Deprecated (kept for :mod:`npuflow.report.precision` until it calls :func:`mac_weight_format`):
-    ``w_fmt`` widened for ``bias`` by the one rule, :func:`npuflow.quant.formats.weight_format`,
-    applied to the channel ranges that ``w_fmt`` represents; channels it does not widen keep
-    ``w_fmt`` exactly."""
-    if bias is None or not w_fmt.per_channel:
-        return w_fmt
-    wide = weight_format(w_fmt.qmax / w_fmt.factor(), w_fmt.bits, 0, bias=np.asarray(bias), in_format=in_fmt)
-    r0, s0 = w_fmt.radix_array(), w_fmt.scale_array()
-    r1, s1 = wide.radix_array(), wide.scale_array()
-    keep = (r1 == r0) & np.isclose(s1, s0, rtol=1e-9, atol=0.0)
-    return QFormat(w_fmt.bits, tuple(int(v) for v in np.where(keep, r0, r1)),
-                   tuple(float(v) for v in np.where(keep, s0, s1)), w_fmt.axis)
-
-
 def lower_radix(fmt: QFormat, k: int) -> QFormat:
     """``fmt`` with its radix lowered by ``k`` (range times 2**k, same scale)."""
     return QFormat(fmt.bits, fmt.tensor_radix - k, fmt.tensor_scale, fmt.axis)

@@ -33,7 +33,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from npuflow.analysis.graph import PASS_THROUGH, Step
-from npuflow.analysis.program import Program, build_program, fit_bias, weight_axis
+from npuflow.analysis.program import Program, build_program, mac_weight_format, weight_axis
 from npuflow.analysis.ranges import NodeOverride, QuantOptions, mmse_clip
 from npuflow.calibration.collector import expose_tensors
 from npuflow.quant.formats import weight_format
@@ -175,10 +175,6 @@ def _weight_key(st: Step) -> str | None:
     return {"Conv": "W", "ConvTranspose": "W", "Gemm": "B", "MatMul": "B"}.get(st.op_type)
 
 
-def _bias(st: Step) -> np.ndarray | None:
-    return st.weights.get("B" if st.op_type.startswith("Conv") else "C")
-
-
 def _match_channels(fmt: QFormat, w: np.ndarray, w_q: np.ndarray, axis: int) -> QFormat:
     """Adjust per-channel radixes so ``fmt.quantize(w) == w_q`` (the program's bias-fitting may have
     lowered some channels' radix on the corrected bias, which the report does not keep)."""
@@ -216,10 +212,8 @@ def weight_info(st: Step, params: Any, formats: dict[str, QFormat], opts: QuantO
         axis = weight_axis(st)
         ov = next((opts.overrides[n] for n in st.nodes if n in opts.overrides), None)
         bits = ov.weight_bits if (ov is not None and ov.weight_bits) else opts.weight_bits
-        fmt = weight_format(w, bits, axis)
         in_fmt = formats.get(st.runtime_inputs[0]) if st.runtime_inputs else None
-        if in_fmt is not None:
-            fmt = fit_bias(fmt, in_fmt, _bias(st))
+        fmt = mac_weight_format(st, in_fmt, bits) or weight_format(w, bits, axis)
         w_q = getattr(params, "w_q", None)
         if w_q is not None and axis is not None and fmt.per_channel:
             fmt = _match_channels(fmt, w, np.asarray(w_q), axis)
