@@ -271,9 +271,9 @@ def _load_input(path: str, name: str, model) -> np.ndarray:
         return _load_npy(path, name)
     spec_dict = getattr(getattr(model, "bie", None), "preprocess", None)
     if spec_dict is None:
-        raise InputError(f"{path}: only .npy/.npz inputs are accepted here"
-                         + ("" if getattr(model, "kind", "") == "fixed" else " (images need a BIE that records a preprocessing spec)")
-                         + ("; this BIE records no preprocessing spec (run analysis with --preprocess)" if getattr(model, "kind", "") == "fixed" else ""))
+        why = ("this BIE records no preprocessing spec (run analysis with --preprocess)" if model.kind == "fixed"
+               else "images need a BIE that records a preprocessing spec")
+        raise InputError(f"{path}: only .npy/.npz inputs are accepted here; {why}")
     from npuflow.preprocess import PreprocessSpec, load_image
 
     return load_image(path, PreprocessSpec.from_dict(spec_dict))
