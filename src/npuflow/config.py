@@ -128,8 +128,10 @@ class ModelConfig:
             self._optimized = optimize(self.onnx_model, input_shapes=self.input_shapes)
         return self._optimized
 
-    def _check_bitwidths(self, modes: dict[str, str]) -> dict[str, str]:
-        return check_bitwidth_modes(self.platform, modes)
+    def _check_bitwidths(self, datapath: str, weight: str, model_in: str, model_out: str, cpu_node: str) -> dict[str, str]:
+        """The five ``*_bitwidth_mode`` arguments of evaluate()/analysis(), validated for this platform."""
+        return check_bitwidth_modes(self.platform, {"datapath": datapath, "weight": weight, "model_in": model_in,
+                                                    "model_out": model_out, "cpu_node": cpu_node})
 
     def evaluate(
         self,
@@ -151,10 +153,8 @@ class ModelConfig:
         from npuflow.report import build_evaluation_report, summary_text, write_report
         from npuflow._io import atomic_write_bytes, ensure_output_dir
 
-        bitwidths = self._check_bitwidths({
-            "datapath": datapath_bitwidth_mode, "weight": weight_bitwidth_mode, "model_in": model_in_bitwidth_mode,
-            "model_out": model_out_bitwidth_mode, "cpu_node": cpu_node_bitwidth_mode,
-        })
+        bitwidths = self._check_bitwidths(datapath_bitwidth_mode, weight_bitwidth_mode, model_in_bitwidth_mode,
+                                          model_out_bitwidth_mode, cpu_node_bitwidth_mode)
         for name, bw in (("weight_bandwidth", weight_bandwidth), ("dma_bandwidth", dma_bandwidth)):
             if bw is not None and (isinstance(bw, bool) or not isinstance(bw, (int, float)) or bw <= 0):
                 raise InvalidConfigError(f"{name} must be a positive number in GB/s, got {bw!r}")
@@ -270,10 +270,8 @@ class ModelConfig:
             raise InvalidConfigError(f"export_dynasty_dump must be True or False, got {export_dynasty_dump!r}")
         if flops_ratio is not None:
             raise NotAvailableError("flops_ratio only applies to the 'mixbw' mode, which is not available in npuflow yet")
-        bitwidths = self._check_bitwidths({
-            "datapath": datapath_bitwidth_mode, "weight": weight_bitwidth_mode, "model_in": model_in_bitwidth_mode,
-            "model_out": model_out_bitwidth_mode, "cpu_node": cpu_node_bitwidth_mode,
-        })
+        bitwidths = self._check_bitwidths(datapath_bitwidth_mode, weight_bitwidth_mode, model_in_bitwidth_mode,
+                                          model_out_bitwidth_mode, cpu_node_bitwidth_mode)
         _check_tiling(compiler_tiling, self.platform.id)
         overrides = _parse_overrides(node_overrides, self.platform)
         bits = {k: int(v[3:]) for k, v in bitwidths.items()}

@@ -23,6 +23,18 @@ from npuflow.ir.load import ModelSource, load_model
 from npuflow.reference.float_runner import FloatRunner, input_specs
 
 
+def select_outputs(output_names: list[str], reordering: Sequence[str] | None) -> list[str]:
+    """Output names in model order, or in ``reordering`` order (each must be a model output)."""
+    if reordering is None:
+        return output_names
+    if isinstance(reordering, str):
+        reordering = [reordering]
+    unknown = [r for r in reordering if r not in output_names]
+    if unknown:
+        raise InputError(f"reordering names {unknown} are not outputs of the model; its outputs are {output_names}")
+    return list(reordering)
+
+
 class FloatModel:
     """A float ONNX model run by onnxruntime, exactly as given (no optimization applied)."""
 
@@ -38,14 +50,7 @@ class FloatModel:
 
     # -- helpers -----------------------------------------------------------------------------
     def _select_outputs(self, reordering: Sequence[str] | None) -> list[str]:
-        if reordering is None:
-            return self.output_names
-        if isinstance(reordering, str):
-            reordering = [reordering]
-        unknown = [r for r in reordering if r not in self.output_names]
-        if unknown:
-            raise InputError(f"reordering names {unknown} are not outputs of the model; its outputs are {self.output_names}")
-        return list(reordering)
+        return select_outputs(self.output_names, reordering)
 
     def _dynamic_batch(self) -> bool:
         return all(len(s.shape) > 0 and s.shape[0] == -1 for s in self.inputs)
@@ -117,7 +122,7 @@ class FixedModel:
         self.output_names: list[str] = list(self.program.output_names)
 
     def _select_outputs(self, reordering: Sequence[str] | None) -> list[str]:
-        return FloatModel._select_outputs(self, reordering)  # type: ignore[arg-type]
+        return select_outputs(self.output_names, reordering)
 
     def _finish(self, env: dict[str, np.ndarray], names: list[str], data_type: str) -> list[np.ndarray]:
         from npuflow.errors import InvalidConfigError
