@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -14,9 +16,11 @@ from onnx.reference import ReferenceEvaluator
 
 from npuflow.sim.fixed_point import QFormat, qrange
 
-PROP = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-PROP_FEW = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-PROP_MANY = settings(max_examples=400, deadline=None)  # cheap exactness checks of the primitives
+# NPUFLOW_PROP_SCALE=N multiplies every example count (a local stress run; CI uses 1)
+PROP_SCALE = max(1, int(os.environ.get("NPUFLOW_PROP_SCALE", "1")))
+PROP = settings(max_examples=100 * PROP_SCALE, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROP_FEW = settings(max_examples=20 * PROP_SCALE, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROP_MANY = settings(max_examples=400 * PROP_SCALE, deadline=None)  # cheap exactness checks of the primitives
 
 MULT_EPS = 2.0**-14
 """Slack for the 31-bit multiplier (relative 2**-31 on outputs up to 2**16 LSB) and float64."""

@@ -1,6 +1,8 @@
 """Helpers of the fast-path conformance tests: compare a fast function with the reference kernel."""
 from __future__ import annotations
 
+import os
+
 from typing import Any
 
 import numpy as np
@@ -10,8 +12,10 @@ from hypothesis import strategies as st
 from npuflow.sim.fixed_point import QFormat
 from npuflow.sim.kernels import KERNELS, KernelStats
 
-FAST_PROP = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-FAST_FEW = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+# NPUFLOW_PROP_SCALE=N multiplies every example count (a local stress run; CI uses 1)
+PROP_SCALE = max(1, int(os.environ.get("NPUFLOW_PROP_SCALE", "1")))
+FAST_PROP = settings(max_examples=60 * PROP_SCALE, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+FAST_FEW = settings(max_examples=25 * PROP_SCALE, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
 
 def same(op: str, fast: Any, params: Any, *inputs: np.ndarray) -> Any:

@@ -117,3 +117,16 @@ def test_every_fast_op_is_tested():
     tested = {"Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Sub", "Sigmoid", "Tanh", "Exp", "HardSigmoid",
               "HardSwish", "Swish", "MaxPool", "Concat"}
     assert set(FAST) <= tested, set(FAST) - tested
+
+
+@pytest.mark.parametrize("fo", [QFormat(8, 0, 1.0), QFormat(8, 0, 1.37), QFormat(8, 1, 1.0)])
+def test_max_pool_window_of_only_padding(fo):
+    """Found by Hypothesis in CI: input length 1, kernel 2, dilation 2, SAME_UPPER pads 1+1, so the
+    one window sees positions -1 and 1, both padding. The reference's maximum is qmin - 1 = -129
+    (docs/fixed-point.md §9); the fast path must not hand this to onnxruntime (0 or -inf there)."""
+    fi = QFormat(8, 0, 1.0)
+    attrs = {"kernel_shape": [2], "strides": [1], "dilations": [2], "auto_pad": "SAME_UPPER", "ceil_mode": 0}
+    params = KERNELS["MaxPool"].prepare(attrs, [fi], fo)
+    x = np.array([[[5], [-7], [0]]], dtype=np.int8)
+    got = same("MaxPool", FAST["MaxPool"], params, x)
+    assert got.tolist() == [[[-128], [-128], [-128]]]  # -129 (x1, x1.37 or x2) saturates at -128

@@ -24,6 +24,16 @@ class _PoolPlan:
 _POOL_PLANS = PlanCache(_PoolPlan)
 
 
+def _has_empty_window(in_sp: tuple[int, ...], params: PoolParams, pb: list[int], out_sp: list[int]) -> bool:
+    """Whether some window (with dilation) covers no input element, only padding: the reference
+    defines its maximum as ``qmin - 1`` (docs/fixed-point.md §9), onnxruntime returns 0 or -inf."""
+    for n, k, s, d, b, o in zip(in_sp, params.kernel_shape, params.strides, params.dilations, pb, out_sp):
+        pos = np.arange(o)[:, None] * s - b + np.arange(k)[None, :] * d
+        if not ((pos >= 0) & (pos < n)).any(axis=1).all():
+            return True
+    return False
+
+
 def max_pool(params: PoolParams, *inputs: np.ndarray, stats: KernelStats | None = None) -> np.ndarray:
     """Same contract and integers as ``KERNELS["MaxPool"].eval``."""
     ref = KERNELS["MaxPool"]
@@ -39,6 +49,8 @@ def max_pool(params: PoolParams, *inputs: np.ndarray, stats: KernelStats | None 
     pads = tuple(int(v) for v in pb) + tuple(int(e + x_) for e, x_ in zip(pe, ex))
     if any(pads[i] >= params.kernel_shape[i % nd] for i in range(2 * nd)):
         return ref.eval(params, x, stats=stats)  # onnxruntime wants pads below the kernel size
+    if _has_empty_window(x.shape[2:], params, pb, out_sp):
+        return ref.eval(params, x, stats=stats)  # onnxruntime has no defined answer there
     plan: _PoolPlan = _POOL_PLANS.get(params)
     if pads in plan.failed:
         return ref.eval(params, x, stats=stats)
