@@ -78,7 +78,7 @@ def test_activation_property(op, fin, same, out_bits, stretch, alpha, lo, width,
     weights = None
     consts: dict = {}
     if op == "LeakyRelu":
-        attrs = {"alpha": alpha}
+        attrs = {"alpha": float(np.float32(alpha))}  # an ONNX attribute is float32 (0.7 is not)
     elif op == "Clip":
         consts = weights = {"min": np.array(lo), "max": np.array(lo + width)}
     elif op == "PRelu":

@@ -7,7 +7,7 @@ inputs, run the ONNX node on onnxruntime and quantize their outputs (spec: "CPU 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import onnx
@@ -258,6 +258,7 @@ def build_program(
     input_names: list[str],
     output_names: list[str],
     channel_means: Callable[[str], np.ndarray | None] | None = None,
+    bias_deltas: Mapping[str, np.ndarray] | None = None,
 ) -> Program:
     """Choose every tensor's format and prepare every integer step (spec sections 2, 3, 10).
 
@@ -314,11 +315,18 @@ def build_program(
         wname = _weight_input(st)
         pos = ["X", "W", "B"].index(wname) if st.op_type.startswith("Conv") else ["A", "B", "C"].index(wname)
         in_formats[pos] = w_fmt
+        weights = st.weights
         if opts.bias_correction and channel_means is not None and st.op_type in ("Conv", "Gemm"):
             nb = corrected_bias(st, in_formats[pos], channel_means(st.runtime_inputs[0]))
             if nb is not None:
-                return {**st.weights, ("B" if st.op_type == "Conv" else "C"): nb}
-        return st.weights
+                weights = {**st.weights, ("B" if st.op_type == "Conv" else "C"): nb}
+        if bias_deltas and st.name in bias_deltas and st.op_type in ("Conv", "Gemm"):
+            bname = "B" if st.op_type == "Conv" else "C"
+            b = weights.get(bname)
+            d = np.asarray(bias_deltas[st.name], dtype=np.float64)
+            base = np.zeros(d.shape) if b is None else np.broadcast_to(np.asarray(b, dtype=np.float64).ravel(), d.shape)
+            weights = {**weights, bname: (base - d).astype(np.float32)}
+        return weights
 
     params: list[Any] = []
     for st in steps:
