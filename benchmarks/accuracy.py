@@ -680,7 +680,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--work-dir", default=None, help="keep the BIEs / QDQ models here (default: a temporary folder)")
     ap.add_argument("--json", default=None, help="also write every result to this JSON file")
     ap.add_argument("--shared", default=None, help="shared assets folder (default $NPUFLOW_SHARED or ../shared)")
+    ap.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra analysis() keyword for every npuflow row (VALUE read as JSON, else a string), "
+                         "e.g. --option datapath_range_method=mmse; repeatable")
     args = ap.parse_args(argv)
+    extra: dict[str, Any] = {}
+    for item in args.option:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            ap.error(f"--option {item!r}: expected KEY=VALUE")
+        try:
+            extra[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            extra[key] = raw
+    n8 = QuantConfig(NPUFLOW_INT8.label, "npuflow", {**NPUFLOW_INT8.options, **extra})
+    n16 = QuantConfig(NPUFLOW_INT16.label, "npuflow", {**NPUFLOW_INT16.options, **extra})
     parts = {p.strip() for p in args.parts.split(",") if p.strip()}
     if not parts <= {"efficientnet", "models"}:
         ap.error(f"--parts: unknown {sorted(parts - {'efficientnet', 'models'})}")
@@ -699,7 +713,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"npuflow {npuflow.__version__}, onnxruntime {onnxruntime.__version__}, numpy {np.__version__}, "
           f"Python {_platform.python_version()}; {os.cpu_count()} CPUs, load average at start "
           f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}; analysis threads={args.threads}; "
-          f"mode: {'quick' if args.quick else 'full'}\n")
+          f"mode: {'quick' if args.quick else 'full'}; extra npuflow options: {extra or 'none'}\n")
     common = dict(work_dir=args.work_dir, shared=args.shared, threads=args.threads, step_timeout=args.step_timeout,
                   warmup=not args.no_warmup, chunk=args.batch, log=stderr_log)
     done: dict[tuple[str, int | None, int | None], dict[str, Any]] = {}
@@ -712,11 +726,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.no_cold_start:  # before anything else: the cost of compiling the simulator's kernels
             with tempfile.TemporaryDirectory(prefix="npuflow_numba_cold_") as nb:
                 log("[efficientnet_lite0] cold start: npuflow int8 analysis, 1 calibration item, empty NUMBA_CACHE_DIR")
-                cold = quantize_isolated(EFFICIENTNET, NPUFLOW_INT8, 1, Path(nb) / "out", shared=args.shared,
+                cold = quantize_isolated(EFFICIENTNET, n8, 1, Path(nb) / "out", shared=args.shared,
                                          threads=args.threads, timeout=args.step_timeout,
                                          env_extra={"NUMBA_CACHE_DIR": str(Path(nb) / "cache")})
         try:
-            res = evaluate_task_isolated(EFFICIENTNET, [NPUFLOW_INT8, NPUFLOW_INT16, ORT_MINMAX, ORT_PERCENTILE],
+            res = evaluate_task_isolated(EFFICIENTNET, [n8, n16, ORT_MINMAX, ORT_PERCENTILE],
                                 calib_count=c, eval_count=e, **common)
         except Exception as exc:  # noqa: BLE001
             res = {"task": EFFICIENTNET, "fatal": describe_exception(exc, "evaluation"), "results": {}}
@@ -743,7 +757,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                            results={k: v for k, v in prev["results"].items() if k in (NPUFLOW_INT8.label, ORT_MINMAX.label)})
             else:
                 try:
-                    res = evaluate_task_isolated(name, [NPUFLOW_INT8, ORT_MINMAX], calib_count=c, eval_count=e, **common)
+                    res = evaluate_task_isolated(name, [n8, ORT_MINMAX], calib_count=c, eval_count=e, **common)
                 except Exception as exc:  # noqa: BLE001
                     res = {"task": name, "fatal": describe_exception(exc, "evaluation"), "results": {}}
             all_res.append(res)

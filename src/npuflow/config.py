@@ -186,8 +186,8 @@ class ModelConfig:
         output_dir: str | os.PathLike | None = None,
         threads: int = 4,
         quantize_mode: str = "default",
-        datapath_range_method: str = "percentage",
-        percentage: float = 0.99999,
+        datapath_range_method: str = "mmse",
+        percentage: float = 0.999,
         percentage_16b: float = 0.999999,
         percentile: float = 0.001,
         outlier_factor: float = 1.0,
@@ -230,6 +230,7 @@ class ModelConfig:
 
         t_start = time.perf_counter()
         from npuflow._io import atomic_write_bytes, ensure_output_dir
+        from npuflow.analysis.bias_adjust import DEFAULT_SAMPLES
         from npuflow.analysis.ranges import NodeOverride, QuantOptions
         from npuflow.analysis.run import analyse
         from npuflow.bie import build_bie
@@ -259,8 +260,9 @@ class ModelConfig:
                               "per-layer SNR, so mode is ignored", CompatibilityWarning, stacklevel=2)
         if optimize not in (0, 1, 2, 3, 4):
             raise InvalidConfigError(f"optimize must be 0..4, got {optimize!r}")
-        if optimize:
-            warnings.warn(f"analysis(optimize={optimize}): bias adjustment is not available in npuflow; running as optimize=0",
+        if optimize in (2, 4):
+            warnings.warn(f"analysis(optimize={optimize}): the feature-map-cut search belongs to the compiler, which npuflow "
+                          "does not have yet; running the sequential bias adjustment only (as optimize=3)",
                           CompatibilityWarning, stacklevel=2)
         if not isinstance(report, bool):
             raise InvalidConfigError(f"report must be True or False, got {report!r}")
@@ -280,6 +282,7 @@ class ModelConfig:
             model_out_bits=bits["model_out"], cpu_bits=bits["cpu_node"], range_method=datapath_range_method,
             percentage=float(percentage), percentage_16b=float(percentage_16b), percentile=float(percentile),
             outlier_factor=float(outlier_factor), post_sigmoid=quantize_mode == "post_sigmoid", overrides=overrides,
+            bias_adjust=DEFAULT_SAMPLES if optimize else 0,
         )
         out_dir = ensure_output_dir(output_dir)
         model = self.optimized_model()
@@ -303,6 +306,7 @@ class ModelConfig:
         keep = 0 if user_feeds is not None else (report_samples if (report or export_dynasty_dump) else 0)
         result = analyse(model, self.platform, input_mapping, opts, threads=threads, progress=progress, keep_inputs=keep)
         options = {
+            "optimize": optimize, "bias_adjusted_steps": len(result.bias_deltas),
             "quantize_mode": quantize_mode, "datapath_range_method": datapath_range_method, "percentage": percentage,
             "percentage_16b": percentage_16b, "percentile": percentile, "outlier_factor": outlier_factor,
             **{f"{k}_bitwidth_mode": v for k, v in bitwidths.items()}, "compiler_tiling": compiler_tiling,

@@ -255,7 +255,8 @@ def test_near_constant_tensor_gets_a_coarser_format(tmp_path):
     m = make_model([helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv"),
                     helper.make_node("Add", ["c", "x"], ["y"], name="add")], [("x", [1, 1, 32, 32])], ["y"],
                    [("w", np.array([1.0, 0.5]).reshape(2, 1, 1, 1)), ("b", np.full(2, 1e-12))])
-    km, ref, out = analyse_and_run(m, spiky(4, 0), spiky(2, 9), tmp_path, percentage=0.999)  # clips the spikes
+    km, ref, out = analyse_and_run(m, spiky(4, 0), spiky(2, 9), tmp_path, datapath_range_method="percentage",
+                                 percentage=0.999)  # clips the spikes
     prog = km.analysis_result.program
     f_c, f_x = float(prog.formats["c"].factor()[0]), float(prog.formats["x"].factor()[0])
     f_w = prog.params[0].out.mult  # per channel multipliers of f_c / (f_x f_w)

@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 
 from npuflow.analysis.graph import MAC_OPS, PASS_THROUGH, Step
-from npuflow.analysis.ranges import QuantOptions, choose_abs_max
+from npuflow.analysis.ranges import NodeOverride, QuantOptions, choose_abs_max
 from npuflow.calibration.histogram import AbsHistogram
 from npuflow.errors import NpuflowError
 from npuflow.quant.formats import weight_format
@@ -250,6 +250,34 @@ def as_float_step(st: Step, node: onnx.NodeProto, inits: dict[str, onnx.TensorPr
     st.float_step, st.reason, st.onnx_node = True, reason, node
 
 
+def mac_weights(st: Step, in_formats: list[QFormat | None], ov: NodeOverride | None, opts: QuantOptions,
+                channel_means: Callable[[str], np.ndarray | None] | None = None,
+                bias_deltas: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """Per-channel weight format of MAC step ``st`` into ``in_formats`` (widened for the float
+    bias), and its weights with the corrected bias: the analytical correction (spec "Bias
+    correction", with ``channel_means``) minus the measured ``bias_deltas[st.name]`` of the
+    sequential bias adjustment (:mod:`npuflow.analysis.bias_adjust`), in float output units."""
+    wbits = ov.weight_bits if (ov is not None and ov.weight_bits) else opts.weight_bits
+    w_fmt = mac_weight_format(st, in_formats[0], wbits)
+    if w_fmt is None:
+        return st.weights
+    wname = _weight_input(st)
+    pos = ["X", "W", "B"].index(wname) if st.op_type.startswith("Conv") else ["A", "B", "C"].index(wname)
+    in_formats[pos] = w_fmt
+    weights = st.weights
+    bname = "B" if st.op_type == "Conv" else "C"
+    if opts.bias_correction and channel_means is not None and st.op_type in ("Conv", "Gemm"):
+        nb = corrected_bias(st, in_formats[pos], channel_means(st.runtime_inputs[0]))
+        if nb is not None:
+            weights = {**st.weights, bname: nb}
+    if bias_deltas and st.name in bias_deltas and st.op_type == "Conv":
+        d = np.asarray(bias_deltas[st.name], dtype=np.float64).ravel()
+        b = weights.get(bname)
+        base = np.zeros(d.shape) if b is None else np.broadcast_to(np.asarray(b, dtype=np.float64).ravel(), d.shape)
+        weights = {**weights, bname: (base - d).astype(np.float32)}
+    return weights
+
+
 def build_program(
     model: onnx.ModelProto,
     steps: list[Step],
@@ -305,29 +333,6 @@ def build_program(
                 else:
                     raise NpuflowError(f"internal: no calibration statistics for {y} (float step {st.name})")
 
-    def _mac_weights(st: Step, in_formats: list[QFormat | None], ov: Any) -> dict[str, np.ndarray]:
-        """Per-channel weight format into ``in_formats`` (widened for the float bias), and the
-        weights with the corrected bias (spec "Bias correction")."""
-        wbits = ov.weight_bits if (ov is not None and ov.weight_bits) else opts.weight_bits
-        w_fmt = mac_weight_format(st, in_formats[0], wbits)
-        if w_fmt is None:
-            return st.weights
-        wname = _weight_input(st)
-        pos = ["X", "W", "B"].index(wname) if st.op_type.startswith("Conv") else ["A", "B", "C"].index(wname)
-        in_formats[pos] = w_fmt
-        weights = st.weights
-        if opts.bias_correction and channel_means is not None and st.op_type in ("Conv", "Gemm"):
-            nb = corrected_bias(st, in_formats[pos], channel_means(st.runtime_inputs[0]))
-            if nb is not None:
-                weights = {**st.weights, ("B" if st.op_type == "Conv" else "C"): nb}
-        if bias_deltas and st.name in bias_deltas and st.op_type in ("Conv", "Gemm"):
-            bname = "B" if st.op_type == "Conv" else "C"
-            b = weights.get(bname)
-            d = np.asarray(bias_deltas[st.name], dtype=np.float64)
-            base = np.zeros(d.shape) if b is None else np.broadcast_to(np.asarray(b, dtype=np.float64).ravel(), d.shape)
-            weights = {**weights, bname: (base - d).astype(np.float32)}
-        return weights
-
     params: list[Any] = []
     for st in steps:
         key = next((n for n in st.nodes if n in opts.overrides), st.name)
@@ -346,7 +351,7 @@ def build_program(
             out_fmts = [calibrated(y, out_bits(y, opts.datapath_bits, ov), key) for y in st.outputs]
         in_formats: list[QFormat | None] = [formats.get(x) if x else None for x in st.inputs]
         try:
-            weights = _mac_weights(st, in_formats, ov)
+            weights = mac_weights(st, in_formats, ov, opts, channel_means, bias_deltas)
             p, out_fmts, _ = prepare_capped(KERNELS[st.op_type], st.attrs, in_formats, out_fmts, weights)
         except MultiplierRangeError as exc:
             raise NpuflowError(f"cannot quantize node {st.name} ({st.op_type}): {exc}") from exc

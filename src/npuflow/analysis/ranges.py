@@ -51,13 +51,15 @@ class QuantOptions:
     model_in_bits: int = 8
     model_out_bits: int = 8
     cpu_bits: int = 8
-    range_method: str = "percentage"
-    percentage: float = 0.99999
+    range_method: str = "mmse"
+    percentage: float = 0.999
     percentage_16b: float = 0.999999
     percentile: float = 0.001
     outlier_factor: float = 1.0
     post_sigmoid: bool = False
     bias_correction: bool = True
+    #: sequential bias adjustment on this many calibration inputs (0: off; analysis(optimize>=1))
+    bias_adjust: int = 0
     overrides: Mapping[str, NodeOverride] = field(default_factory=dict)
 
 

@@ -32,6 +32,9 @@ class AnalysisResult:
     channel_means: dict[str, Any] = field(default_factory=dict)
     #: the first ``keep_inputs`` validated calibration feeds, in order (the report's default inputs)
     kept_inputs: list[dict[str, Any]] = field(default_factory=list)
+    #: per-step bias corrections of the sequential bias adjustment (``opts.bias_adjust``): pass
+    #: them to ``build_program(bias_deltas=)`` to rebuild the same program
+    bias_deltas: dict[str, Any] = field(default_factory=dict)
 
 
 def analyse(
@@ -66,9 +69,10 @@ def analyse(
         bar = tqdm(total=total, desc="calibration", unit="input", file=sys.stderr)
     try:
         kept: list[dict[str, Any]] = []
+        keep = max(keep_inputs, opts.bias_adjust)
         for feeds in iter_calibration_inputs(specs, input_mapping):
             collector.feed(feeds)
-            if len(kept) < keep_inputs:
+            if len(kept) < keep:
                 kept.append(feeds)
             if bar is not None:
                 bar.update(1)
@@ -78,5 +82,11 @@ def analyse(
             bar.close()
     program = build_program(optimized, steps, collector.hist, opts, input_names, output_names,
                             channel_means=collector.channel_mean)
+    deltas: dict[str, Any] = {}
+    if opts.bias_adjust:
+        from npuflow.analysis.bias_adjust import adjust_biases
+
+        deltas = adjust_biases(optimized, program, opts, kept[:opts.bias_adjust], channel_means=collector.channel_mean,
+                               progress=show)
     means = {t: m for t in collector.channel_sum if (m := collector.channel_mean(t)) is not None}
-    return AnalysisResult(optimized, steps, program, collector.hist, collector.samples, means, kept)
+    return AnalysisResult(optimized, steps, program, collector.hist, collector.samples, means, kept[:keep_inputs], deltas)

@@ -443,7 +443,10 @@ def _rebuild(result: Any, opts: QuantOptions, sugg: Suggestion) -> Program:
     p = result.program
     means = getattr(result, "channel_means", None) or {}
     return build_program(result.optimized, result.steps, result.stats, o2, p.input_names, p.output_names,
-                         channel_means=means.get if means else None)
+                         channel_means=means.get if means else None,
+                         # the adjustment was measured for these formats: a local override keeps it,
+                         # a model-wide bit-width change (the int16 reference) would be skewed by it
+                         bias_deltas=None if sugg.options else getattr(result, "bias_deltas", None))
 
 
 def _first_change(p: Program, p2: Program, sugg: Suggestion) -> int:

@@ -1,0 +1,180 @@
+"""Sequential bias adjustment: ``analysis(optimize>=1)`` (docs/fixed-point.md §3.4).
+
+The analytical correction of §3.3 removes the mean output shift that *weight* rounding causes.
+Everything else that shifts a channel's mean (the rounding and clipping of every tensor upstream,
+the fused activation's clamp) is measured here instead, the way the original toolchain's "bias
+adjustment" does it with float inference:
+
+1. the float model runs on the first ``samples`` calibration inputs, exposing every Conv step's
+   output (kept as float16 to halve the memory; the number of inputs is lowered so that these
+   references stay under :data:`MEMORY_BUDGET` bytes);
+2. the integer program runs on the same inputs **one step at a time**, all inputs at once; at each
+   Conv step the mean error ``dequantize(q) - float`` per output channel is taken over the
+   positions where neither the float nor the integer output sits on a clamp (the fused
+   activation's bounds or the format's saturation: there a bias change would not move the output);
+3. that mean is subtracted from the step's float bias, the step is prepared again with the same
+   formats, and its output recomputed before the next step runs, so every later step is measured
+   with the corrections of the earlier ones already in place ("sequential"; correcting every step
+   from one run instead would count an upstream shift once per step downstream).
+
+A channel with fewer than :data:`MIN_SAMPLES` unclamped positions keeps its bias (a mean over a
+handful of values is noise); Gemm/MatMul steps are therefore left alone at the default 32 inputs.
+A correction that would change the step's formats or saturate its bias is dropped.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Mapping, Sequence
+from functools import partial
+from typing import Any, Callable
+
+import numpy as np
+import onnx
+
+from npuflow.analysis.program import Program, mac_weights, prepare_capped
+from npuflow.analysis.ranges import QuantOptions
+from npuflow.sim.kernels import KERNELS
+
+log = logging.getLogger(__name__)
+
+#: unclamped positions a channel needs before its mean error is trusted
+MIN_SAMPLES = 256
+#: bytes the float references may take (float16); fewer inputs are used beyond it
+MEMORY_BUDGET = 256 * 2**20
+#: calibration inputs used by default
+DEFAULT_SAMPLES = 32
+
+
+def _targets(program: Program) -> list[int]:
+    return [k for k, st in enumerate(program.steps)
+            if not st.float_step and st.op_type == "Conv" and "W" in st.weights and program.params[k] is not None
+            and st.outputs and st.outputs[0] in program.formats]
+
+
+def _float_references(model: onnx.ModelProto, names: list[str], feeds: Sequence[Mapping[str, np.ndarray]],
+                      budget: int) -> tuple[dict[str, np.ndarray], int]:
+    """float16 outputs ``names`` of the float model for the first feeds that fit ``budget``."""
+    import onnxruntime as ort
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    have = {o.name for o in m.graph.output}
+    for n in names:
+        if n not in have:
+            m.graph.output.append(onnx.helper.make_empty_tensor_value_info(n))
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    parts: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    used = 0
+    for feed in feeds:
+        outs = sess.run(names, dict(feed))
+        per_input = sum(o.size for o in outs) * 2
+        if used and (used + 1) * per_input > budget:
+            break
+        for n, o in zip(names, outs):
+            parts[n].append(np.asarray(o, dtype=np.float16))
+        used += 1
+    return {n: np.concatenate(v) for n, v in parts.items()}, used
+
+
+def _mean_error(q: np.ndarray, ref: np.ndarray, program: Program, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean of ``dequantize(q) - ref`` over unclamped positions, and their counts."""
+    y = program.steps[k].outputs[0]
+    fmt = program.formats[y]
+    act = program.params[k].out.act
+    qv = q.astype(np.int64)
+    f = ref.astype(np.float64)
+    fq = f * float(fmt.factor()[0])
+    mask = (qv > act.lo) & (qv < act.hi) & (fq > act.lo) & (fq < act.hi)
+    err = np.where(mask, fmt.dequantize(qv) - f, 0.0)
+    axes = tuple(i for i in range(err.ndim) if i != 1)
+    cnt = mask.sum(axis=axes)
+    return np.where(cnt > 0, err.sum(axis=axes) / np.maximum(cnt, 1), 0.0), cnt
+
+
+def adjust_biases(
+    model: onnx.ModelProto,
+    program: Program,
+    opts: QuantOptions,
+    feeds: Sequence[Mapping[str, np.ndarray]],
+    *,
+    channel_means: Callable[[str], np.ndarray | None] | None = None,
+    budget: int = MEMORY_BUDGET,
+    progress: bool = False,
+) -> dict[str, np.ndarray]:
+    """Adjust the biases of ``program``'s Conv steps in place (module docstring); returns the
+    corrections (float, per output channel, by step name) for ``build_program(bias_deltas=)``."""
+    from npuflow.sim.fast import batching
+    from npuflow.sim.fast.runner import build_plan
+
+    targets = set(_targets(program))
+    if not targets or not feeds:
+        return {}
+    if any(np.ndim(v) == 0 or np.shape(v)[0] != 1 for f in feeds for v in f.values()):
+        log.warning("bias adjustment skipped: a model input has no leading batch axis of size 1")
+        return {}
+    names = [program.steps[k].outputs[0] for k in sorted(targets)]
+    refs, n = _float_references(model, names, feeds, budget)
+    batch = {name: np.concatenate([np.asarray(f[name]) for f in feeds[:n]]) for name in program.input_names}
+    env: dict[str, np.ndarray] = dict(program.quantize_inputs(batch))
+    plan = build_plan(program, fuse=False)
+    deltas: dict[str, np.ndarray] = {}
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(plan), desc="bias adjustment", unit="step", file=sys.stderr)
+    try:
+        for e in plan:
+            st = program.steps[e.k]
+
+            def run_step() -> Any:
+                args = [env[x] for x in e.inputs]
+                p = program.params[e.k]
+                fn = e.fn if p is None else partial(e.fn, p)
+                if n > 1 and not batching.batch_safe(st, p, args, n):
+                    return batching.per_sample(fn, args, n)
+                return fn(*args)
+
+            res = run_step()
+            if e.k in targets:
+                err, cnt = _mean_error(res, refs.pop(st.outputs[0]), program, e.k)
+                d = np.where(cnt >= MIN_SAMPLES, err, 0.0)
+                if np.any(d != 0.0) and _reprepare(program, e.k, opts, channel_means, {**deltas, st.name: d}):
+                    deltas[st.name] = d
+                    res = run_step()
+            outs = res if isinstance(res, (tuple, list)) else [res]
+            for y, v in zip(e.outputs, outs):
+                env[y] = v
+            for x in e.drop:
+                env.pop(x, None)
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+        program._fast_plans.clear()  # plans hold the params they were built with
+    log.info("bias adjustment: %d Conv steps corrected on %d calibration inputs", len(deltas), n)
+    return deltas
+
+
+def _reprepare(program: Program, k: int, opts: QuantOptions, channel_means: Callable[[str], np.ndarray | None] | None,
+               deltas: Mapping[str, np.ndarray]) -> bool:
+    """Prepare step ``k`` again with ``deltas``; keep it (True) only if the formats stay and the bias
+    does not saturate any more than before."""
+    st = program.steps[k]
+    key = next((n for n in st.nodes if n in opts.overrides), st.name)
+    in_formats = [program.formats.get(x) if x else None for x in st.inputs]
+    out_fmts = [program.formats[y] for y in st.outputs]
+    weights = mac_weights(st, in_formats, opts.overrides.get(key), opts, channel_means, deltas)
+    try:
+        p, fmts, _ = prepare_capped(KERNELS[st.op_type], st.attrs, in_formats, out_fmts, weights)
+    except (ValueError, ArithmeticError):
+        return False
+    old = program.params[k]
+    if fmts != out_fmts or p.out.bias_saturated > old.out.bias_saturated:
+        return False
+    program.params[k] = p
+    return True
