@@ -59,7 +59,8 @@ def analyse(
     tensors = needed_stats(optimized, steps, input_names)
     collector = StatsCollector(optimized, tensors, threads=max(1, int(threads)),
                                channel_means=mac_inputs(steps) if opts.bias_correction else [],
-                               track=(opts.percentage, opts.percentage_16b))
+                               # the exact per-input quantiles only serve the "percentage" method
+                               track=(opts.percentage, opts.percentage_16b) if opts.range_method == "percentage" else ())
     total = length_hint(input_mapping) if isinstance(input_mapping, dict) else None
     show = sys.stderr.isatty() if progress is None else progress
     bar = None

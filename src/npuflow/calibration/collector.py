@@ -8,6 +8,7 @@ from typing import Iterable
 import numpy as np
 import onnx
 
+from npuflow.errors import InputError
 from npuflow.calibration.histogram import AbsHistogram
 from npuflow.reference.float_runner import FloatRunner
 
@@ -56,10 +57,13 @@ class StatsCollector:
 
         def update(ty: tuple[str, np.ndarray]) -> None:
             t, y = ty
-            self.hist[t].update(y)
+            try:
+                self.hist[t].update(y)
+            except ValueError as exc:
+                raise InputError(f"calibration input #{self.samples}: tensor {t} of the float model has {exc}; "
+                                 "check this input and the nodes that produce the tensor") from None
             if t in means and y.ndim >= 2:
-                axes = tuple(i for i in range(y.ndim) if i != 1)
-                s = y.astype(np.float64).sum(axis=axes)
+                s = y.astype(np.float64).sum(axis=tuple(i for i in range(y.ndim) if i != 1))
                 self.channel_sum[t] = s if t not in self.channel_sum else self.channel_sum[t] + s
                 self.channel_count[t] = self.channel_count.get(t, 0) + y.size // y.shape[1]
 

@@ -70,8 +70,10 @@ class AbsHistogram:
         x = np.asarray(x, dtype=np.float32).ravel()
         if x.size == 0:
             return
-        m = float(max(x.max(), -x.min()))  # exact abs max over every value
         stride = -(-x.size // SUBSAMPLE_LIMIT)
+        m = float(max(x.max(), -x.min()))  # exact abs max over every value
+        if not math.isfinite(m):
+            raise ValueError(f"non-finite value ({m}) among the values")
         a = np.abs(x[::stride]) if stride > 1 else np.abs(x)
         n = a.size
         self.count += n
