@@ -44,6 +44,8 @@ MIN_SAMPLES = 256
 MEMORY_BUDGET = 256 * 2**20
 #: calibration inputs used by default
 DEFAULT_SAMPLES = 32
+#: inputs per kernel call inside the batch
+MICRO_BATCH = 4
 
 
 def _targets(program: Program) -> list[int]:
@@ -136,7 +138,15 @@ def adjust_biases(
                 fn = e.fn if p is None else partial(e.fn, p)
                 if n > 1 and not batching.batch_safe(st, p, args, n):
                     return batching.per_sample(fn, args, n)
-                return fn(*args)
+                if n <= MICRO_BATCH:
+                    return fn(*args)
+                # a few inputs at a time: the kernels' wide temporaries stay small
+                rows = [a.shape[0] // n if np.ndim(a) else 0 for a in args]
+                parts = [fn(*[a[i * r:(i + MICRO_BATCH) * r] if r else a for a, r in zip(args, rows)])
+                         for i in range(0, n, MICRO_BATCH)]
+                if isinstance(parts[0], (tuple, list)):
+                    return [np.concatenate(v) for v in zip(*parts)]
+                return np.concatenate(parts)
 
             res = run_step()
             if e.k in targets:

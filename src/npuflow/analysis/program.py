@@ -182,8 +182,20 @@ def mac_weight_format(st: Step, in_fmt: QFormat | None, bits: int) -> QFormat | 
     wname = _weight_input(st)
     if st.op_type not in MAC_OPS or wname not in st.weights:
         return None
-    bias = _mac_bias(st, st.weights) if in_fmt is not None else None
-    return weight_format(st.weights[wname], bits, weight_axis(st), bias=bias, in_format=in_fmt)
+    # the same constants, input format and width give the same format: computed once per step
+    # (the report rebuilds the program once per measured suggestion)
+    key = ("weight_format", id(st.weights[wname]), id(st.weights.get("B")), id(st.weights.get("C")),
+           in_fmt, bits, tuple(sorted((k, repr(v)) for k, v in st.attrs.items())))
+    try:
+        hit = st.memo.get(key)
+    except TypeError:  # an unhashable format: no memo
+        key, hit = None, None
+    if hit is None:
+        bias = _mac_bias(st, st.weights) if in_fmt is not None else None
+        hit = weight_format(st.weights[wname], bits, weight_axis(st), bias=bias, in_format=in_fmt)
+        if key is not None:
+            st.memo[key] = hit
+    return hit
 
 
 def lower_radix(fmt: QFormat, k: int) -> QFormat:

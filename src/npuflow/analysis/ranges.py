@@ -64,6 +64,13 @@ class QuantOptions:
 
 
 def mmse_clip(h: AbsHistogram, bits: int, percentile: float) -> float:
+    key = ("mmse", bits, percentile)
+    if key not in h.memo:
+        h.memo[key] = _mmse_clip(h, bits, percentile)
+    return h.memo[key]
+
+
+def _mmse_clip(h: AbsHistogram, bits: int, percentile: float) -> float:
     hi = h.abs_max
     lo = max(h.percentile(max(0.0, 1.0 - percentile)), hi * 1e-3)
     if hi <= 0.0 or lo >= hi:

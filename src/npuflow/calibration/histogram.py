@@ -30,7 +30,7 @@ def _pow2_at_least(v: float) -> float:
 class AbsHistogram:
     """Histogram of |x| over all values seen, plus exact abs max and count."""
 
-    __slots__ = ("counts", "edge", "abs_max", "count", "track", "qmax")
+    __slots__ = ("counts", "edge", "abs_max", "count", "track", "qmax", "memo")
 
     def __init__(self, track: tuple[float, ...] = ()) -> None:
         self.counts = np.zeros(BINS, dtype=np.int64)
@@ -41,6 +41,8 @@ class AbsHistogram:
         #: maximum of each over all updates ("per-input percentile"): order-independent.
         self.track = tuple(q for q in track if q < 1.0)
         self.qmax: dict[float, float] = {q: 0.0 for q in self.track}
+        #: values derived from the counts (e.g. the MMSE clip), cleared whenever data is added
+        self.memo: dict[tuple, float] = {}
 
     def _grow(self, target: float) -> None:
         """Widen to the power-of-two edge ``target`` (> current edge), merging bins."""
@@ -70,6 +72,7 @@ class AbsHistogram:
         x = np.asarray(x, dtype=np.float32).ravel()
         if x.size == 0:
             return
+        self.memo.clear()
         stride = -(-x.size // SUBSAMPLE_LIMIT)
         m = float(max(x.max(), -x.min()))  # exact abs max over every value
         if not math.isfinite(m):
@@ -83,10 +86,16 @@ class AbsHistogram:
             self.counts[0] += n
             return
         edge = _pow2_at_least(m)
-        width = edge / BINS
-        scaled = a / np.float64(width) if width < 1e-30 else a / np.float32(width)  # exact: power-of-two width
-        idx = np.minimum(scaled, BINS - 1).astype(np.int32)
+        inv = BINS / edge  # a power of two: |x| * inv is |x| / bin width, correctly rounded
+        if inv > 1e30:  # beyond float32's range: in float64
+            scaled = a.astype(np.float64) * inv
+        else:
+            scaled = a * np.float32(inv) if self.track else np.multiply(a, np.float32(inv), out=a)
+        # |x| < edge (strictly), so |x| * inv < BINS even after rounding: no clip needed
+        idx = scaled.astype(np.int32)
         counts = np.bincount(idx, minlength=BINS).astype(np.int64)
+        if counts.size != BINS:  # pragma: no cover - would be a bug in the edge rule
+            raise AssertionError("histogram index beyond the last bin")
         if self.track:
             cum = np.cumsum(counts)
             for q in self.track:
@@ -117,6 +126,7 @@ class AbsHistogram:
         """Add another histogram's data (order-independent, like update)."""
         if other.count == 0:
             return
+        self.memo.clear()
         if other.edge:
             self._add_counts(other.counts, other.edge)
         else:
