@@ -11,3 +11,28 @@ from npuflow.calibration.histogram import AbsHistogram
 def test_non_finite_values_are_refused(bad):
     with pytest.raises(ValueError, match="non-finite"):
         AbsHistogram().update(np.array([1.0, bad, -2.0], np.float32))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_nan_inside_the_model_names_tensor_and_input(tmp_path, threads):
+    """An intermediate NaN (Log of a negative value on input #2) is reported with the tensor and the
+    input, also when the statistics are updated in the background (threads > 1); nothing is written."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    import ktc
+    from npuflow.errors import InputError
+
+    g = helper.make_graph([helper.make_node("Log", ["x"], ["lx"], name="log"), helper.make_node("Relu", ["lx"], ["y"], name="relu")],
+                          "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    path = tmp_path / "log.onnx"
+    onnx.save(m, path)
+    data = [np.full((1, 4), 2.0, np.float32)] * 2 + [np.array([[1.0, -1.0, 2.0, 3.0]], np.float32)] + [np.ones((1, 4), np.float32)] * 3
+    km = ktc.ModelConfig(40000, "0001", 720, onnx_path=str(path))
+    out = tmp_path / "out"
+    with pytest.raises(InputError, match=r"calibration input #2: tensor lx .*non-finite"):
+        km.analysis({"x": data}, output_dir=str(out), threads=threads, report=False)
+    assert not out.exists() or not any(out.iterdir())

@@ -48,19 +48,24 @@ class StatsCollector:
         self.channel_sum: dict[str, np.ndarray] = {}
         self.channel_count: dict[str, int] = {}
         self.pool = ThreadPoolExecutor(max_workers=threads) if threads > 1 else None
+        self.pending: list = []
         self.samples = 0
 
     def feed(self, feeds: dict[str, np.ndarray]) -> None:
+        """Add one calibration sample. With a thread pool, its statistics are updated in the
+        background while the next sample runs through onnxruntime (at most one sample pending;
+        each tensor's statistics are still updated in sample order, so results do not change)."""
         outs = self.runner.run(feeds, self.tensors) if self.tensors else []
         pairs = [(t, feeds[t]) for t in self.input_tensors] + list(zip(self.tensors, outs))
         means = set(self.mean_tensors)
+        index = self.samples
 
         def update(ty: tuple[str, np.ndarray]) -> None:
             t, y = ty
             try:
                 self.hist[t].update(y)
             except ValueError as exc:
-                raise InputError(f"calibration input #{self.samples}: tensor {t} of the float model has {exc}; "
+                raise InputError(f"calibration input #{index}: tensor {t} of the float model has {exc}; "
                                  "check this input and the nodes that produce the tensor") from None
             if t in means and y.ndim >= 2:
                 s = y.astype(np.float64).sum(axis=tuple(i for i in range(y.ndim) if i != 1))
@@ -71,8 +76,14 @@ class StatsCollector:
             for ty in pairs:
                 update(ty)
         else:
-            list(self.pool.map(update, pairs))
+            self._wait()  # the previous sample's updates (they overlapped this sample's inference)
+            self.pending = [self.pool.submit(update, ty) for ty in pairs]
         self.samples += 1
+
+    def _wait(self) -> None:
+        pending, self.pending = self.pending, []
+        for f in pending:
+            f.result()  # re-raises a worker's error
 
     def channel_mean(self, tensor: str) -> np.ndarray | None:
         if tensor not in self.channel_sum:
@@ -80,6 +91,15 @@ class StatsCollector:
         return self.channel_sum[tensor] / max(1, self.channel_count[tensor])
 
     def close(self) -> None:
+        """Finish the pending updates (raising their error, if any) and stop the workers."""
         if self.pool is not None:
+            try:
+                self._wait()
+            except BaseException:
+                for f in self.pending:
+                    f.cancel()
+                self.pool.shutdown(cancel_futures=True)
+                self.pool = None
+                raise
             self.pool.shutdown()
             self.pool = None
