@@ -279,7 +279,13 @@ def mac_weights(st: Step, in_formats: list[QFormat | None], ov: NodeOverride | N
     weights = st.weights
     bname = "B" if st.op_type == "Conv" else "C"
     if opts.bias_correction and channel_means is not None and st.op_type in ("Conv", "Gemm"):
-        nb = corrected_bias(st, in_formats[pos], channel_means(st.runtime_inputs[0]))
+        mean_x = channel_means(st.runtime_inputs[0])
+        key = ("corrected_bias", id(st.weights[wname]), id(st.weights.get(bname)), in_formats[pos],
+               None if mean_x is None else np.asarray(mean_x, np.float64).tobytes())
+        try:
+            nb = st.memo[key] if key in st.memo else st.memo.setdefault(key, corrected_bias(st, in_formats[pos], mean_x))
+        except TypeError:  # an unhashable format: no memo
+            nb = corrected_bias(st, in_formats[pos], mean_x)
         if nb is not None:
             weights = {**st.weights, bname: nb}
     if bias_deltas and st.name in bias_deltas and st.op_type == "Conv":
