@@ -99,8 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-shape", action="append", type=_shape_arg, metavar="NAME=D0,D1,...",
                    help="fix the dims of a dynamic input (repeat per input)")
     _bitwidth_args(p)
-    p.add_argument("--range-method", choices=["percentage", "mmse"], default="mmse",
-                   help="how activation ranges are chosen (default mmse; ktc: percentage)")
+    p.add_argument("--range-method", choices=["percentage", "mmse"], default="percentage",
+                   help="how activation ranges are chosen (default percentage, as ktc)")
     p.add_argument("--percentage", type=float, default=0.999, help="with --range-method percentage: per-input quantile of |x| kept for 8-bit tensors (default 0.999)")
     p.add_argument("--percentage-16b", type=float, default=0.999999, help="the same for 16-bit tensors (default 0.999999)")
     p.add_argument("--percentile", type=float, default=0.001, help="mmse search range (default 0.001)")

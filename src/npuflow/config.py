@@ -186,7 +186,7 @@ class ModelConfig:
         output_dir: str | os.PathLike | None = None,
         threads: int = 4,
         quantize_mode: str = "default",
-        datapath_range_method: str = "mmse",
+        datapath_range_method: str = "percentage",
         percentage: float = 0.999,
         percentage_16b: float = 0.999999,
         percentile: float = 0.001,

@@ -150,7 +150,7 @@ def test_node_override_and_options(tmp_path, digits):
         km().analysis(cal, output_dir=tmp_path / "x", node_overrides={"nope": {"bits": 16}})
     with pytest.raises(InvalidConfigError, match="bits=16 not allowed on KL520"):
         km(520).analysis(cal, output_dir=tmp_path / "x", node_overrides={"Convolution28": {"bits": 16}})
-    for kw in ({"datapath_range_method": "percentage"}, {"quantize_mode": "post_sigmoid"}, {"percentage": 1.0, "percentage_16b": 1.0}):
+    for kw in ({"datapath_range_method": "mmse"}, {"quantize_mode": "post_sigmoid"}, {"percentage": 1.0, "percentage_16b": 1.0}):
         assert os.path.isfile(km().analysis(cal, output_dir=tmp_path / "k", **kw))
     with pytest.warns(CompatibilityWarning, match="bias adjustment"):
         km().analysis(cal, output_dir=tmp_path / "k", optimize=2)

@@ -24,9 +24,8 @@ from . import spec_prepare as S
 
 GOLDEN = Path(__file__).with_name("mnist_golden.txt")
 # indices into eval_x of examples/mnist/digits.npz: the first digit, and two digits whose Gemm output
-# saturates at 127 (with the default mmse ranges; with the former percentage ranges 3 also saturated
-# ReLU114 and 60 its input and both convolutions), so the golden also pins sat_b() at the output
-# (spec §1, §12); test_input_ties_and_saturation_bit_exact crafts saturating inputs for the rest.
+# saturates at 127, so the golden also pins sat_b() at the output (spec §1, §12);
+# test_input_ties_and_saturation_bit_exact crafts saturating inputs for the rest.
 GOLDEN_DIGITS = (0, 3, 60)
 OUTPUT = "Plus214_Output_0"
 CONTAINER = {4: np.int8, 8: np.int8, 16: np.int16, 32: np.int32, 48: np.int64}  # spec §1 'containers'

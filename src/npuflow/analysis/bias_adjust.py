@@ -82,18 +82,22 @@ def _float_references(model: onnx.ModelProto, names: list[str], feeds: Sequence[
 
 
 def _mean_error(q: np.ndarray, ref: np.ndarray, program: Program, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel mean of ``dequantize(q) - ref`` over unclamped positions, and their counts."""
+    """Per-channel mean of ``dequantize(q) - ref`` over unclamped positions, and their counts.
+
+    In float32 (the references are float16 already), summed in float64."""
     y = program.steps[k].outputs[0]
     fmt = program.formats[y]
     act = program.params[k].out.act
-    qv = q.astype(np.int64)
-    f = ref.astype(np.float64)
-    fq = f * float(fmt.factor()[0])
-    mask = (qv > act.lo) & (qv < act.hi) & (fq > act.lo) & (fq < act.hi)
-    err = np.where(mask, fmt.dequantize(qv) - f, 0.0)
+    factor = float(fmt.factor()[0])
+    fq = ref.astype(np.float32) * np.float32(factor)  # the float output in the integer domain
+    mask = (q > act.lo) & (q < act.hi) & (fq > act.lo) & (fq < act.hi)
+    err = q.astype(np.float32)
+    err -= fq  # error in output LSBs
+    err[~mask] = 0.0
     axes = tuple(i for i in range(err.ndim) if i != 1)
     cnt = mask.sum(axis=axes)
-    return np.where(cnt > 0, err.sum(axis=axes) / np.maximum(cnt, 1), 0.0), cnt
+    total = err.sum(axis=axes, dtype=np.float64) / factor
+    return np.where(cnt > 0, total / np.maximum(cnt, 1), 0.0), cnt
 
 
 def adjust_biases(

@@ -51,7 +51,7 @@ class QuantOptions:
     model_in_bits: int = 8
     model_out_bits: int = 8
     cpu_bits: int = 8
-    range_method: str = "mmse"
+    range_method: str = "percentage"
     percentage: float = 0.999
     percentage_16b: float = 0.999999
     percentile: float = 0.001
