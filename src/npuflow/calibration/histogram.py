@@ -98,12 +98,16 @@ class AbsHistogram:
             raise AssertionError("histogram index beyond the last bin")
         if self.track:
             cum = np.cumsum(counts)
+            where = []
             for q in self.track:
                 k = min(n - 1, max(0, int(np.ceil(q * n)) - 1))  # 0-based rank of the quantile
                 b = int(np.searchsorted(cum, k, side="right"))
-                r = k - (int(cum[b - 1]) if b > 0 else 0)
-                vals = a[idx == b]
-                v = float(np.partition(vals, r)[r])
+                where.append((q, b, k - (int(cum[b - 1]) if b > 0 else 0)))  # bin, rank inside it
+            # one pass keeps the values of the lowest of those bins and above (the upper tail)
+            sel = idx >= min(b for _, b, _ in where)
+            tail, tail_idx = a[sel], idx[sel]
+            for q, b, r in where:
+                v = float(np.partition(tail[tail_idx == b], r)[r])
                 if v > self.qmax[q]:
                     self.qmax[q] = v
         self._add_counts(counts, edge)
