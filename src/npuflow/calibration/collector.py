@@ -30,8 +30,8 @@ def expose_tensors(model: onnx.ModelProto, names: Iterable[str]) -> onnx.ModelPr
 class StatsCollector:
     """Feed calibration samples one at a time; keeps an AbsHistogram per requested tensor.
 
-    Memory is constant in the number of samples. ``threads`` sets onnxruntime's intra-op threads and
-    the number of workers that update histograms; results do not depend on it (the histogram is
+    Memory is constant in the number of samples. ``threads`` sets onnxruntime's intra-op threads;
+    ``threads // 2`` workers update the statistics (none for 1 thread); results do not depend on it (the histogram is
     order-independent and each tensor's histogram is updated by one worker per sample).
     """
 
@@ -42,12 +42,16 @@ class StatsCollector:
         wanted = list(dict.fromkeys(list(tensors) + self.mean_tensors))
         self.input_tensors = [t for t in wanted if t in inputs]
         self.tensors = [t for t in wanted if t not in inputs]
-        self.runner = FloatRunner(expose_tensors(model, self.tensors), label="calibration model", threads=threads)
+        # onnxruntime's idle threads wait passively: they share the cores with the statistics
+        # workers (measured on 2 cores, efficientnet_lite0: 28.0 -> 22.9 ms per input with 2
+        # onnxruntime threads and 1 worker; 25.2 with 2 workers)
+        self.runner = FloatRunner(expose_tensors(model, self.tensors), label="calibration model", threads=threads,
+                                  spin=False)
         self.hist = {t: AbsHistogram(track) for t in wanted}
         # per-channel (axis 1) sums for bias correction; updated in sample order -> deterministic
         self.channel_sum: dict[str, np.ndarray] = {}
         self.channel_count: dict[str, int] = {}
-        self.pool = ThreadPoolExecutor(max_workers=threads) if threads > 1 else None
+        self.pool = ThreadPoolExecutor(max_workers=max(1, threads // 2)) if threads > 1 else None
         self.pending: list = []
         self.samples = 0
 

@@ -55,13 +55,18 @@ def input_specs(model: onnx.ModelProto, *, allow_dynamic: bool = False) -> list[
 class FloatRunner:
     """A ready onnxruntime session for one model. Build once, run many times."""
 
-    def __init__(self, model: onnx.ModelProto, *, label: str = "model", threads: int | None = None) -> None:
+    def __init__(self, model: onnx.ModelProto, *, label: str = "model", threads: int | None = None,
+                 spin: bool = True) -> None:
+        """``spin=False``: onnxruntime's idle intra-op threads wait passively instead of spinning
+        (for sessions that share the cores with other work, e.g. calibration's statistics)."""
         import onnxruntime as ort
 
         so = ort.SessionOptions()
         so.log_severity_level = 3  # old exporters' "initializer in graph inputs" warnings are expected
         if threads:
             so.intra_op_num_threads = threads
+        if not spin:
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(
                 model.SerializeToString(), sess_options=so, providers=["CPUExecutionProvider"]
