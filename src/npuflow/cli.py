@@ -105,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--percentage-16b", type=float, default=0.999999, help="the same for 16-bit tensors (default 0.999999)")
     p.add_argument("--percentile", type=float, default=0.001, help="mmse search range (default 0.001)")
     p.add_argument("--outlier-factor", type=float, default=1.0, help="mmse range multiplier (default 1.0)")
+    p.add_argument("--optimize", type=int, choices=range(5), default=0, metavar="{0,1,2,3,4}",
+                   help="1-4: also run the sequential bias adjustment on 32 calibration inputs (slower, usually more "
+                        "accurate; docs/fixed-point.md section 3.5); default 0, as ktc")
     p.add_argument("--quantize-mode", choices=["default", "post_sigmoid"], default="default",
                    help="post_sigmoid: the model's outputs are logits whose Sigmoid was removed")
     p.add_argument("--override", action="append", default=None, metavar="NODE=BITS",
@@ -238,6 +241,7 @@ def _cmd_analysis(a: argparse.Namespace) -> int:
         weight_bitwidth_mode=a.weight_bitwidth, model_in_bitwidth_mode=a.model_in_bitwidth,
         model_out_bitwidth_mode=a.model_out_bitwidth, cpu_node_bitwidth_mode=a.cpu_node_bitwidth,
         node_overrides=overrides or None, preprocess=spec.to_dict() if spec else None, report=a.report,
+        optimize=a.optimize,
     )
     print(f"wrote {bie}")
     if a.report and km.report_paths:

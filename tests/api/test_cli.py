@@ -92,6 +92,12 @@ def test_analysis_and_fixed_infer_cli(tmp_path, capsys):
     assert bie.is_file()
     assert main(["infer", str(bie), "-p", "720", "-i", f"Input3={tmp_path / 'x0.npy'}", "--data-type", "fixed"]) == 0
     assert "int8" in capsys.readouterr().out
+    # --optimize 3: the sequential bias adjustment, recorded in the BIE
+    out3 = tmp_path / "out3"
+    assert main(["analysis", MNIST, "-p", "720", "-i", f"Input3={tmp_path / 'cal'}", "-o", str(out3), "--optimize", "3",
+                 "--no-report"]) == 0
+    import npuflow
+    assert npuflow.load(str(out3 / "mnist_cntk_opt.kdp720.scaled.bie")).bie.options["optimize"] == 3
     # images through the recorded preprocessing spec
     out2 = tmp_path / "out2"
     assert main(["analysis", MNIST, "-p", "720", "-i", f"Input3={EXAMPLES / 'mnist' / 'digits'}", "--preprocess", "mnist",
