@@ -46,6 +46,16 @@ MEMORY_BUDGET = 256 * 2**20
 DEFAULT_SAMPLES = 32
 #: inputs per kernel call inside the batch
 MICRO_BATCH = 4
+#: spatial positions per input and channel the means are taken over (every s-th one)
+POSITIONS = 512
+
+
+def positions(y: np.ndarray) -> np.ndarray:
+    """``y`` (N, C, ...) as (N, C, P): every s-th spatial position, ``s = ceil(size / POSITIONS)``
+    (all of them for small maps); the same positions for the float and the integer tensor."""
+    flat = y.reshape(y.shape[0], y.shape[1], -1) if y.ndim >= 2 else y.reshape(y.shape[0], 1, -1)
+    s = -(-flat.shape[2] // POSITIONS)
+    return flat[:, :, ::s] if s > 1 else flat
 
 
 def _targets(program: Program) -> list[int]:
@@ -72,31 +82,32 @@ def _float_references(model: onnx.ModelProto, names: list[str], feeds: Sequence[
     used = 0
     for feed in feeds:
         outs = sess.run(names, dict(feed))
-        per_input = sum(o.size for o in outs) * 2
+        per_input = sum(positions(np.asarray(o)).size for o in outs) * 2
         if used and (used + 1) * per_input > budget:
             break
         for n, o in zip(names, outs):
-            parts[n].append(np.asarray(o, dtype=np.float16))
+            parts[n].append(positions(np.asarray(o)).astype(np.float16))
         used += 1
     return {n: np.concatenate(v) for n, v in parts.items()}, used
 
 
 def _mean_error(q: np.ndarray, ref: np.ndarray, program: Program, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel mean of ``dequantize(q) - ref`` over unclamped positions, and their counts.
-
-    In float32 (the references are float16 already), summed in float64."""
+    ``q`` (N, C, ...) is the integer output, ``ref`` the float one, both already reduced by
+    :func:`positions` or both full (then reduced here). In float32, summed in float64."""
     y = program.steps[k].outputs[0]
     fmt = program.formats[y]
     act = program.params[k].out.act
     factor = float(fmt.factor()[0])
-    fq = ref.astype(np.float32) * np.float32(factor)  # the float output in the integer domain
-    mask = (q > act.lo) & (q < act.hi) & (fq > act.lo) & (fq < act.hi)
-    err = q.astype(np.float32)
+    qp = positions(q)
+    rp = ref if ref.ndim == 3 and ref.shape[2] == qp.shape[2] and ref.shape[:2] == qp.shape[:2] else positions(ref)
+    fq = rp.astype(np.float32) * np.float32(factor)  # the float output in the integer domain
+    mask = (qp > act.lo) & (qp < act.hi) & (fq > act.lo) & (fq < act.hi)
+    err = qp.astype(np.float32)
     err -= fq  # error in output LSBs
     err[~mask] = 0.0
-    axes = tuple(i for i in range(err.ndim) if i != 1)
-    cnt = mask.sum(axis=axes)
-    total = err.sum(axis=axes, dtype=np.float64) / factor
+    cnt = mask.sum(axis=(0, 2))
+    total = err.sum(axis=(0, 2), dtype=np.float64) / factor
     return np.where(cnt > 0, total / np.maximum(cnt, 1), 0.0), cnt
 
 
@@ -109,9 +120,14 @@ def adjust_biases(
     channel_means: Callable[[str], np.ndarray | None] | None = None,
     budget: int = MEMORY_BUDGET,
     progress: bool = False,
+    refs: Sequence[Mapping[str, np.ndarray]] = (),
 ) -> dict[str, np.ndarray]:
     """Adjust the biases of ``program``'s Conv steps in place (module docstring); returns the
-    corrections (float, per output channel, by step name) for ``build_program(bias_deltas=)``."""
+    corrections (float, per output channel, by step name) for ``build_program(bias_deltas=)``.
+
+    ``refs``: the float outputs of the first feeds, one dict per feed (calibration keeps them:
+    ``StatsCollector(stash=...)``); used when they hold every Conv output, else the float model
+    runs again on the feeds."""
     from npuflow.sim.fast import batching
     from npuflow.sim.fast.runner import build_plan
 
@@ -122,7 +138,11 @@ def adjust_biases(
         log.warning("bias adjustment skipped: a model input has no leading batch axis of size 1")
         return {}
     names = [program.steps[k].outputs[0] for k in sorted(targets)]
-    refs, n = _float_references(model, names, feeds, budget)
+    if refs and all(t in refs[0] for t in names):
+        n = min(len(refs), len(feeds))
+        ref = {t: np.concatenate([r[t] for r in refs[:n]]) for t in names}
+    else:
+        ref, n = _float_references(model, names, feeds, budget)
     batch = {name: np.concatenate([np.asarray(f[name]) for f in feeds[:n]]) for name in program.input_names}
     env: dict[str, np.ndarray] = dict(program.quantize_inputs(batch))
     plan = build_plan(program, fuse=False)
@@ -154,7 +174,7 @@ def adjust_biases(
 
             res = run_step()
             if e.k in targets:
-                err, cnt = _mean_error(res, refs.pop(st.outputs[0]), program, e.k)
+                err, cnt = _mean_error(res, ref.pop(st.outputs[0]), program, e.k)
                 d = np.where(cnt >= MIN_SAMPLES, err, 0.0)
                 if np.any(d != 0.0) and _reprepare(program, e.k, opts, channel_means, {**deltas, st.name: d}):
                     deltas[st.name] = d

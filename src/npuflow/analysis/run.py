@@ -11,6 +11,7 @@ import onnx
 from npuflow.analysis.graph import Step, build_steps
 from npuflow.analysis.program import Program, build_program, mac_inputs, needed_stats
 from npuflow.analysis.ranges import QuantOptions
+from npuflow.analysis.bias_adjust import MEMORY_BUDGET as ADJUST_BUDGET
 from npuflow.calibration.collector import StatsCollector
 from npuflow.calibration.inputs import iter_calibration_inputs, length_hint
 from npuflow.evaluate.placement import place_model
@@ -60,7 +61,11 @@ def analyse(
     collector = StatsCollector(optimized, tensors, threads=max(1, int(threads)),
                                channel_means=mac_inputs(steps) if opts.bias_correction else [],
                                # the exact per-input quantiles only serve the "percentage" method
-                               track=(opts.percentage, opts.percentage_16b) if opts.range_method == "percentage" else ())
+                               track=(opts.percentage, opts.percentage_16b) if opts.range_method == "percentage" else (),
+                               # the bias adjustment's float references come from this same pass
+                               stash=[st.outputs[0] for st in steps if not st.float_step and st.op_type == "Conv"
+                                      and "W" in st.weights and st.outputs] if opts.bias_adjust else [],
+                               stash_samples=opts.bias_adjust, stash_budget=ADJUST_BUDGET)
     total = length_hint(input_mapping) if isinstance(input_mapping, dict) else None
     show = sys.stderr.isatty() if progress is None else progress
     bar = None
@@ -88,6 +93,7 @@ def analyse(
         from npuflow.analysis.bias_adjust import adjust_biases
 
         deltas = adjust_biases(optimized, program, opts, kept[:opts.bias_adjust], channel_means=collector.channel_mean,
+                               refs=collector.stashed,
                                progress=show)
     means = {t: m for t in collector.channel_sum if (m := collector.channel_mean(t)) is not None}
     return AnalysisResult(optimized, steps, program, collector.hist, collector.samples, means, kept[:keep_inputs], deltas)

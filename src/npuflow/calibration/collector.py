@@ -36,7 +36,12 @@ class StatsCollector:
     """
 
     def __init__(self, model: onnx.ModelProto, tensors: list[str], *, threads: int = 1,
-                 channel_means: list[str] = (), track: tuple[float, ...] = ()) -> None:
+                 channel_means: list[str] = (), track: tuple[float, ...] = (),
+                 stash: list[str] = (), stash_samples: int = 0, stash_budget: int = 0) -> None:
+        """``stash``: tensors whose float values of the first ``stash_samples`` samples are kept
+        (float16, at the positions ``npuflow.analysis.bias_adjust.positions`` samples, in
+        ``stashed``, at most ``stash_budget`` bytes but at least one sample) for the bias
+        adjustment, so it need not run the float model again."""
         inputs = {i.name for i in model.graph.input}
         self.mean_tensors = list(dict.fromkeys(channel_means))
         wanted = list(dict.fromkeys(list(tensors) + self.mean_tensors))
@@ -53,6 +58,10 @@ class StatsCollector:
         self.channel_count: dict[str, int] = {}
         self.pool = ThreadPoolExecutor(max_workers=max(1, threads // 2)) if threads > 1 else None
         self.pending: list = []
+        self.stash = [t for t in dict.fromkeys(stash) if t in self.tensors]
+        self.stash_samples, self.stash_budget = stash_samples, stash_budget
+        self.stashed: list[dict[str, np.ndarray]] = []
+        self._stash_bytes = 0
         self.samples = 0
 
     def feed(self, feeds: dict[str, np.ndarray]) -> None:
@@ -60,6 +69,15 @@ class StatsCollector:
         background while the next sample runs through onnxruntime (at most one sample pending;
         each tensor's statistics are still updated in sample order, so results do not change)."""
         outs = self.runner.run(feeds, self.tensors) if self.tensors else []
+        if self.stash and len(self.stashed) == self.samples < self.stash_samples:
+            got = dict(zip(self.tensors, outs))
+            from npuflow.analysis.bias_adjust import positions
+
+            keep = {t: positions(np.asarray(got[t])).astype(np.float16) for t in self.stash}
+            size = sum(v.nbytes for v in keep.values())
+            if not self.stashed or self._stash_bytes + size <= self.stash_budget:
+                self.stashed.append(keep)
+                self._stash_bytes += size
         pairs = [(t, feeds[t]) for t in self.input_tensors] + list(zip(self.tensors, outs))
         means = set(self.mean_tensors)
         index = self.samples
