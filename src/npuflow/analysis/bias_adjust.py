@@ -1,13 +1,13 @@
-"""Sequential bias adjustment: ``analysis(optimize>=1)`` (docs/fixed-point.md §3.4).
+"""Sequential bias adjustment: ``analysis(optimize>=1)`` (docs/fixed-point.md §3.5).
 
 The analytical correction of §3.3 removes the mean output shift that *weight* rounding causes.
 Everything else that shifts a channel's mean (the rounding and clipping of every tensor upstream,
 the fused activation's clamp) is measured here instead, the way the original toolchain's "bias
 adjustment" does it with float inference:
 
-1. the float model runs on the first ``samples`` calibration inputs, exposing every Conv step's
-   output (kept as float16 to halve the memory; the number of inputs is lowered so that these
-   references stay under :data:`MEMORY_BUDGET` bytes);
+1. the float outputs of every Conv step on the first ``samples`` calibration inputs: kept by the
+   calibration pass (``StatsCollector(stash=...)``), else from a float run here; float16, only
+   every s-th spatial position (:func:`positions`), at most :data:`MEMORY_BUDGET` bytes;
 2. the integer program runs on the same inputs **one step at a time**, all inputs at once; at each
    Conv step the mean error ``dequantize(q) - float`` per output channel is taken over the
    positions where neither the float nor the integer output sits on a clamp (the fused
