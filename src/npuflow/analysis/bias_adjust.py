@@ -32,6 +32,7 @@ from typing import Any, Callable
 import numpy as np
 import onnx
 
+from npuflow._mem import trim
 from npuflow.analysis.program import Program, mac_weights, prepare_capped
 from npuflow.analysis.ranges import QuantOptions
 from npuflow.sim.kernels import KERNELS
@@ -46,6 +47,9 @@ MEMORY_BUDGET = 256 * 2**20
 DEFAULT_SAMPLES = 32
 #: inputs per kernel call inside the batch
 MICRO_BATCH = 4
+#: a step whose outputs (all inputs) take this many bytes is followed by ``malloc_trim``
+#: (each call costs ~15 ms on a large heap)
+TRIM_BYTES = 8 << 20
 #: spatial positions per input and channel the means are taken over (every s-th one)
 POSITIONS = 512
 
@@ -184,12 +188,18 @@ def adjust_biases(
                 env[y] = v
             for x in e.drop:
                 env.pop(x, None)
+            if sum(np.asarray(v).nbytes for v in outs) >= TRIM_BYTES:
+                # a large step's freed temporaries back to the system (npuflow._mem): on
+                # efficientnet_lite0 the peak resident set falls from 1.75 to ~1.2 GB
+                trim()
             if bar is not None:
                 bar.update(1)
     finally:
         if bar is not None:
             bar.close()
         program._fast_plans.clear()  # plans hold the params they were built with
+        env.clear()
+        trim()
     log.info("bias adjustment: %d Conv steps corrected on %d calibration inputs", len(deltas), n)
     return deltas
 
