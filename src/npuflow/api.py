@@ -70,12 +70,18 @@ def kneron_inference(
     data_type: str = "float",
     reordering: Sequence[str] | None = None,
     platform: int | str = 520,
+    *,
+    batch: bool = False,
     **legacy: Any,
 ) -> list[np.ndarray]:
     """Run a model on one set of preprocessed inputs, as ``ktc.kneron_inference`` does.
 
     Priority when several files are given is the original's: NEF, then ONNX, then BIE.
     Returns the outputs in model order or in ``reordering`` order.
+
+    ``batch=True`` (npuflow only): each array holds N inputs stacked on a new first axis (e.g.
+    ``[N, 1, 3, 224, 224]`` for a ``[1, 3, 224, 224]`` input) and the outputs come back
+    concatenated on axis 0, as the loaded model's ``run_batch``; one call instead of N.
     """
     for name in ("radix", "ioinfo_file", "dump", "platform_version"):
         if name in legacy:
@@ -89,6 +95,8 @@ def kneron_inference(
         raise InvalidConfigError(f"kneron_inference got unknown parameters {sorted(legacy)}")
     if data_type not in ("float", "fixed"):
         raise InvalidConfigError(f"data_type must be 'float' or 'fixed', got {data_type!r}")
+    if not isinstance(batch, bool):
+        raise InvalidConfigError(f"batch must be True or False, got {batch!r}")
     if nef_file:
         raise NotAvailableError(
             "nef_file: NEF simulation is not available yet in npuflow (ktc.compile is not built yet); "
@@ -104,8 +112,10 @@ def kneron_inference(
         if data_type == "fixed":
             raise InvalidConfigError("data_type='fixed' needs a quantized model (bie_file=...); an ONNX file runs in float")
         model = _cached("onnx", str(onnx_file), None)
-        return model.run(pre_results, input_names, reordering=reordering)
+        run = model.run_batch if batch else model.run
+        return run(pre_results, input_names, reordering=reordering)
     if bie_file:
         model = _cached("bie", str(bie_file), _platform_int(platform))
-        return model.run(pre_results, input_names, reordering=reordering, data_type=data_type)
+        run = model.run_batch if batch else model.run
+        return run(pre_results, input_names, reordering=reordering, data_type=data_type)
     raise InputError("kneron_inference needs a model: pass onnx_file=..., bie_file=... (or nef_file=...)")

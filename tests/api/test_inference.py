@@ -43,6 +43,23 @@ def test_batch_equals_single(digits):
     np.testing.assert_array_equal(batch5, batch)
 
 
+def test_kneron_inference_batch(digits, tmp_path):
+    """batch=True: N inputs in one call, float and fixed, equal to N single calls."""
+    xs = digits["eval_x"][:6]  # [6,1,1,28,28]: a batch axis in front of the model's [1,1,28,28]
+    got = ktc.kneron_inference([xs], input_names=["Input3"], onnx_file=MNIST, batch=True)[0]
+    single = np.concatenate([ktc.kneron_inference([x], input_names=["Input3"], onnx_file=MNIST)[0] for x in xs])
+    np.testing.assert_array_equal(got, single)
+    km = ktc.ModelConfig(40000, "0001", 720, onnx_path=MNIST)
+    bie = km.analysis({"Input3": list(digits["calib_x"][:8])}, output_dir=tmp_path, threads=1, report=False)
+    for dt in ("fixed", "float"):
+        got = ktc.kneron_inference([xs], input_names=["Input3"], bie_file=bie, platform=720, data_type=dt, batch=True)[0]
+        single = np.concatenate([ktc.kneron_inference([x], input_names=["Input3"], bie_file=bie, platform=720,
+                                                      data_type=dt)[0] for x in xs])
+        np.testing.assert_array_equal(got, single)
+    with pytest.raises(InvalidConfigError, match="batch must be True or False"):
+        ktc.kneron_inference([xs[0]], input_names=["Input3"], onnx_file=MNIST, batch=1)
+
+
 def test_dynamic_batch_model_runs_batch_in_one_call(tmp_path):
     # Relu with a dynamic batch dim
     x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 3])
