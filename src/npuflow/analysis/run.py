@@ -8,10 +8,10 @@ from typing import Any
 
 import onnx
 
+from npuflow.analysis.bias_adjust import MEMORY_BUDGET as ADJUST_BUDGET
 from npuflow.analysis.graph import Step, build_steps
 from npuflow.analysis.program import Program, build_program, mac_inputs, needed_stats
 from npuflow.analysis.ranges import QuantOptions
-from npuflow.analysis.bias_adjust import MEMORY_BUDGET as ADJUST_BUDGET
 from npuflow.calibration.collector import StatsCollector
 from npuflow.calibration.inputs import iter_calibration_inputs, length_hint
 from npuflow.evaluate.placement import place_model

@@ -8,8 +8,8 @@ from typing import Iterable
 import numpy as np
 import onnx
 
-from npuflow.errors import InputError
 from npuflow.calibration.histogram import AbsHistogram
+from npuflow.errors import InputError
 from npuflow.reference.float_runner import FloatRunner
 
 log = logging.getLogger(__name__)
@@ -31,8 +31,9 @@ class StatsCollector:
     """Feed calibration samples one at a time; keeps an AbsHistogram per requested tensor.
 
     Memory is constant in the number of samples. ``threads`` sets onnxruntime's intra-op threads;
-    ``threads // 2`` workers update the statistics (none for 1 thread); results do not depend on it (the histogram is
-    order-independent and each tensor's histogram is updated by one worker per sample).
+    ``threads // 2`` workers update the statistics (none for 1 thread). Results do not depend on
+    it: the histogram is order-independent and each tensor's statistics are updated by one worker
+    per sample, in sample order.
     """
 
     def __init__(self, model: onnx.ModelProto, tensors: list[str], *, threads: int = 1,
