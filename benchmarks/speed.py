@@ -20,7 +20,13 @@ fixed measurements run one after the other (never interleaved) so that no idle o
 of one competes with the next. The load average of the machine is printed: on a shared machine
 the figures move with it.
 
-Not measured here yet (their rows are reserved below): analysis time, peak memory.
+Then (``--analysis-model``, default efficientnet_lite0, skipped with ``--no-analysis``), on the
+model's whole calibration split (200 images for efficientnet), each step in its own subprocess
+(``benchmarks/accuracy.py``'s ``quantize_isolated``; numba's on-disk cache is warm from the runs
+above): the whole ``analysis()`` call without and with the report, against onnxruntime
+``quantize_static`` (the call alone; MinMax and Percentile), with ratios to MinMax; and the peak
+resident set of ``analysis()`` fed by a generator that yields the calibration split once and five
+times (``benchmarks/analysis_memory.py``), with their ratio.
 """
 from __future__ import annotations
 
@@ -158,12 +164,6 @@ def print_table(rows: Sequence[dict[str, Any]]) -> None:
         cells = "".join(f"{r[f'fixed_int16_{bsz}'] / r[f'fixed_int8_{bsz}']:20.2f}x " for r in rows)
         lines.append(f"{'int16 / int8, ' + bsz:34s}{cells}")
     lines.append("")
-    # ---- reserved rows (filled by later work) -------------------------------------------------
-    lines.append(f"{'analysis time int8 / int16 (s)':34s}" + "".join(
-        f"{r['analysis_int8_s']:10.1f} /{r['analysis_int16_s']:6.1f}    " for r in rows)
-        + "  (calibration inputs: see --calib; reserved for the analysis benchmark)")
-    lines.append(f"{'peak memory':34s}" + "".join(f"{'(not measured yet)':>22s}" for _ in rows))
-    lines.append("")
     for r in rows:
         lines.append(f"{r['model']}: ORT float batch 32 = {r['ort_float_b32_how']}")
     print("\n".join(lines))
@@ -180,6 +180,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--calib", type=int, default=8, help="calibration inputs for the analysis and ORT's QDQ")
     ap.add_argument("--out", default=None, help="folder for the BIEs (default: a temporary folder)")
     ap.add_argument("--shared", default=None)
+    ap.add_argument("--analysis-model", default="efficientnet_lite0", help="model of the analysis-time and memory part")
+    ap.add_argument("--threads", type=int, default=min(4, os.cpu_count() or 1), help="analysis(threads=...)")
+    ap.add_argument("--no-analysis", action="store_true", help="skip the analysis-time and memory part")
     args = ap.parse_args(argv)
     models = args.models or list(MODELS)
     unknown = [m for m in models if m not in MODELS]
@@ -193,7 +196,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows = [bench_model(m, calib=args.calib, repeats=args.repeats, out=out, shared=args.shared) for m in models]
     print(f"load average at the end {os.getloadavg()[0]:.2f}\n")
     print_table(rows)
+    if not args.no_analysis:
+        print()
+        analysis_part(args.analysis_model, threads=args.threads, shared=args.shared)
     return 0
+
+
+def analysis_part(model: str, *, threads: int, shared: str | None) -> None:
+    """analysis() wall time vs onnxruntime quantize_static, and peak RSS with 1x / 5x the split."""
+    from benchmarks.accuracy import QuantConfig, quantize_isolated
+    from benchmarks.analysis_memory import measure
+
+    configs = [QuantConfig("npuflow analysis(), no report", "npuflow", {"report": False}),
+               QuantConfig("npuflow analysis(), with report", "npuflow", {}),
+               QuantConfig("ORT quantize_static MinMax", "ort", {"method": "MinMax"}),
+               QuantConfig("ORT quantize_static Percentile", "ort", {"method": "Percentile"})]
+    res = {}
+    with tempfile.TemporaryDirectory(prefix="npuflow_speed_analysis_") as tmp:
+        for i, c in enumerate(configs):
+            r = quantize_isolated(model, c, None, Path(tmp) / str(i), shared=shared, threads=threads)
+            if not r.get("ok"):
+                raise SystemExit(f"{c.label} failed: {r.get('error')}")
+            res[c.label] = r
+    base = res[configs[2].label]["seconds"]
+    n = res[configs[0].label].get("calib_n")
+    print(f"{model}, 720 int8, {n} calibration inputs, threads={threads}: seconds (ratio to ORT MinMax)")
+    for c in configs:
+        sec = res[c.label]["seconds"]
+        print(f"  {c.label:34s}{sec:8.2f} s ({sec / base:5.2f}x)")
+    rows = [measure(model, k) for k in (1, 5)]
+    print(f"peak RSS of analysis() fed by a generator: {rows[0]['inputs']} inputs {rows[0]['peak_rss_mb']:.0f} MB, "
+          f"{rows[1]['inputs']} inputs {rows[1]['peak_rss_mb']:.0f} MB, ratio {rows[1]['peak_rss_mb'] / rows[0]['peak_rss_mb']:.3f} "
+          "(target <= 1.10)")
 
 
 if __name__ == "__main__":
