@@ -187,15 +187,17 @@ def mac_weight_format(st: Step, in_fmt: QFormat | None, bits: int) -> QFormat | 
     key = ("weight_format", id(st.weights[wname]), id(st.weights.get("B")), id(st.weights.get("C")),
            in_fmt, bits, tuple(sorted((k, repr(v)) for k, v in st.attrs.items())))
     try:
-        hit = st.memo.get(key)
+        entry = st.memo.get(key)
     except TypeError:  # an unhashable format: no memo
-        key, hit = None, None
-    if hit is None:
+        key, entry = None, None
+    if entry is None:
         bias = _mac_bias(st, st.weights) if in_fmt is not None else None
-        hit = weight_format(st.weights[wname], bits, weight_axis(st), bias=bias, in_format=in_fmt)
+        # the entry also holds the arrays whose ids are in the key, so no id can be reused
+        entry = (weight_format(st.weights[wname], bits, weight_axis(st), bias=bias, in_format=in_fmt),
+                 (st.weights[wname], st.weights.get("B"), st.weights.get("C")))
         if key is not None:
-            st.memo[key] = hit
-    return hit
+            st.memo[key] = entry
+    return entry[0]
 
 
 def lower_radix(fmt: QFormat, k: int) -> QFormat:
@@ -283,7 +285,9 @@ def mac_weights(st: Step, in_formats: list[QFormat | None], ov: NodeOverride | N
         key = ("corrected_bias", id(st.weights[wname]), id(st.weights.get(bname)), in_formats[pos],
                None if mean_x is None else np.asarray(mean_x, np.float64).tobytes())
         try:
-            nb = st.memo[key] if key in st.memo else st.memo.setdefault(key, corrected_bias(st, in_formats[pos], mean_x))
+            if key not in st.memo:  # the entry keeps the keyed arrays alive (ids stay unique)
+                st.memo[key] = (corrected_bias(st, in_formats[pos], mean_x), (st.weights[wname], st.weights.get(bname)))
+            nb = st.memo[key][0]
         except TypeError:  # an unhashable format: no memo
             nb = corrected_bias(st, in_formats[pos], mean_x)
         if nb is not None:
