@@ -78,7 +78,8 @@ def build_table(
         raise ValueError(f"table nonlinearity needs an input of at most {LUT_MAX_BITS} bits, got {in_fmt.bits}")
     lo, hi = qrange(in_fmt.bits)
     x = in_fmt.dequantize(np.arange(lo, hi + 1, dtype=np.int64))
-    y = np.asarray(fn(x), dtype=np.float64)
+    with np.errstate(over="ignore"):  # a huge input may overflow to +-inf: it saturates below
+        y = np.asarray(fn(x), dtype=np.float64)
     with np.errstate(over="ignore", invalid="ignore"):
         v = np.rint(y * float(out_fmt.factor()[0]))
     if np.isnan(v).any():
