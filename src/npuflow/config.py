@@ -225,6 +225,10 @@ class ModelConfig:
         default, on the first ``report_samples`` (8) calibration inputs, kept in memory during
         calibration. ``export_dynasty_dump=True`` also writes every intermediate tensor, float and
         fixed, of the first report input into ``output_dir/layer_dump/`` (``npuflow.debug``).
+
+        ``optimize`` 1-4 adds the sequential bias adjustment on the first 32 calibration inputs
+        (docs/fixed-point.md §3.5): slower, better on efficientnet_lite0, worse on the detection and
+        segmentation models measured (docs/compatibility.md); 0 (default) as ktc.
         """
         import time
 
