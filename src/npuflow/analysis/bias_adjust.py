@@ -35,6 +35,9 @@ import onnx
 from npuflow._mem import trim
 from npuflow.analysis.program import Program, mac_weights, prepare_capped
 from npuflow.analysis.ranges import QuantOptions
+from npuflow.calibration.collector import FloatStash, expose_tensors
+from npuflow.calibration.collector import sample_positions as positions
+from npuflow.reference.float_runner import FloatRunner
 from npuflow.sim.kernels import KERNELS
 
 log = logging.getLogger(__name__)
@@ -50,18 +53,6 @@ MICRO_BATCH = 4
 #: a step whose outputs (all inputs) take this many bytes is followed by ``malloc_trim``
 #: (each call costs ~15 ms on a large heap)
 TRIM_BYTES = 8 << 20
-#: spatial positions per input and channel the means are taken over (every s-th one)
-POSITIONS = 512
-
-
-def positions(y: np.ndarray) -> np.ndarray:
-    """``y`` (N, C, ...) as (N, C, P): every s-th spatial position, ``s = ceil(size / POSITIONS)``
-    (all of them for small maps); the same positions for the float and the integer tensor."""
-    flat = y.reshape(y.shape[0], y.shape[1], -1) if y.ndim >= 2 else y.reshape(y.shape[0], 1, -1)
-    s = -(-flat.shape[2] // POSITIONS)
-    return flat[:, :, ::s] if s > 1 else flat
-
-
 def _targets(program: Program) -> list[int]:
     return [k for k, st in enumerate(program.steps)
             if not st.float_step and st.op_type == "Conv" and "W" in st.weights and program.params[k] is not None
@@ -70,29 +61,14 @@ def _targets(program: Program) -> list[int]:
 
 def _float_references(model: onnx.ModelProto, names: list[str], feeds: Sequence[Mapping[str, np.ndarray]],
                       budget: int) -> tuple[dict[str, np.ndarray], int]:
-    """float16 outputs ``names`` of the float model for the first feeds that fit ``budget``."""
-    import onnxruntime as ort
-
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    have = {o.name for o in m.graph.output}
-    for n in names:
-        if n not in have:
-            m.graph.output.append(onnx.helper.make_empty_tensor_value_info(n))
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    parts: dict[str, list[np.ndarray]] = {n: [] for n in names}
-    used = 0
+    """float16 outputs ``names`` (at :func:`positions`) of the float model for the first feeds
+    that fit ``budget`` bytes; and how many feeds that is."""
+    runner = FloatRunner(expose_tensors(model, names), label="float model (bias adjustment)")
+    stash = FloatStash(names, len(feeds), budget)
     for feed in feeds:
-        outs = sess.run(names, dict(feed))
-        per_input = sum(positions(np.asarray(o)).size for o in outs) * 2
-        if used and (used + 1) * per_input > budget:
+        if not stash.add(dict(zip(names, runner.run(dict(feed), names)))):
             break
-        for n, o in zip(names, outs):
-            parts[n].append(positions(np.asarray(o)).astype(np.float16))
-        used += 1
-    return {n: np.concatenate(v) for n, v in parts.items()}, used
+    return {n: np.concatenate([r[n] for r in stash.kept]) for n in names}, len(stash.kept)
 
 
 def _mean_error(q: np.ndarray, ref: np.ndarray, program: Program, k: int) -> tuple[np.ndarray, np.ndarray]:

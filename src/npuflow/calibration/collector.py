@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from typing import Iterable
+from typing import Iterable, Mapping
 
 import numpy as np
 import onnx
@@ -27,6 +27,45 @@ def expose_tensors(model: onnx.ModelProto, names: Iterable[str]) -> onnx.ModelPr
     return m
 
 
+#: spatial positions per sample and channel that :func:`sample_positions` keeps
+POSITIONS = 512
+
+
+def sample_positions(y: np.ndarray) -> np.ndarray:
+    """``y`` (N, C, ...) as (N, C, P): every s-th spatial position, ``s = ceil(size / POSITIONS)``
+    (all of them for small maps); the same positions for any two tensors of one shape."""
+    flat = y.reshape(y.shape[0], y.shape[1], -1) if y.ndim >= 2 else y.reshape(y.shape[0], 1, -1)
+    s = -(-flat.shape[2] // POSITIONS)
+    return flat[:, :, ::s] if s > 1 else flat
+
+
+class FloatStash:
+    """float16 copies, at :func:`sample_positions`, of some tensors of the first ``samples``
+    samples, in ``kept`` (one dict per sample): at most ``budget`` bytes, but at least one sample.
+    The float references of the sequential bias adjustment (npuflow.analysis.bias_adjust)."""
+
+    def __init__(self, names: Iterable[str], samples: int, budget: int) -> None:
+        self.names = list(dict.fromkeys(names))
+        self.samples, self.budget = samples, budget
+        self.kept: list[dict[str, np.ndarray]] = []
+        self.nbytes = 0
+        self.full = not self.names or samples <= 0
+
+    def add(self, values: Mapping[str, np.ndarray]) -> bool:
+        """Keep this sample's tensors (True), or nothing once the count or the budget is reached."""
+        if self.full:
+            return False
+        keep = {t: sample_positions(np.asarray(values[t])).astype(np.float16) for t in self.names}
+        size = sum(v.nbytes for v in keep.values())
+        if self.kept and self.nbytes + size > self.budget:
+            self.full = True
+            return False
+        self.kept.append(keep)
+        self.nbytes += size
+        self.full = len(self.kept) >= self.samples
+        return True
+
+
 class StatsCollector:
     """Feed calibration samples one at a time; keeps an AbsHistogram per requested tensor.
 
@@ -40,8 +79,7 @@ class StatsCollector:
                  channel_means: list[str] = (), track: tuple[float, ...] = (),
                  stash: list[str] = (), stash_samples: int = 0, stash_budget: int = 0) -> None:
         """``stash``: tensors whose float values of the first ``stash_samples`` samples are kept
-        (float16, at the positions ``npuflow.analysis.bias_adjust.positions`` samples, in
-        ``stashed``, at most ``stash_budget`` bytes but at least one sample) for the bias
+        (a :class:`FloatStash` of at most ``stash_budget`` bytes; ``stashed``) for the bias
         adjustment, so it need not run the float model again."""
         inputs = {i.name for i in model.graph.input}
         self.mean_tensors = list(dict.fromkeys(channel_means))
@@ -59,10 +97,7 @@ class StatsCollector:
         self.channel_count: dict[str, int] = {}
         self.pool = ThreadPoolExecutor(max_workers=max(1, threads // 2)) if threads > 1 else None
         self.pending: list = []
-        self.stash = [t for t in dict.fromkeys(stash) if t in self.tensors]
-        self.stash_samples, self.stash_budget = stash_samples, stash_budget
-        self.stashed: list[dict[str, np.ndarray]] = []
-        self._stash_bytes = 0
+        self.stash = FloatStash([t for t in stash if t in self.tensors], stash_samples, stash_budget)
         self.samples = 0
 
     def feed(self, feeds: dict[str, np.ndarray]) -> None:
@@ -70,15 +105,8 @@ class StatsCollector:
         background while the next sample runs through onnxruntime (at most one sample pending;
         each tensor's statistics are still updated in sample order, so results do not change)."""
         outs = self.runner.run(feeds, self.tensors) if self.tensors else []
-        if self.stash and len(self.stashed) == self.samples < self.stash_samples:
-            got = dict(zip(self.tensors, outs))
-            from npuflow.analysis.bias_adjust import positions
-
-            keep = {t: positions(np.asarray(got[t])).astype(np.float16) for t in self.stash}
-            size = sum(v.nbytes for v in keep.values())
-            if not self.stashed or self._stash_bytes + size <= self.stash_budget:
-                self.stashed.append(keep)
-                self._stash_bytes += size
+        if not self.stash.full:
+            self.stash.add(dict(zip(self.tensors, outs)))
         pairs = [(t, feeds[t]) for t in self.input_tensors] + list(zip(self.tensors, outs))
         means = set(self.mean_tensors)
         index = self.samples
@@ -107,6 +135,11 @@ class StatsCollector:
         pending, self.pending = self.pending, []
         for f in pending:
             f.result()  # re-raises a worker's error
+
+    @property
+    def stashed(self) -> list[dict[str, np.ndarray]]:
+        """The kept float tensors of the first samples (see ``stash``), one dict per sample."""
+        return self.stash.kept
 
     def channel_mean(self, tensor: str) -> np.ndarray | None:
         if tensor not in self.channel_sum:
