@@ -184,19 +184,25 @@ def mac_weight_format(st: Step, in_fmt: QFormat | None, bits: int) -> QFormat | 
         return None
     # the same constants, input format and width give the same format: computed once per step
     # (the report rebuilds the program once per measured suggestion)
-    key = ("weight_format", id(st.weights[wname]), id(st.weights.get("B")), id(st.weights.get("C")),
-           in_fmt, bits, tuple(sorted((k, repr(v)) for k, v in st.attrs.items())))
+    arrays = (st.weights[wname], st.weights.get("B"), st.weights.get("C"))
+    key = ("weight_format", *map(id, arrays), in_fmt, bits, tuple(sorted((k, repr(v)) for k, v in st.attrs.items())))
+
+    def compute() -> QFormat:
+        bias = _mac_bias(st, st.weights) if in_fmt is not None else None
+        return weight_format(st.weights[wname], bits, weight_axis(st), bias=bias, in_format=in_fmt)
+
+    return _memo(st, key, arrays, compute)
+
+
+def _memo(st: Step, key: tuple, arrays: tuple, compute: Callable[[], Any]) -> Any:
+    """``compute()`` once per ``key`` in ``st.memo``. The entry also holds ``arrays`` (those whose
+    ids are in the key) so that no id can be reused; an unhashable key is computed every time."""
     try:
         entry = st.memo.get(key)
-    except TypeError:  # an unhashable format: no memo
-        key, entry = None, None
+    except TypeError:
+        return compute()
     if entry is None:
-        bias = _mac_bias(st, st.weights) if in_fmt is not None else None
-        # the entry also holds the arrays whose ids are in the key, so no id can be reused
-        entry = (weight_format(st.weights[wname], bits, weight_axis(st), bias=bias, in_format=in_fmt),
-                 (st.weights[wname], st.weights.get("B"), st.weights.get("C")))
-        if key is not None:
-            st.memo[key] = entry
+        entry = st.memo[key] = (compute(), arrays)
     return entry[0]
 
 
@@ -282,14 +288,10 @@ def mac_weights(st: Step, in_formats: list[QFormat | None], ov: NodeOverride | N
     bname = "B" if st.op_type == "Conv" else "C"
     if opts.bias_correction and channel_means is not None and st.op_type in ("Conv", "Gemm"):
         mean_x = channel_means(st.runtime_inputs[0])
-        key = ("corrected_bias", id(st.weights[wname]), id(st.weights.get(bname)), in_formats[pos],
+        arrays = (st.weights[wname], st.weights.get(bname))
+        key = ("corrected_bias", *map(id, arrays), w_fmt,
                None if mean_x is None else np.asarray(mean_x, np.float64).tobytes())
-        try:
-            if key not in st.memo:  # the entry keeps the keyed arrays alive (ids stay unique)
-                st.memo[key] = (corrected_bias(st, in_formats[pos], mean_x), (st.weights[wname], st.weights.get(bname)))
-            nb = st.memo[key][0]
-        except TypeError:  # an unhashable format: no memo
-            nb = corrected_bias(st, in_formats[pos], mean_x)
+        nb = _memo(st, key, arrays, lambda: corrected_bias(st, w_fmt, mean_x))
         if nb is not None:
             weights = {**st.weights, bname: nb}
     if bias_deltas and st.name in bias_deltas and st.op_type == "Conv":
