@@ -162,9 +162,10 @@ class FixedModel:
                 for s in self.inputs}
         if all(v is not None for v in flat.values()):
             # micro-batches: a few samples per step amortize the per-step cost while the tensors
-            # stay cache-sized (measured on 2 cores: 4 is near the best for efficientnet_lite0
-            # and yolox_nano; the whole batch of 32 at once is slower per input than one by one)
-            mb = max(1, int(os.environ.get("NPUFLOW_SIM_MICROBATCH", "4")))
+            # stay cache-sized (npuflow.sim.fast.batching.micro_batch)
+            from npuflow.sim.fast.batching import micro_batch
+
+            mb = micro_batch()
             try:
                 parts = []
                 for i in range(0, n, mb):

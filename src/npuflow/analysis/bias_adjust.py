@@ -48,8 +48,6 @@ MIN_SAMPLES = 256
 MEMORY_BUDGET = 256 * 2**20
 #: calibration inputs used by default
 DEFAULT_SAMPLES = 32
-#: inputs per kernel call inside the batch
-MICRO_BATCH = 4
 #: a step whose outputs (all inputs) take this many bytes is followed by ``malloc_trim``
 #: (each call costs ~15 ms on a large heap)
 TRIM_BYTES = 8 << 20
@@ -126,6 +124,7 @@ def adjust_biases(
     batch = {name: np.concatenate([np.asarray(f[name]) for f in feeds[:n]]) for name in program.input_names}
     env: dict[str, np.ndarray] = dict(program.quantize_inputs(batch))
     plan = build_plan(program, fuse=False)
+    per = batching.micro_batch()  # inputs per kernel call inside the batch
     deltas: dict[str, np.ndarray] = {}
     bar = None
     if progress:
@@ -142,15 +141,10 @@ def adjust_biases(
                 fn = e.fn if p is None else partial(e.fn, p)
                 if n > 1 and not batching.batch_safe(st, p, args, n):
                     return batching.per_sample(fn, args, n)
-                if n <= MICRO_BATCH:
+                if n <= per or any(np.ndim(a) == 0 for a in args):
                     return fn(*args)
                 # a few inputs at a time: the kernels' wide temporaries stay small
-                rows = [a.shape[0] // n if np.ndim(a) else 0 for a in args]
-                parts = [fn(*[a[i * r:(i + MICRO_BATCH) * r] if r else a for a, r in zip(args, rows)])
-                         for i in range(0, n, MICRO_BATCH)]
-                if isinstance(parts[0], (tuple, list)):
-                    return [np.concatenate(v) for v in zip(*parts)]
-                return np.concatenate(parts)
+                return batching.per_sample(fn, args, n, per=per)
 
             res = run_step()
             if e.k in targets:
