@@ -36,20 +36,16 @@ def _analyse(tmp, digits, **kw):
 def _conv_mean_errors(km, feeds):
     """Per-channel mean error (dequantized fixed - float) of every Conv step output, over ``feeds``,
     measured the way the adjustment measures it (unclamped positions only)."""
-    import onnxruntime as ort
-    import onnx
+    from npuflow.calibration.collector import expose_tensors
+    from npuflow.reference.float_runner import FloatRunner
 
     res = km.analysis_result
     prog = res.program
     targets = BA._targets(prog)
     names = [prog.steps[k].outputs[0] for k in targets]
-    m = onnx.ModelProto()
-    m.CopyFrom(res.optimized)
-    for n in names:
-        m.graph.output.append(onnx.helper.make_empty_tensor_value_info(n))
-    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    runner = FloatRunner(expose_tensors(res.optimized, names))
     x = np.concatenate([f["Input3"] for f in feeds])
-    ref = {n: np.concatenate(v) for n, v in zip(names, zip(*[sess.run(names, f) for f in feeds]))}
+    ref = {n: np.concatenate(v) for n, v in zip(names, zip(*[runner.run(f, names) for f in feeds]))}
     env = prog.run(prog.quantize_inputs({"Input3": x}), keep_all=True, batch=len(feeds))
     return {prog.steps[k].name: BA._mean_error(env[n], ref[n], prog, k)[0] for k, n in zip(targets, names)}
 
