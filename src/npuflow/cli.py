@@ -108,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--optimize", type=int, choices=range(5), default=0, metavar="{0,1,2,3,4}",
                    help="1-4: also run the sequential bias adjustment on 32 calibration inputs (slower, usually more "
                         "accurate; docs/fixed-point.md section 3.5); default 0, as ktc")
+    p.add_argument("--weight-rounding", choices=["compensated", "nearest"], default="compensated",
+                   help="compensated (default): spatial convolutions' weights rounded with their errors compensated "
+                        "on the calibration inputs (docs/fixed-point.md section 3.6); nearest: each weight on its own")
     p.add_argument("--quantize-mode", choices=["default", "post_sigmoid"], default="default",
                    help="post_sigmoid: the model's outputs are logits whose Sigmoid was removed")
     p.add_argument("--override", action="append", default=None, metavar="NODE=BITS",
@@ -241,7 +244,7 @@ def _cmd_analysis(a: argparse.Namespace) -> int:
         weight_bitwidth_mode=a.weight_bitwidth, model_in_bitwidth_mode=a.model_in_bitwidth,
         model_out_bitwidth_mode=a.model_out_bitwidth, cpu_node_bitwidth_mode=a.cpu_node_bitwidth,
         node_overrides=overrides or None, preprocess=spec.to_dict() if spec else None, report=a.report,
-        optimize=a.optimize,
+        optimize=a.optimize, weight_rounding=a.weight_rounding,
     )
     print(f"wrote {bie}")
     if a.report and km.report_paths:

@@ -210,6 +210,7 @@ class ModelConfig:
         report: bool = True,
         report_inputs: Any = None,
         report_samples: int = 8,
+        weight_rounding: str = "compensated",
         **legacy: Any,
     ) -> str:
         """Fixed-point analysis: calibrate on ``input_mapping`` ({input name: list/iterable of arrays}),
@@ -217,7 +218,10 @@ class ModelConfig:
         into ``output_dir`` (default ``./npuflow_output``). Returns the BIE path.
 
         npuflow extensions (keyword-only): ``node_overrides={"node name": {"bits": 16, "weight_bits": 16,
-        "abs_max": 6.0}}`` (any subset), ``preprocess`` (a preprocessing spec dict recorded in the BIE).
+        "abs_max": 6.0}}`` (any subset), ``preprocess`` (a preprocessing spec dict recorded in the BIE),
+        ``weight_rounding``: ``"compensated"`` (default: the weights of spatial convolutions are rounded
+        with their errors compensated through the second moment of the layer's calibration inputs,
+        docs/fixed-point.md §3.6) or ``"nearest"`` (every weight to its nearest grid point).
 
         The fixed-point report (docs/report.md): after the BIE, ``model_fx_report.{html,json,csv}`` are
         written into ``output_dir`` (``report=False`` skips them). Its SNR figures are measured on
@@ -235,7 +239,7 @@ class ModelConfig:
         t_start = time.perf_counter()
         from npuflow._io import atomic_write_bytes, ensure_output_dir
         from npuflow.analysis.bias_adjust import DEFAULT_SAMPLES
-        from npuflow.analysis.ranges import NodeOverride, QuantOptions
+        from npuflow.analysis.ranges import QuantOptions
         from npuflow.analysis.run import analyse
         from npuflow.bie import build_bie
 
@@ -268,6 +272,8 @@ class ModelConfig:
             warnings.warn(f"analysis(optimize={optimize}): the feature-map-cut search belongs to the compiler, which npuflow "
                           "does not have yet; running the sequential bias adjustment only (as optimize=3)",
                           CompatibilityWarning, stacklevel=2)
+        if weight_rounding not in ("compensated", "nearest"):
+            raise InvalidConfigError(f"weight_rounding must be 'compensated' or 'nearest', got {weight_rounding!r}")
         if not isinstance(report, bool):
             raise InvalidConfigError(f"report must be True or False, got {report!r}")
         if isinstance(report_samples, bool) or not isinstance(report_samples, int) or report_samples < 1:
@@ -286,7 +292,7 @@ class ModelConfig:
             model_out_bits=bits["model_out"], cpu_bits=bits["cpu_node"], range_method=datapath_range_method,
             percentage=float(percentage), percentage_16b=float(percentage_16b), percentile=float(percentile),
             outlier_factor=float(outlier_factor), post_sigmoid=quantize_mode == "post_sigmoid", overrides=overrides,
-            bias_adjust=DEFAULT_SAMPLES if optimize else 0,
+            bias_adjust=DEFAULT_SAMPLES if optimize else 0, weight_rounding=weight_rounding,
         )
         out_dir = ensure_output_dir(output_dir)
         model = self.optimized_model()
@@ -311,6 +317,7 @@ class ModelConfig:
         result = analyse(model, self.platform, input_mapping, opts, threads=threads, progress=progress, keep_inputs=keep)
         options = {
             "optimize": optimize, "bias_adjusted_steps": len(result.bias_deltas),
+            "weight_rounding": weight_rounding, "compensated_steps": len(result.weight_moments),
             "quantize_mode": quantize_mode, "datapath_range_method": datapath_range_method, "percentage": percentage,
             "percentage_16b": percentage_16b, "percentile": percentile, "outlier_factor": outlier_factor,
             **{f"{k}_bitwidth_mode": v for k, v in bitwidths.items()}, "compiler_tiling": compiler_tiling,

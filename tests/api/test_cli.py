@@ -95,9 +95,11 @@ def test_analysis_and_fixed_infer_cli(tmp_path, capsys):
     # --optimize 3: the sequential bias adjustment, recorded in the BIE
     out3 = tmp_path / "out3"
     assert main(["analysis", MNIST, "-p", "720", "-i", f"Input3={tmp_path / 'cal'}", "-o", str(out3), "--optimize", "3",
-                 "--no-report"]) == 0
+                 "--weight-rounding", "nearest", "--no-report"]) == 0
     import npuflow
-    assert npuflow.load(str(out3 / "mnist_cntk_opt.kdp720.scaled.bie")).bie.options["optimize"] == 3
+    opts3 = npuflow.load(str(out3 / "mnist_cntk_opt.kdp720.scaled.bie")).bie.options
+    assert (opts3["optimize"], opts3["weight_rounding"]) == (3, "nearest")
+    assert npuflow.load(str(bie)).bie.options["weight_rounding"] == "compensated"
     # images through the recorded preprocessing spec
     out2 = tmp_path / "out2"
     assert main(["analysis", MNIST, "-p", "720", "-i", f"Input3={EXAMPLES / 'mnist' / 'digits'}", "--preprocess", "mnist",

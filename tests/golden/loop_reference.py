@@ -22,7 +22,6 @@ import json
 import math
 from dataclasses import dataclass, field
 from fractions import Fraction
-from pathlib import Path
 
 import numpy as np
 import onnx

@@ -71,6 +71,16 @@ def test_every_tensor_bit_exact(bie, sim, mnist_digits, index):
     _compare_all(bie, sim, mnist_digits["eval_x"][index], f"eval digit {index}")
 
 
+def test_default_analysis_bit_exact(mnist_bie_default, mnist_digits):
+    """The default analysis (compensated weight rounding, spec §3.6: other weight integers, same
+    arithmetic) is simulated bit for bit like the loop reference reads it from its BIE."""
+    bie_d = L.read_bie(mnist_bie_default)
+    assert bie_d.options["weight_rounding"] == "compensated" and bie_d.options["compensated_steps"] == 2
+    sim_d = npuflow.load(str(mnist_bie_default))
+    for index in GOLDEN_DIGITS:
+        _compare_all(bie_d, sim_d, mnist_digits["eval_x"][index], f"eval digit {index} (default analysis)")
+
+
 # ------------------------------------------------------------------------------------------------
 # 2. the reviewed golden integers
 # ------------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Fast Add/Sub, table ops, MaxPool and Concat return the reference integers."""
+"""Fast Add/Sub, table ops, MaxPool, Concat and Resize return the reference integers."""
 from __future__ import annotations
 
 import numpy as np
@@ -88,6 +88,25 @@ def test_concat_fast_equals_reference(seed, k, axis, fo, shared_fmt, data):
 
 @pytest.mark.parametrize("sim", ["", "numpy"])
 @FAST_PROP
+@given(seed=st.integers(0, 2**32 - 1), fi=fmts, fo=fmts, mode=st.sampled_from(["nearest", "linear"]),
+       ctm=st.sampled_from(["half_pixel", "asymmetric", "align_corners", "pytorch_half_pixel"]),
+       nm=st.sampled_from(["round_prefer_floor", "round_prefer_ceil", "floor", "ceil"]),
+       scales=st.sampled_from([(1.0, 1.0, 2.0, 2.0), (1.0, 1.0, 0.5, 1.5), (1.0, 1.0, 3.0, 0.75)]),
+       use_sizes=st.booleans())
+def test_resize_fast_equals_reference(sim, seed, fi, fo, mode, ctm, nm, scales, use_sizes, monkeypatch):
+    if sim:
+        monkeypatch.setenv("NPUFLOW_SIM", sim)
+    rng = np.random.default_rng(seed)
+    attrs = {"mode": mode, "coordinate_transformation_mode": ctm, "nearest_mode": nm}
+    weights = ({"sizes": np.array([2, 3, 7, 5], np.int64)} if use_sizes
+               else {"scales": np.array(scales, np.float32)})
+    params = KERNELS["Resize"].prepare(attrs, [fi], fo, weights)
+    for shape in ((2, 3, 4, 6), (2, 3, 5, 3), (2, 3, 4, 6)):  # the second shape and the cached first
+        same("Resize", FAST["Resize"], params, rand_q(rng, shape, fi))
+
+
+@pytest.mark.parametrize("sim", ["", "numpy"])
+@FAST_PROP
 @given(seed=st.integers(0, 2**32 - 1), op=st.sampled_from(["Swish", "Sigmoid", "HardSwish"]),
        out_bits=st.sampled_from([8, 16]), lut_bits=st.sampled_from([8, 16]), act=act_attrs())
 def test_conv_with_fused_table_equals_two_steps(sim, seed, op, out_bits, lut_bits, act, monkeypatch):
@@ -115,7 +134,7 @@ def test_conv_with_fused_table_equals_two_steps(sim, seed, op, out_bits, lut_bit
 
 def test_every_fast_op_is_tested():
     tested = {"Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Sub", "Sigmoid", "Tanh", "Exp", "HardSigmoid",
-              "HardSwish", "Swish", "MaxPool", "Concat"}
+              "HardSwish", "Swish", "MaxPool", "Concat", "Resize"}
     assert set(FAST) <= tested, set(FAST) - tested
 
 

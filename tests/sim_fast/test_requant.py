@@ -72,3 +72,33 @@ def test_mac_output_equals_mac_finish(numba_on, seed, bits, acc_bits, kind, c, n
     np.testing.assert_array_equal(_requant.mac_output(parts, p, None, shx=(8, 0)), ref)
     w_parts = np.stack([hi, lo], axis=1).reshape(1, 2, 1, 2, c, npos)  # (Lx, N, G, Lw, cog, P)
     np.testing.assert_array_equal(_requant.mac_output(w_parts, p, None, shw=(8, 0)), ref)
+
+
+@FAST_PROP
+@given(seed=st.integers(0, 2**32 - 1), bits=st.sampled_from([8, 16]), kind=st.sampled_from(["none", "relu", "clip"]),
+       c=st.integers(1, 4), npos=st.integers(16, 70), near=st.booleans())
+def test_float64_row_path_equals_mac_finish(seed, bits, kind, c, npos, near):
+    """Rows whose ``|acc| * M`` stays below 2**53 take the kernel's float64 branch: exact ties
+    (odd accumulators with an effective multiplier of 1/2, 3/2, ...), output saturation, and
+    accumulators at the largest magnitude the branch accepts (``near``) or just past it (the
+    integer branch then decides)."""
+    if not _requant.HAVE_NUMBA:
+        pytest.skip("numba not installed")
+    rng = np.random.default_rng(seed)
+    p = _params(rng, bits, 32, c, kind)
+    # multipliers with few significant bits make exact ties of the final rounding frequent
+    mult = (rng.integers(1, 8, c) << 28).astype(np.int64)
+    shift = rng.integers(-30, 3, c).astype(np.int64)
+    p = MacOutput(p.out_format, 32, None if rng.random() < 0.3 else rng.integers(-999, 1000, c), mult, shift,
+                  None, None, p.act, 0, 0)
+    lim = (1 << 53) // int(mult.max())
+    mag = lim - 1000 if near else int(rng.integers(1, 5000))
+    acc = rng.integers(-mag, mag + 1, (2, c, npos)).astype(np.int64)
+    if near:
+        acc[0, :, 0] = lim + 5  # past the limit: this row runs the integer branch
+    s1, s2 = KernelStats(), KernelStats()
+    ref = mac_finish(acc, 1, p, s1)
+    for parts in (acc, acc.astype(np.float64)):
+        got = _requant.mac_output(parts.reshape(1, 2, 1, 1, c, npos), p, s2)
+        np.testing.assert_array_equal(got, ref)
+    assert s1.out_saturated * 2 == s2.out_saturated

@@ -99,13 +99,14 @@ def adjust_biases(
     budget: int = MEMORY_BUDGET,
     progress: bool = False,
     refs: Sequence[Mapping[str, np.ndarray]] = (),
+    weight_moments: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """Adjust the biases of ``program``'s Conv steps in place (module docstring); returns the
     corrections (float, per output channel, by step name) for ``build_program(bias_deltas=)``.
 
     ``refs``: the float outputs of the first feeds, one dict per feed (calibration keeps them:
     ``StatsCollector(stash=...)``); used when they hold every Conv output, else the float model
-    runs again on the feeds."""
+    runs again on the feeds. ``weight_moments``: those the program was built with (its weights)."""
     from npuflow.sim.fast import batching
     from npuflow.sim.fast.runner import build_plan
 
@@ -150,7 +151,7 @@ def adjust_biases(
             if e.k in targets:
                 err, cnt = _mean_error(res, ref.pop(st.outputs[0]), program, e.k)
                 d = np.where(cnt >= MIN_SAMPLES, err, 0.0)
-                if np.any(d != 0.0) and _reprepare(program, e.k, opts, channel_means, {**deltas, st.name: d}):
+                if np.any(d != 0.0) and _reprepare(program, e.k, opts, channel_means, {**deltas, st.name: d}, weight_moments):
                     deltas[st.name] = d
                     res = run_step()
             outs = res if isinstance(res, (tuple, list)) else [res]
@@ -175,14 +176,14 @@ def adjust_biases(
 
 
 def _reprepare(program: Program, k: int, opts: QuantOptions, channel_means: Callable[[str], np.ndarray | None] | None,
-               deltas: Mapping[str, np.ndarray]) -> bool:
+               deltas: Mapping[str, np.ndarray], weight_moments: Mapping[str, np.ndarray] | None = None) -> bool:
     """Prepare step ``k`` again with ``deltas``; keep it (True) only if the formats stay and the bias
     does not saturate any more than before."""
     st = program.steps[k]
     key = next((n for n in st.nodes if n in opts.overrides), st.name)
     in_formats = [program.formats.get(x) if x else None for x in st.inputs]
     out_fmts = [program.formats[y] for y in st.outputs]
-    weights = mac_weights(st, in_formats, opts.overrides.get(key), opts, channel_means, deltas)
+    weights = mac_weights(st, in_formats, opts.overrides.get(key), opts, channel_means, deltas, weight_moments)
     try:
         p, fmts, _ = prepare_capped(KERNELS[st.op_type], st.attrs, in_formats, out_fmts, weights)
     except (ValueError, ArithmeticError):

@@ -17,6 +17,7 @@ from npuflow.analysis.ranges import NodeOverride, QuantOptions, choose_abs_max
 from npuflow.calibration.histogram import AbsHistogram
 from npuflow.errors import NpuflowError
 from npuflow.quant.formats import weight_format
+from npuflow.quant.weight_rounding import compensated_round
 from npuflow.sim.fixed_point import MultiplierRangeError, QFormat
 from npuflow.sim.kernels import KERNELS, KernelStats
 
@@ -126,15 +127,18 @@ def mac_inputs(steps: list[Step]) -> list[str]:
             if not st.float_step and st.op_type in ("Conv", "Gemm") and _weight_input(st) in st.weights and st.runtime_inputs]
 
 
-def corrected_bias(st: Step, w_fmt: QFormat, mean_x: np.ndarray | None) -> np.ndarray | None:
+def corrected_bias(st: Step, w_fmt: QFormat, mean_x: np.ndarray | None,
+                   w_q: np.ndarray | None = None) -> np.ndarray | None:
     """Analytical bias correction (spec "Bias correction"): remove the expected output shift that
     weight quantization causes, ``E[(W_q - W) x] = (W_q - W) . E[x]``, per output channel.
+    ``w_q``: the integer weights when they are not the nearest rounding (spec 3.6).
     Returns the new float bias, or None when it does not apply."""
     if mean_x is None:
         return None
     if st.op_type == "Conv":
         w = st.weights["W"].astype(np.float64)
-        delta = (w_fmt.dequantize(w_fmt.quantize(w)) - w).reshape(w.shape[0], w.shape[1], -1).sum(axis=2)
+        wq = w_fmt.quantize(w) if w_q is None else w_q
+        delta = (w_fmt.dequantize(wq) - w).reshape(w.shape[0], w.shape[1], -1).sum(axis=2)
         g = int(st.attrs.get("group", 1))
         cin_g = w.shape[1]
         if mean_x.size != cin_g * g:
@@ -270,13 +274,26 @@ def as_float_step(st: Step, node: onnx.NodeProto, inits: dict[str, onnx.TensorPr
     st.float_step, st.reason, st.onnx_node = True, reason, node
 
 
+def compensated_weights(st: Step, w_fmt: QFormat, moment: np.ndarray | None) -> np.ndarray | None:
+    """Integer weights of Conv step ``st`` by error-compensating rounding (spec 3.6) with its
+    input's second moment, once per (weights, format, moment); None without a moment."""
+    if moment is None or st.op_type != "Conv" or "W" not in st.weights:
+        return None
+    arrays = (st.weights["W"], moment)
+    key = ("compensated", *map(id, arrays), w_fmt)
+    return _memo(st, key, arrays, lambda: compensated_round(st.weights["W"], w_fmt, moment))
+
+
 def mac_weights(st: Step, in_formats: list[QFormat | None], ov: NodeOverride | None, opts: QuantOptions,
                 channel_means: Callable[[str], np.ndarray | None] | None = None,
-                bias_deltas: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+                bias_deltas: Mapping[str, np.ndarray] | None = None,
+                weight_moments: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """Per-channel weight format of MAC step ``st`` into ``in_formats`` (widened for the float
-    bias), and its weights with the corrected bias: the analytical correction (spec "Bias
-    correction", with ``channel_means``) minus the measured ``bias_deltas[st.name]`` of the
-    sequential bias adjustment (:mod:`npuflow.analysis.bias_adjust`), in float output units."""
+    bias), and its weights: compensated rounding (spec 3.6, with ``weight_moments[st.name]``)
+    given to the kernel as the exactly representable float weights, and the corrected bias: the
+    analytical correction (spec "Bias correction", with ``channel_means``) minus the measured
+    ``bias_deltas[st.name]`` of the sequential bias adjustment (:mod:`npuflow.analysis.bias_adjust`),
+    in float output units."""
     wbits = ov.weight_bits if (ov is not None and ov.weight_bits) else opts.weight_bits
     w_fmt = mac_weight_format(st, in_formats[0], wbits)
     if w_fmt is None:
@@ -285,15 +302,22 @@ def mac_weights(st: Step, in_formats: list[QFormat | None], ov: NodeOverride | N
     pos = ["X", "W", "B"].index(wname) if st.op_type.startswith("Conv") else ["A", "B", "C"].index(wname)
     in_formats[pos] = w_fmt
     weights = st.weights
+    w_q = None
+    if opts.weight_rounding == "compensated" and weight_moments:
+        w_q = compensated_weights(st, w_fmt, weight_moments.get(st.name))
+        if w_q is not None:
+            # dequantized in float64 then float32: the kernel's RNE(w * factor) gives w_q back
+            # (relative error 2**-24 on |w_q| <= 2**15 is far below half an LSB)
+            weights = {**weights, wname: w_fmt.dequantize(w_q).astype(np.float32)}
     bname = "B" if st.op_type == "Conv" else "C"
     if opts.bias_correction and channel_means is not None and st.op_type in ("Conv", "Gemm"):
         mean_x = channel_means(st.runtime_inputs[0])
         arrays = (st.weights[wname], st.weights.get(bname))
-        key = ("corrected_bias", *map(id, arrays), w_fmt,
+        key = ("corrected_bias", *map(id, arrays), w_fmt, w_q is not None,
                None if mean_x is None else np.asarray(mean_x, np.float64).tobytes())
-        nb = _memo(st, key, arrays, lambda: corrected_bias(st, w_fmt, mean_x))
+        nb = _memo(st, key, arrays, lambda: corrected_bias(st, w_fmt, mean_x, w_q))
         if nb is not None:
-            weights = {**st.weights, bname: nb}
+            weights = {**weights, bname: nb}
     if bias_deltas and st.name in bias_deltas and st.op_type == "Conv":
         d = np.asarray(bias_deltas[st.name], dtype=np.float64).ravel()
         b = weights.get(bname)
@@ -311,6 +335,7 @@ def build_program(
     output_names: list[str],
     channel_means: Callable[[str], np.ndarray | None] | None = None,
     bias_deltas: Mapping[str, np.ndarray] | None = None,
+    weight_moments: Mapping[str, np.ndarray] | None = None,
 ) -> Program:
     """Choose every tensor's format and prepare every integer step (spec sections 2, 3, 10).
 
@@ -319,7 +344,8 @@ def build_program(
     :func:`npuflow.analysis.ranges.choose_abs_max`, at the bits of their role or override). MAC
     weights get per-channel formats widened so the float bias fits a quarter of the accumulator
     (:func:`npuflow.quant.formats.weight_format`); Conv/Gemm biases are then corrected for the
-    weight rounding (:func:`corrected_bias`). Kernels prepare under the multiplier cap
+    weight rounding (:func:`corrected_bias`); spatial convolutions with a second moment in
+    ``weight_moments`` get compensated rounding (:func:`compensated_weights`). Kernels prepare under the multiplier cap
     (:func:`prepare_capped`). A single-node step whose kernel refuses its attributes or constants
     (``ValueError`` in prepare) becomes a float step whose reason quotes the kernel (``steps`` is
     updated in place).
@@ -375,7 +401,7 @@ def build_program(
             out_fmts = [calibrated(y, out_bits(y, opts.datapath_bits, ov), key) for y in st.outputs]
         in_formats: list[QFormat | None] = [formats.get(x) if x else None for x in st.inputs]
         try:
-            weights = mac_weights(st, in_formats, ov, opts, channel_means, bias_deltas)
+            weights = mac_weights(st, in_formats, ov, opts, channel_means, bias_deltas, weight_moments)
             p, out_fmts, _ = prepare_capped(KERNELS[st.op_type], st.attrs, in_formats, out_fmts, weights)
         except MultiplierRangeError as exc:
             raise NpuflowError(f"cannot quantize node {st.name} ({st.op_type}): {exc}") from exc

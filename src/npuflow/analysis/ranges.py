@@ -60,6 +60,9 @@ class QuantOptions:
     bias_correction: bool = True
     #: sequential bias adjustment on this many calibration inputs (0: off; analysis(optimize>=1))
     bias_adjust: int = 0
+    #: "compensated" (spec 3.6: error-compensating rounding of spatial convolutions' weights)
+    #: or "nearest" (every weight rounded on its own)
+    weight_rounding: str = "compensated"
     overrides: Mapping[str, NodeOverride] = field(default_factory=dict)
 
 

@@ -15,6 +15,8 @@ from npuflow.analysis.ranges import QuantOptions
 from npuflow.calibration.collector import StatsCollector
 from npuflow.calibration.inputs import iter_calibration_inputs, length_hint
 from npuflow.evaluate.placement import place_model
+from npuflow.quant import weight_rounding as wr
+from npuflow.quant.weight_rounding import SecondMoment
 from npuflow.reference.float_runner import input_specs
 from npuflow.sim.kernels import KERNELS
 
@@ -36,6 +38,9 @@ class AnalysisResult:
     #: per-step bias corrections of the sequential bias adjustment (``opts.bias_adjust``): pass
     #: them to ``build_program(bias_deltas=)`` to rebuild the same program
     bias_deltas: dict[str, Any] = field(default_factory=dict)
+    #: step name -> second moment of its input (compensated weight rounding): pass them to
+    #: ``build_program(weight_moments=)`` to rebuild the same program
+    weight_moments: dict[str, Any] = field(default_factory=dict)
 
 
 def analyse(
@@ -58,6 +63,13 @@ def analyse(
     input_names = [s.name for s in specs]
     output_names = [o.name for o in optimized.graph.output]
     tensors = needed_stats(optimized, steps, input_names)
+    # second moments of the inputs of the convolutions that get compensated weight rounding
+    moments: dict[str, SecondMoment] = {}
+    if opts.weight_rounding == "compensated":
+        for st in steps:
+            w = st.weights.get("W")
+            if not st.float_step and w is not None and st.runtime_inputs and wr.eligible(st.op_type, st.attrs, w.shape):
+                moments[st.name] = SecondMoment(st.attrs, w.shape)
     collector = StatsCollector(optimized, tensors, threads=max(1, int(threads)),
                                channel_means=mac_inputs(steps) if opts.bias_correction else [],
                                # the exact per-input quantiles only serve the "percentage" method
@@ -65,7 +77,8 @@ def analyse(
                                # the bias adjustment's float references come from this same pass
                                stash=[st.outputs[0] for st in steps if not st.float_step and st.op_type == "Conv"
                                       and "W" in st.weights and st.outputs] if opts.bias_adjust else [],
-                               stash_samples=opts.bias_adjust, stash_budget=ADJUST_BUDGET)
+                               stash_samples=opts.bias_adjust, stash_budget=ADJUST_BUDGET,
+                               moments=_moment_accumulators(steps, moments))
     total = length_hint(input_mapping) if isinstance(input_mapping, dict) else None
     show = sys.stderr.isatty() if progress is None else progress
     bar = None
@@ -86,14 +99,25 @@ def analyse(
         collector.close()
         if bar is not None:
             bar.close()
+    weight_moments = {name: h for name, acc in moments.items() if (h := acc.moment()) is not None}
     program = build_program(optimized, steps, collector.hist, opts, input_names, output_names,
-                            channel_means=collector.channel_mean)
+                            channel_means=collector.channel_mean, weight_moments=weight_moments)
     deltas: dict[str, Any] = {}
     if opts.bias_adjust:
         from npuflow.analysis.bias_adjust import adjust_biases
 
         deltas = adjust_biases(optimized, program, opts, kept[:opts.bias_adjust], channel_means=collector.channel_mean,
-                               refs=collector.stashed,
+                               refs=collector.stashed, weight_moments=weight_moments,
                                progress=show)
     means = {t: m for t in collector.channel_sum if (m := collector.channel_mean(t)) is not None}
-    return AnalysisResult(optimized, steps, program, collector.hist, collector.samples, means, kept[:keep_inputs], deltas)
+    return AnalysisResult(optimized, steps, program, collector.hist, collector.samples, means, kept[:keep_inputs], deltas,
+                          weight_moments)
+
+
+def _moment_accumulators(steps: list[Step], moments: dict[str, SecondMoment]) -> dict[str, list[SecondMoment]]:
+    """Runtime input tensor -> the accumulators of the steps reading it."""
+    by_tensor: dict[str, list[SecondMoment]] = {}
+    for st in steps:
+        if st.name in moments:
+            by_tensor.setdefault(st.runtime_inputs[0], []).append(moments[st.name])
+    return by_tensor

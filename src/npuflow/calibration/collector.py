@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from typing import Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 import onnx
 
 from npuflow.calibration.histogram import AbsHistogram
 from npuflow.errors import InputError
+from npuflow.quant.weight_rounding import SAMPLES as MOMENT_SAMPLES
 from npuflow.reference.float_runner import FloatRunner
 
 log = logging.getLogger(__name__)
@@ -77,13 +78,16 @@ class StatsCollector:
 
     def __init__(self, model: onnx.ModelProto, tensors: list[str], *, threads: int = 1,
                  channel_means: list[str] = (), track: tuple[float, ...] = (),
-                 stash: list[str] = (), stash_samples: int = 0, stash_budget: int = 0) -> None:
+                 stash: list[str] = (), stash_samples: int = 0, stash_budget: int = 0,
+                 moments: Mapping[str, list[Any]] | None = None) -> None:
         """``stash``: tensors whose float values of the first ``stash_samples`` samples are kept
         (a :class:`FloatStash` of at most ``stash_budget`` bytes; ``stashed``) for the bias
-        adjustment, so it need not run the float model again."""
+        adjustment, so it need not run the float model again. ``moments``: tensor -> accumulators
+        with ``update(y)`` and ``samples`` (:class:`npuflow.quant.weight_rounding.SecondMoment`),
+        fed that tensor's values of the first ``weight_rounding.SAMPLES`` samples."""
         inputs = {i.name for i in model.graph.input}
         self.mean_tensors = list(dict.fromkeys(channel_means))
-        wanted = list(dict.fromkeys(list(tensors) + self.mean_tensors))
+        wanted = list(dict.fromkeys(list(tensors) + self.mean_tensors + list(moments or {})))
         self.input_tensors = [t for t in wanted if t in inputs]
         self.tensors = [t for t in wanted if t not in inputs]
         # onnxruntime's idle threads wait passively: they share the cores with the statistics
@@ -98,6 +102,7 @@ class StatsCollector:
         self.pool = ThreadPoolExecutor(max_workers=max(1, threads // 2)) if threads > 1 else None
         self.pending: list = []
         self.stash = FloatStash([t for t in stash if t in self.tensors], stash_samples, stash_budget)
+        self.moments = {t: list(v) for t, v in (moments or {}).items() if t in wanted}
         self.samples = 0
 
     def feed(self, feeds: dict[str, np.ndarray]) -> None:
@@ -118,6 +123,9 @@ class StatsCollector:
             except ValueError as exc:
                 raise InputError(f"calibration input #{index}: tensor {t} of the float model has {exc}; "
                                  "check this input and the nodes that produce the tensor") from None
+            for acc in self.moments.get(t, ()):
+                if acc.samples < MOMENT_SAMPLES:
+                    acc.update(y)
             if t in means and y.ndim >= 2:
                 s = y.astype(np.float64).sum(axis=tuple(i for i in range(y.ndim) if i != 1))
                 self.channel_sum[t] = s if t not in self.channel_sum else self.channel_sum[t] + s

@@ -175,32 +175,10 @@ def _weight_key(st: Step) -> str | None:
     return {"Conv": "W", "ConvTranspose": "W", "Gemm": "B", "MatMul": "B"}.get(st.op_type)
 
 
-def _match_channels(fmt: QFormat, w: np.ndarray, w_q: np.ndarray, axis: int) -> QFormat:
-    """Adjust per-channel radixes so ``fmt.quantize(w) == w_q`` (the program's bias-fitting may have
-    lowered some channels' radix on the corrected bias, which the report does not keep)."""
-    q = fmt.quantize(w)
-    if q.shape != w_q.shape:
-        return fmt
-    ax = axis % w.ndim
-    other = tuple(i for i in range(w.ndim) if i != ax)
-    bad = np.flatnonzero((q != w_q).any(axis=other)) if other else np.flatnonzero(q != w_q)
-    if bad.size == 0:
-        return fmt
-    radix = list(fmt.radix_array().tolist())
-    scale = fmt.scale_array()
-    wm = np.moveaxis(np.asarray(w, np.float64), ax, 0)
-    qm = np.moveaxis(w_q, ax, 0)
-    for c in bad:
-        for drop in range(1, 48):
-            one = QFormat(fmt.bits, radix[c] - drop, float(scale[c]), None)
-            if np.array_equal(one.quantize(wm[c]), qm[c]):
-                radix[c] -= drop
-                break
-    return QFormat(fmt.bits, tuple(int(r) for r in radix), tuple(float(s) for s in scale), fmt.axis)
-
-
 def weight_info(st: Step, params: Any, formats: dict[str, QFormat], opts: QuantOptions) -> dict[str, Any] | None:
-    """Format and quantization SNR of a MAC step's constant weight (None: no constant weight)."""
+    """Format and quantization SNR of a MAC step's constant weight (None: no constant weight): the
+    program's own integer weights (compensated rounding, docs/fixed-point.md §3.6, included)
+    against the float ones."""
     key = _weight_key(st)
     if st.float_step or key is None or key not in st.weights:
         return None
@@ -214,13 +192,12 @@ def weight_info(st: Step, params: Any, formats: dict[str, QFormat], opts: QuantO
         bits = ov.weight_bits if (ov is not None and ov.weight_bits) else opts.weight_bits
         in_fmt = formats.get(st.runtime_inputs[0]) if st.runtime_inputs else None
         fmt = mac_weight_format(st, in_fmt, bits) or weight_format(w, bits, axis)
-        w_q = getattr(params, "w_q", None)
-        if w_q is not None and axis is not None and fmt.per_channel:
-            fmt = _match_channels(fmt, w, np.asarray(w_q), axis)
     if fmt.per_channel and w.ndim >= 2 and w.shape[fmt.axis] != fmt.channels:
         w = np.swapaxes(w, -1, -2)  # Gemm's transB: the kernel keeps B as (K, N)
+    w_q = getattr(params, "w_q", None)
+    q = np.asarray(w_q) if w_q is not None and np.shape(w_q) == w.shape else fmt.quantize(w)
     acc = ErrAcc()
-    acc.add(w, fmt.dequantize(fmt.quantize(w)))
+    acc.add(w, fmt.dequantize(q))
     d = _fmt_desc(fmt) or {}
     d["snr_db"] = _r(acc.snr())
     return d
@@ -444,6 +421,7 @@ def _rebuild(result: Any, opts: QuantOptions, sugg: Suggestion) -> Program:
     means = getattr(result, "channel_means", None) or {}
     return build_program(result.optimized, result.steps, result.stats, o2, p.input_names, p.output_names,
                          channel_means=means.get if means else None,
+                         weight_moments=getattr(result, "weight_moments", None),
                          # the adjustment was measured for these formats: a local override keeps it,
                          # a model-wide bit-width change (the int16 reference) would be skewed by it
                          bias_deltas=None if sugg.options else getattr(result, "bias_deltas", None))

@@ -46,6 +46,7 @@ def _registry() -> dict[str, FastFn]:
         "Sub": elementwise.sub,
         "MaxPool": movement.max_pool,
         "Concat": movement.concat,
+        "Resize": movement.resize,
     }
     for op in ("Sigmoid", "Tanh", "Exp", "HardSigmoid", "HardSwish", "Swish"):
         fast[op] = elementwise.lut_for(op)

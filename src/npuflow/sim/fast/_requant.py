@@ -11,10 +11,11 @@ Layout of ``parts``: ``(Lx, N, G, Lw, cog, P)``: ``Lx`` limbs of the input (weig
 ``2**shw[j]``), ``cog`` output channels per group, ``P`` positions. Output channel
 ``c = g * cog + j``; the result has shape ``(N, G * cog, P)``.
 
-The numba kernel is integer-only: it reimplements nothing in floats. It computes the exact value
-``RNE(acc * M / 2**(31 + shift))`` with a 96-bit product when ``|acc| >= 2**32`` (int48
-accumulators) and the same saturations as the reference, so it returns identical integers; the
-tests check it against ``mac_finish`` on random and edge inputs.
+The numba kernel computes the exact value ``RNE(acc * M / 2**(31 + shift))`` with the same
+saturations as the reference, so it returns identical integers: in float64 for a row whose every
+``|acc| * M`` is below ``2**53`` (then the product is exact and ``rint`` is the one rounding), in
+int64 otherwise, with a 96-bit product when ``|acc| >= 2**32`` (int48 accumulators). The tests
+check both branches against ``mac_finish`` on random, tie and edge inputs.
 """
 
 from __future__ import annotations
@@ -141,6 +142,26 @@ if HAVE_NUMBA:
         p = x.shape[0]
         nacc = 0
         nout = 0
+        if (not has_neg) and m > 0 and p >= 16:
+            # float64 when this row provably needs no rounding but the final one: every
+            # |x[k] + bc| * m < 2**53, so (x[k] + bc) * (m * 2**-s) is the exact real value (a
+            # power-of-two scale of an exact product, never subnormal) and rint is the spec's RNE;
+            # no accumulator can saturate. One vectorisable pass instead of int64 products.
+            amax = 0.0
+            for k in range(p):
+                amax = max(amax, abs(np.float64(x[k])))
+            ab = amax + abs(np.float64(bc))
+            if ab < np.float64((1 << 53) // m) - 2.0 and ab <= min(-np.float64(acc_lo), np.float64(acc_hi)):
+                mf = np.float64(m) * 2.0 ** np.float64(-s)
+                bf = np.float64(bc)
+                glo = np.float64(qlo)
+                ghi = np.float64(qhi)
+                for k in range(p):
+                    v = np.rint((np.float64(x[k]) + bf) * mf)
+                    v = min(max(v, np.float64(alo)), np.float64(ahi))
+                    nout += (v < glo) | (v > ghi)
+                    o[k] = min(max(v, glo), ghi)
+                return nacc, nout
         if (not has_neg) and acc_lo >= -(1 << 31) and acc_hi < (1 << 31) and 1 <= s <= 62:
             # |acc * M| < 2**62: RNE(v / 2**s) = (v + 2**(s-1) - 1 + bit_s(v)) >> s (floor shift)
             hm1 = (1 << (s - 1)) - 1

@@ -22,8 +22,8 @@ import numpy as np
 
 from npuflow.sim.fast._common import PlanCache, checked, limb_bits, max_abs, limbs_f32, split2
 from npuflow.sim.fast._ort import F32_EXACT, single_node_session
-from npuflow.sim.fast.matmul import F64_EXACT
 from npuflow.sim.fast._requant import mac_output
+from npuflow.sim.fast.matmul import F64_EXACT
 from npuflow.sim.kernels import KERNELS
 from npuflow.sim.kernels._geometry import window_geometry
 from npuflow.sim.kernels.base import KernelStats
@@ -222,6 +222,18 @@ _REF = KERNELS["Conv"]
 _REF_T = KERNELS["ConvTranspose"]
 
 
+class _TwoSteps:
+    """Any fallback of :func:`_run` inside :func:`conv_lut`: the two reference steps."""
+
+    __slots__ = ("lut_op", "lut_params", "lut_stats")
+
+    def __init__(self, lut_op: str, lut_params: Any, lut_stats: KernelStats | None) -> None:
+        self.lut_op, self.lut_params, self.lut_stats = lut_op, lut_params, lut_stats
+
+    def eval(self, p: Any, x: np.ndarray, stats: KernelStats | None = None) -> np.ndarray:
+        return KERNELS[self.lut_op].eval(self.lut_params, _REF.eval(p, x, stats=stats), stats=self.lut_stats)
+
+
 def conv_lut(params: ConvParams, lut_op: str, lut_params: Any, x: np.ndarray, *,
              stats: KernelStats | None = None, lut_stats: KernelStats | None = None) -> np.ndarray:
     """A Conv step and the table step reading only its output, in one pass: identical to
@@ -231,14 +243,8 @@ def conv_lut(params: ConvParams, lut_op: str, lut_params: Any, x: np.ndarray, *,
     g = params.group
     if (x.ndim == w.ndim and x.ndim >= 3 and x.shape[1] == w.shape[1] * g and not w.shape[0] % g and x.size
             and lut_params.in_format.bits == params.out.out_format.bits):
-        plan = _PLANS.get(params)
-
-        class _Ref:  # any fallback of _run: the two reference steps
-            @staticmethod
-            def eval(p: Any, xx: np.ndarray, stats: KernelStats | None = None) -> np.ndarray:
-                return KERNELS[lut_op].eval(lut_params, _REF.eval(p, xx, stats=stats), stats=lut_stats)
-
-        return _run(plan, params, x, stats, _Ref, lut=lut_params, lut_stats=lut_stats)
+        return _run(_PLANS.get(params), params, x, stats, _TwoSteps(lut_op, lut_params, lut_stats),
+                    lut=lut_params, lut_stats=lut_stats)
     y = _REF.eval(params, x, stats=stats)
     return KERNELS[lut_op].eval(lut_params, y, stats=lut_stats)
 

@@ -1,5 +1,5 @@
-"""Fast MaxPool (onnxruntime on integers held in float32: a maximum is exact) and Concat
-(a plain concatenation when no input needs requantizing)."""
+"""Fast MaxPool (onnxruntime on integers held in float32: a maximum is exact), Concat
+(a plain concatenation when no input needs requantizing) and nearest Resize (cached indices)."""
 from __future__ import annotations
 
 from typing import Any
@@ -13,6 +13,7 @@ from npuflow.sim.kernels._geometry import window_geometry
 from npuflow.sim.kernels.base import KernelStats, finish
 from npuflow.sim.kernels.movement import ConcatParams
 from npuflow.sim.kernels.pool import PoolParams
+from npuflow.sim.kernels.resize import ResizeParams
 
 
 class _PoolPlan:
@@ -109,3 +110,29 @@ def concat(params: ConcatParams, *inputs: np.ndarray, stats: KernelStats | None 
         stats.out_saturated += local.out_saturated
         stats.out_elements += int(res.size)
     return res
+
+
+_RESIZE_PLANS = PlanCache(lambda p: {})  # params -> {input shape: per-axis steps}
+
+
+def resize(params: ResizeParams, *inputs: np.ndarray, stats: KernelStats | None = None) -> np.ndarray:
+    """Same contract and integers as ``KERNELS["Resize"].eval``: the per-axis source indices
+    (exact rational coordinates) are computed once per input shape; nearest mode gathers the
+    integers in their own container and requantizes once (fused, with numba)."""
+    from npuflow.sim.fast.elementwise import requant_array
+
+    ref = KERNELS["Resize"]
+    if len(inputs) != 1 or params.mode != "nearest" or not isinstance(inputs[0], np.ndarray):
+        return ref.eval(params, *inputs, stats=stats)
+    x = checked(inputs[0], "Resize", "X", params.in_format)
+    by_shape = _RESIZE_PLANS.get(params)
+    steps = by_shape.get(x.shape)
+    if steps is None:
+        steps = by_shape.setdefault(x.shape, ref.plan(params, x.shape))
+    v = x
+    for a, idx in steps:
+        v = np.take(v, idx, axis=a)
+    r = requant_array(v, params.rq, params.out_format, stats)
+    if r is None:
+        return finish(params.rq.apply(v.astype(np.int64)), params.out_format, stats)
+    return r

@@ -1,0 +1,177 @@
+"""Error-compensating weight rounding (docs/fixed-point.md §3.6)."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import ktc
+import npuflow
+from npuflow.bie import read_bie
+from npuflow.errors import CompatibilityWarning, InvalidConfigError
+from npuflow.quant import weight_rounding as wr
+from tests.conftest import EXAMPLES
+
+MNIST = str(EXAMPLES / "mnist" / "mnist_cntk_opt.onnx")
+
+
+def _brute_moment(x, w_shape, attrs):
+    """sum x x^T over every output position (explicit loops, zero padding), 2-D only."""
+    g = attrs.get("group", 1)
+    kh, kw = w_shape[2:]
+    (sh, sw), (ph, pw) = attrs.get("strides", [1, 1]), attrs.get("pads", [0, 0, 0, 0])[:2]
+    xp = np.pad(x.astype(np.float64), [(0, 0), (0, 0), (ph, attrs["pads"][2]), (pw, attrs["pads"][3])])
+    n, c, hh, ww = xp.shape
+    oh, ow = (hh - kh) // sh + 1, (ww - kw) // sw + 1
+    rows = []
+    for b in range(n):
+        for i in range(oh):
+            for j in range(ow):
+                rows.append(xp[b, :, i * sh:i * sh + kh, j * sw:j * sw + kw].reshape(c, -1))
+    pat = np.stack(rows)  # (P, C, taps)
+    if g > 1:
+        return np.einsum("pck,pcl->ckl", pat, pat), len(rows)
+    flat = pat.reshape(len(rows), -1)
+    return (flat.T @ flat)[None], len(rows)
+
+
+@pytest.mark.parametrize("depthwise", [False, True])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_second_moment_equals_brute_force(depthwise, stride):
+    rng = np.random.default_rng(3)
+    c = 4
+    attrs = {"kernel_shape": [3, 3], "strides": [stride, stride], "pads": [1, 0, 1, 2], "group": c if depthwise else 1}
+    w_shape = (c, 1, 3, 3) if depthwise else (5, c, 3, 3)
+    x = rng.normal(size=(2, c, 9, 8)).astype(np.float32)
+    sm = wr.SecondMoment(attrs, w_shape)
+    sm.update(x[:1])
+    sm.update(x[1:])
+    ref, count = _brute_moment(x, w_shape, attrs)
+    assert sm.count == count and sm.samples == 2
+    np.testing.assert_allclose(sm.sum, ref, rtol=1e-5, atol=1e-4)  # float32 sums
+    np.testing.assert_allclose(sm.moment(), ref / count, rtol=1e-5, atol=1e-6)
+
+
+def test_second_moment_subsamples_a_grid_of_positions(monkeypatch):
+    """Above POSITIONS output positions, every r-th position along each axis (here r = 2)."""
+    monkeypatch.setattr(wr, "POSITIONS", 20)
+    attrs = {"kernel_shape": [1, 2], "strides": [1, 1], "pads": [0, 0, 0, 0]}
+    x = np.arange(2 * 6 * 7, dtype=np.float32).reshape(1, 2, 6, 7)
+    sm = wr.SecondMoment(attrs, (3, 2, 1, 2))
+    sm.update(x)
+    assert sm.count == 3 * 3  # output 6 x 6 = 36 > 20 -> r = 2 -> 3 x 3 positions
+    sub = x[:, :, ::2, :][:, :, :, [0, 2, 4]]
+    nxt = x[:, :, ::2, :][:, :, :, [1, 3, 5]]
+    pat = np.stack([sub, nxt], axis=2).reshape(2 * 2, -1).astype(np.float64)  # (C*taps, P), tap-minor
+    np.testing.assert_allclose(sm.sum[0], pat @ pat.T, rtol=1e-6)
+
+
+def test_second_moment_ignores_a_foreign_shape():
+    sm = wr.SecondMoment({"kernel_shape": [3, 3]}, (2, 3, 3, 3))
+    sm.update(np.ones((1, 4, 5, 5), np.float32))  # 4 channels, the layer reads 3
+    assert sm.count == 0 and sm.moment() is None
+
+
+def test_eligible_layers():
+    assert wr.eligible("Conv", {"group": 8}, (8, 1, 3, 3))  # depthwise
+    assert wr.eligible("Conv", {}, (32, 3, 3, 3))  # a stem: 27 taps
+    assert not wr.eligible("Conv", {}, (32, 64, 3, 3))  # 576 taps > MAX_TAPS
+    assert not wr.eligible("Conv", {}, (32, 64, 1, 1))  # pointwise: one tap
+    assert not wr.eligible("Conv", {"group": 2}, (8, 4, 3, 3))  # grouped, not depthwise
+    assert not wr.eligible("ConvTranspose", {}, (4, 4, 3, 3))
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), c=st.integers(1, 6), k=st.sampled_from([2, 4, 9]))
+def test_white_inputs_give_nearest_rounding(seed, c, k):
+    """With uncorrelated inputs of equal power (H = I) no error can be compensated: the result is
+    the nearest rounding, in range and in the format's container dtype."""
+    from npuflow.quant.formats import weight_format
+
+    rng = np.random.default_rng(seed)
+    w = rng.normal(size=(c, 1, k)).astype(np.float32)
+    fmt = weight_format(w, 8, 0)
+    q = wr.compensated_round(w, fmt, np.eye(k)[None])
+    assert q.dtype == fmt.dtype and q.shape == w.shape
+    np.testing.assert_array_equal(q, fmt.quantize(w))
+
+
+def test_correlated_inputs_lower_the_output_error():
+    """Smooth inputs (neighbouring taps strongly correlated): the expected output error
+    ``dW^T H dW`` of compensated rounding is below that of nearest rounding on almost every
+    channel, and much lower in total; the integers stay within one step of nearest rounding's
+    range."""
+    from npuflow.quant.formats import weight_format
+
+    rng = np.random.default_rng(0)
+    k = 9
+    idx = np.arange(k)
+    h = 0.95 ** np.abs(idx[:, None] - idx[None, :]) + 0.2  # correlated taps, non-zero mean
+    w = rng.normal(size=(64, 1, k)).astype(np.float32)
+    fmt = weight_format(w, 8, 0)
+    q_near = fmt.quantize(w)
+    q_comp = wr.compensated_round(w, fmt, h[None])
+    assert q_comp.min() >= fmt.qmin and q_comp.max() <= fmt.qmax
+
+    def err(q):
+        d = (fmt.dequantize(q) - w).reshape(64, k)
+        return np.einsum("ck,kl,cl->c", d, h, d)
+
+    e_near, e_comp = err(q_near), err(q_comp)
+    assert e_comp.sum() < 0.5 * e_near.sum()
+    assert np.mean(e_comp <= e_near) > 0.9
+
+
+def _analyse(tmp, digits, **kw):
+    km = ktc.ModelConfig(40000, "0001", 720, onnx_path=MNIST)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CompatibilityWarning)
+        return km, km.analysis({"Input3": list(digits["calib_x"])}, output_dir=tmp, threads=1, report=False, **kw)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    with np.load(EXAMPLES / "mnist" / "digits.npz", allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def test_analysis_rounds_mnist_convolutions_with_compensation(tmp_path, digits):
+    """MNIST's two 5x5 convolutions (25 and 200 taps) get compensated rounding by default: the
+    BIE says so, their integer weights differ from nearest rounding in the same format, and the
+    other weights (the Gemm) do not."""
+    km_c, bie_c = _analyse(tmp_path / "c", digits)
+    km_n, bie_n = _analyse(tmp_path / "n", digits, weight_rounding="nearest")
+    prog_c, prog_n = km_c.analysis_result.program, km_n.analysis_result.program
+    assert sorted(km_c.analysis_result.weight_moments) == sorted(s.name for s in prog_c.steps if s.op_type == "Conv")
+    assert km_n.analysis_result.weight_moments == {}
+    opts_c, opts_n = read_bie(bie_c).options, read_bie(bie_n).options
+    assert (opts_c["weight_rounding"], opts_c["compensated_steps"]) == ("compensated", 2)
+    assert (opts_n["weight_rounding"], opts_n["compensated_steps"]) == ("nearest", 0)
+    kinds = set()
+    for k, step in enumerate(prog_c.steps):
+        pc, pn = prog_c.params[k], prog_n.params[k]
+        # same formats everywhere: only the integers of the convolutions' weights move
+        assert prog_c.formats[step.outputs[0]] == prog_n.formats[step.outputs[0]]
+        if step.op_type == "Conv":
+            kinds.add(step.op_type)
+            assert pc.in_format == pn.in_format
+            assert 0 < np.count_nonzero(pc.w_q != pn.w_q), step.name
+        elif step.op_type == "Gemm":
+            kinds.add(step.op_type)
+            np.testing.assert_array_equal(pc.b_q, pn.b_q)
+    assert kinds == {"Conv", "Gemm"}
+    # and the simulator runs it: the same digits classified on the held-out split
+    m_c, m_n = npuflow.load(bie_c), npuflow.load(bie_n)
+    x = digits["eval_x"]
+    y_c = np.concatenate([m_c.run({"Input3": v})[0] for v in x]).argmax(axis=1)
+    y_n = np.concatenate([m_n.run({"Input3": v})[0] for v in x]).argmax(axis=1)
+    assert np.mean(y_c == y_n) > 0.9
+
+
+def test_weight_rounding_option_is_checked(tmp_path, digits):
+    with pytest.raises(InvalidConfigError, match="weight_rounding must be"):
+        _analyse(tmp_path, digits, weight_rounding="gptq")
+    assert not any(tmp_path.iterdir())
