@@ -69,6 +69,37 @@ def test_second_moment_subsamples_a_grid_of_positions(monkeypatch):
     np.testing.assert_allclose(sm.sum[0], pat @ pat.T, rtol=1e-6)
 
 
+def test_second_moment_is_full_after_enough_inputs_or_positions(monkeypatch):
+    monkeypatch.setattr(wr, "SAMPLES", 3)
+    x = np.ones((1, 2, 4, 4), np.float32)
+    big = wr.SecondMoment({"kernel_shape": [3, 3], "pads": [1, 1, 1, 1], "group": 2}, (2, 1, 3, 3))
+    for _ in range(3):
+        assert not big.full
+        big.update(x)
+    assert big.full and big.samples == 3  # SAMPLES inputs (16 positions each, far below 64 * 9)
+    monkeypatch.setattr(wr, "POSITIONS_PER_TAP", 1)
+    small = wr.SecondMoment({"kernel_shape": [3, 3], "pads": [1, 1, 1, 1], "group": 2}, (2, 1, 3, 3))
+    small.update(x)
+    assert small.full and small.samples == 1  # 16 positions >= 1 * 9
+
+
+def test_collector_stops_feeding_full_moments():
+    """The calibration pass feeds an accumulator until it is full, then never again."""
+    from npuflow.calibration.collector import StatsCollector
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 4, 4])])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    acc = wr.SecondMoment({"kernel_shape": [3, 3], "pads": [1, 1, 1, 1], "group": 2}, (2, 1, 3, 3))
+    col = StatsCollector(model, ["y"], moments={"y": [acc]})
+    for i in range(wr.SAMPLES + 5):
+        col.feed({"x": np.full((1, 2, 4, 4), float(i), np.float32)})
+    col.close()
+    assert acc.samples == wr.SAMPLES and col.samples == wr.SAMPLES + 5
+
+
 def test_second_moment_ignores_a_foreign_shape():
     sm = wr.SecondMoment({"kernel_shape": [3, 3]}, (2, 3, 3, 3))
     sm.update(np.ones((1, 4, 5, 5), np.float32))  # 4 channels, the layer reads 3

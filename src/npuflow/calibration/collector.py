@@ -10,7 +10,6 @@ import onnx
 
 from npuflow.calibration.histogram import AbsHistogram
 from npuflow.errors import InputError
-from npuflow.quant.weight_rounding import SAMPLES as MOMENT_SAMPLES
 from npuflow.reference.float_runner import FloatRunner
 
 log = logging.getLogger(__name__)
@@ -83,8 +82,8 @@ class StatsCollector:
         """``stash``: tensors whose float values of the first ``stash_samples`` samples are kept
         (a :class:`FloatStash` of at most ``stash_budget`` bytes; ``stashed``) for the bias
         adjustment, so it need not run the float model again. ``moments``: tensor -> accumulators
-        with ``update(y)`` and ``samples`` (:class:`npuflow.quant.weight_rounding.SecondMoment`),
-        fed that tensor's values of the first ``weight_rounding.SAMPLES`` samples."""
+        with ``update(y)`` and ``full`` (:class:`npuflow.quant.weight_rounding.SecondMoment`),
+        fed that tensor's values of the first samples until ``full``."""
         inputs = {i.name for i in model.graph.input}
         self.mean_tensors = list(dict.fromkeys(channel_means))
         wanted = list(dict.fromkeys(list(tensors) + self.mean_tensors + list(moments or {})))
@@ -124,7 +123,7 @@ class StatsCollector:
                 raise InputError(f"calibration input #{index}: tensor {t} of the float model has {exc}; "
                                  "check this input and the nodes that produce the tensor") from None
             for acc in self.moments.get(t, ()):
-                if acc.samples < MOMENT_SAMPLES:
+                if not acc.full:
                     acc.update(y)
             if t in means and y.ndim >= 2:
                 s = y.astype(np.float64).sum(axis=tuple(i for i in range(y.ndim) if i != 1))

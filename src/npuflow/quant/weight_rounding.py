@@ -14,8 +14,9 @@ only which integer each weight gets.
 Applied to NPU Conv steps with a spatial kernel (more than one tap) whose taps per output channel
 are few: depthwise convolutions (one ``H`` per channel) and ordinary ones with at most
 :data:`MAX_TAPS` taps (one ``H`` shared by every output channel). ``H`` is accumulated during
-calibration over the first :data:`SAMPLES` (32) inputs at about :data:`POSITIONS` output positions
-each (a fixed sub-grid of the positions: deterministic).
+calibration over the first inputs (at most :data:`SAMPLES`; fewer once the layer has
+:data:`POSITIONS_PER_TAP` positions per tap) at up to :data:`POSITIONS` output positions each (a
+fixed sub-grid of the positions: deterministic).
 """
 from __future__ import annotations
 
@@ -33,6 +34,9 @@ POSITIONS = 256
 """Output positions per input and layer, at most (every ``r``-th along each spatial axis)."""
 MAX_TAPS = 288
 """Largest taps per output channel (``C_in/group * kh * kw``) of a non-depthwise convolution."""
+POSITIONS_PER_TAP = 64
+"""A layer stops accumulating once it has this many positions per tap of a channel (``64 * k``,
+``k`` = taps per output channel) from whole inputs, even before :data:`SAMPLES` inputs."""
 DAMP = 0.01
 """Dampening added to ``H``'s diagonal, relative to its mean diagonal (GPTQ's ``percdamp``)."""
 
@@ -100,6 +104,11 @@ class SecondMoment:
             self.sum[0] += pm @ pm.T
         self.count += n * p
         self.samples += n
+
+    @property
+    def full(self) -> bool:
+        """No more updates wanted: :data:`SAMPLES` inputs, or enough positions per tap."""
+        return self.samples >= SAMPLES or self.count >= POSITIONS_PER_TAP * self.sum.shape[-1]
 
     def moment(self) -> np.ndarray | None:
         """``E[x x^T]``, or None before any update."""
