@@ -206,3 +206,10 @@ def test_weight_rounding_option_is_checked(tmp_path, digits):
     with pytest.raises(InvalidConfigError, match="weight_rounding must be"):
         _analyse(tmp_path, digits, weight_rounding="gptq")
     assert not any(tmp_path.iterdir())
+
+
+def test_sixteen_bit_weights_keep_nearest_rounding(tmp_path, digits):
+    """int16 weights (a grid 256 times finer) get no second moments and nearest rounding."""
+    km, bie = _analyse(tmp_path, digits, weight_bitwidth_mode="int16", datapath_bitwidth_mode="int16")
+    assert km.analysis_result.weight_moments == {}
+    assert read_bie(bie).options["compensated_steps"] == 0

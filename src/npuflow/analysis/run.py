@@ -64,11 +64,15 @@ def analyse(
     output_names = [o.name for o in optimized.graph.output]
     tensors = needed_stats(optimized, steps, input_names)
     # second moments of the inputs of the convolutions that get compensated weight rounding
+    # (8-bit and narrower weights only: a 16-bit grid is 256 times finer, nothing to gain)
     moments: dict[str, SecondMoment] = {}
     if opts.weight_rounding == "compensated":
         for st in steps:
             w = st.weights.get("W")
-            if not st.float_step and w is not None and st.runtime_inputs and wr.eligible(st.op_type, st.attrs, w.shape):
+            ov = next((opts.overrides[n] for n in st.nodes if n in opts.overrides), None)
+            wbits = ov.weight_bits if (ov is not None and ov.weight_bits) else opts.weight_bits
+            if (not st.float_step and w is not None and st.runtime_inputs and wbits <= 8
+                    and wr.eligible(st.op_type, st.attrs, w.shape)):
                 moments[st.name] = SecondMoment(st.attrs, w.shape)
     collector = StatsCollector(optimized, tensors, threads=max(1, int(threads)),
                                channel_means=mac_inputs(steps) if opts.bias_correction else [],
