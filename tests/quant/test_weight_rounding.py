@@ -13,6 +13,7 @@ import npuflow
 from npuflow.bie import read_bie
 from npuflow.errors import CompatibilityWarning, InvalidConfigError
 from npuflow.quant import weight_rounding as wr
+from npuflow.sim.fixed_point import QFormat
 from tests.conftest import EXAMPLES
 
 MNIST = str(EXAMPLES / "mnist" / "mnist_cntk_opt.onnx")
@@ -213,3 +214,18 @@ def test_sixteen_bit_weights_keep_nearest_rounding(tmp_path, digits):
     km, bie = _analyse(tmp_path, digits, weight_bitwidth_mode="int16", datapath_bitwidth_mode="int16")
     assert km.analysis_result.weight_moments == {}
     assert read_bie(bie).options["compensated_steps"] == 0
+
+
+def test_hand_worked_two_taps_seeing_the_same_input():
+    """Two taps that always see the same value act as one weight 0.3 + 0.3 = 0.6 (grid step 1):
+    nearest rounding gives 0 + 0; compensation carries the first tap's error (0.3) to the second
+    (0.3 + 0.3 * H01/H11 with the 1 % damping), which rounds to 1: the pair's sum 0.6 -> 1."""
+    fmt = QFormat(8, (0,), (1.0,), 0)
+    w = np.array([[0.3, 0.3]], np.float32)
+    h = np.ones((1, 2, 2))
+    np.testing.assert_array_equal(fmt.quantize(w), [[0, 0]])
+    np.testing.assert_array_equal(wr.compensated_round(w, fmt, h), [[0, 1]])
+    # white inputs: nothing to carry
+    np.testing.assert_array_equal(wr.compensated_round(w, fmt, np.eye(2)[None]), [[0, 0]])
+    with pytest.raises(ValueError, match="does not match"):
+        wr.compensated_round(w, fmt, np.ones((3, 2, 2)))

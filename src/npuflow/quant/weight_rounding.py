@@ -125,7 +125,10 @@ def compensated_round(w: np.ndarray, w_fmt: QFormat, h: np.ndarray) -> np.ndarra
     f = np.broadcast_to(f, (c_out,)) if f.size in (1, c_out) else None
     if f is None or h.shape[-1] != k:
         raise ValueError(f"second moment {h.shape} does not match weights {w.shape}")
-    hh = np.array(np.broadcast_to(h, (c_out, k, k)) if h.shape[0] == 1 else h, dtype=np.float64)
+    if h.shape[0] not in (1, c_out):
+        raise ValueError(f"second moment {h.shape} does not match weights {w.shape}")
+    # a shared H stays (1, K, K): one factorisation, broadcast over the output channels below
+    hh = np.array(h, dtype=np.float64)
     diag = np.einsum("ckk->ck", hh)
     dead = diag <= 0.0
     hh[:, np.arange(k), np.arange(k)] += np.where(dead, 1.0, 0.0) + DAMP * np.maximum(diag.mean(axis=1, keepdims=True), 1e-30)
