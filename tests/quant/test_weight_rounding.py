@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 import ktc
 import npuflow
+from npuflow.analysis.program import mac_weight_format
 from npuflow.bie import read_bie
 from npuflow.errors import CompatibilityWarning, InvalidConfigError
 from npuflow.quant import weight_rounding as wr
@@ -191,6 +192,11 @@ def test_analysis_rounds_mnist_convolutions_with_compensation(tmp_path, digits):
             kinds.add(step.op_type)
             assert pc.in_format == pn.in_format
             assert 0 < np.count_nonzero(pc.w_q != pn.w_q), step.name
+            # the kernel stores exactly the integers of compensated_round in the nearest-rounding grid
+            w_fmt = mac_weight_format(step, prog_c.formats[step.runtime_inputs[0]], 8)
+            want = wr.compensated_round(step.weights["W"], w_fmt, km_c.analysis_result.weight_moments[step.name])
+            np.testing.assert_array_equal(pc.w_q, want)
+            np.testing.assert_array_equal(pn.w_q, w_fmt.quantize(step.weights["W"]))
         elif step.op_type == "Gemm":
             kinds.add(step.op_type)
             np.testing.assert_array_equal(pc.b_q, pn.b_q)
