@@ -149,3 +149,32 @@ def test_max_pool_window_of_only_padding(fo):
     x = np.array([[[5], [-7], [0]]], dtype=np.int8)
     got = same("MaxPool", FAST["MaxPool"], params, x)
     assert got.tolist() == [[[-128], [-128], [-128]]]  # -129 (x1, x1.37 or x2) saturates at -128
+
+
+@pytest.mark.parametrize("bits", [8, 16, 32])
+@FAST_PROP
+@given(seed=st.integers(0, 2**32 - 1), mult=st.integers(2**30, 2**31 - 1), shift=st.integers(-31, 80),
+       few_bits=st.booleans(), out_bits=st.sampled_from([8, 16]))
+def test_requant_array_equals_reference(bits, seed, mult, shift, few_bits, out_bits, monkeypatch):
+    """The fused requantization of Concat/Resize (float64 branch for 8/16-bit inputs, integer
+    otherwise) against the reference ``finish(Requant.apply(q))``: ties (multipliers with few
+    significant bits), saturation, shifts far beyond the value range."""
+    from npuflow.sim.fast.elementwise import requant_array
+    from npuflow.sim.kernels import KernelStats
+    from npuflow.sim.kernels.base import Requant, finish
+
+    monkeypatch.delenv("NPUFLOW_SIM", raising=False)
+    rng = np.random.default_rng(seed)
+    if few_bits:
+        mult = 2**30 + (int(rng.integers(0, 4)) << 28)
+    rq = Requant(mult, shift, out_bits, False)
+    lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    q = rng.integers(lo, hi + 1, 257, dtype=np.int64).astype(f"int{bits}")
+    q[:4] = [lo, hi, 0, -1]
+    out = QFormat(out_bits, 0, 1.0)
+    s1, s2 = KernelStats(), KernelStats()
+    ref = finish(rq.apply(q), out, s1)
+    got = requant_array(q, rq, out, s2)
+    assert got is not None and got.dtype == ref.dtype
+    np.testing.assert_array_equal(got, ref)
+    assert s1 == s2

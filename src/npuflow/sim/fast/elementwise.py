@@ -105,6 +105,21 @@ if HAVE_NUMBA:
         return n
 
 
+if HAVE_NUMBA:
+
+    @njit(parallel=True)
+    def _requant_copy_f(q, mf, qlo, qhi, out):  # pragma: no cover - jitted
+        # the same value for 8/16-bit q: |q * m| < 2**46, so q * (m * 2**-s) is exact in float64
+        # (or below 2**-1022 and then rounds to 0 like the integer path) and rint is RNE
+        n = 0
+        for i in numba.prange(q.size):
+            v = np.rint(np.float64(q[i]) * mf)
+            cv = min(max(v, qlo), qhi)
+            n += np.int64(cv != v)
+            out[i] = cv
+        return n
+
+
 def requant_array(q: np.ndarray, rq: Any, out_fmt: Any, stats: KernelStats | None) -> np.ndarray | None:
     """``finish(rq.apply(q), out_fmt, stats)`` of the reference, fused (None: not applicable)."""
     if not use_numba() or q.dtype.kind != "i" or q.dtype.itemsize > 4:
@@ -115,7 +130,11 @@ def requant_array(q: np.ndarray, rq: Any, out_fmt: Any, stats: KernelStats | Non
         m, sh = 1, 0
     else:
         m, sh = int(rq.mult), 31 + int(rq.shift)
-    n = _requant_copy(qc.reshape(-1), m, sh, out_fmt.qmin, out_fmt.qmax, out.reshape(-1))
+    if q.dtype.itemsize <= 2 and 0 <= sh <= 900:
+        mf = float(m) * 2.0 ** -sh  # exact: a 31-bit integer times a power of two
+        n = _requant_copy_f(qc.reshape(-1), mf, float(out_fmt.qmin), float(out_fmt.qmax), out.reshape(-1))
+    else:
+        n = _requant_copy(qc.reshape(-1), m, sh, out_fmt.qmin, out_fmt.qmax, out.reshape(-1))
     if stats is not None:
         stats.out_saturated += int(n)
         stats.out_elements += int(out.size)
