@@ -106,8 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--percentile", type=float, default=0.001, help="mmse search range (default 0.001)")
     p.add_argument("--outlier-factor", type=float, default=1.0, help="mmse range multiplier (default 1.0)")
     p.add_argument("--optimize", type=int, choices=range(5), default=0, metavar="{0,1,2,3,4}",
-                   help="1-4: also run the sequential bias adjustment on 32 calibration inputs (slower, usually more "
-                        "accurate; docs/fixed-point.md section 3.5); default 0, as ktc")
+                   help="1-4: also run the sequential bias adjustment on 32 calibration inputs (slower; better on "
+                        "efficientnet_lite0, worse on the detectors measured: docs/compatibility.md; "
+                        "docs/fixed-point.md section 3.5); default 0, as ktc")
     p.add_argument("--weight-rounding", choices=["compensated", "nearest"], default="compensated",
                    help="compensated (default): spatial convolutions' weights rounded with their errors compensated "
                         "on the calibration inputs (docs/fixed-point.md section 3.6); nearest: each weight on its own")

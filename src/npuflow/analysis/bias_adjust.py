@@ -33,7 +33,7 @@ import numpy as np
 import onnx
 
 from npuflow._mem import trim
-from npuflow.analysis.program import Program, mac_weights, prepare_capped
+from npuflow.analysis.program import Program, mac_weights, prepare_capped, step_override
 from npuflow.analysis.ranges import QuantOptions
 from npuflow.calibration.collector import FloatStash, expose_tensors
 from npuflow.calibration.collector import sample_positions as positions
@@ -51,6 +51,8 @@ DEFAULT_SAMPLES = 32
 #: a step whose outputs (all inputs) take this many bytes is followed by ``malloc_trim``
 #: (each call costs ~15 ms on a large heap)
 TRIM_BYTES = 8 << 20
+
+
 def _targets(program: Program) -> list[int]:
     return [k for k, st in enumerate(program.steps)
             if not st.float_step and st.op_type == "Conv" and "W" in st.weights and program.params[k] is not None
@@ -180,10 +182,9 @@ def _reprepare(program: Program, k: int, opts: QuantOptions, channel_means: Call
     """Prepare step ``k`` again with ``deltas``; keep it (True) only if the formats stay and the bias
     does not saturate any more than before."""
     st = program.steps[k]
-    key = next((n for n in st.nodes if n in opts.overrides), st.name)
     in_formats = [program.formats.get(x) if x else None for x in st.inputs]
     out_fmts = [program.formats[y] for y in st.outputs]
-    weights = mac_weights(st, in_formats, opts.overrides.get(key), opts, channel_means, deltas, weight_moments)
+    weights = mac_weights(st, in_formats, step_override(st, opts), opts, channel_means, deltas, weight_moments)
     try:
         p, fmts, _ = prepare_capped(KERNELS[st.op_type], st.attrs, in_formats, out_fmts, weights)
     except (ValueError, ArithmeticError):

@@ -274,6 +274,22 @@ def as_float_step(st: Step, node: onnx.NodeProto, inits: dict[str, onnx.TensorPr
     st.float_step, st.reason, st.onnx_node = True, reason, node
 
 
+def override_key(st: Step, opts: QuantOptions) -> str:
+    """The name ``opts.overrides`` is looked up under for step ``st``: the first of its ONNX nodes
+    that has an override (a fused MAC: the MAC's, else the activation's), else the step's name."""
+    return next((n for n in st.nodes if n in opts.overrides), st.name)
+
+
+def step_override(st: Step, opts: QuantOptions) -> NodeOverride | None:
+    """The user's override of step ``st`` (spec 3.4), or None."""
+    return opts.overrides.get(override_key(st, opts))
+
+
+def weight_bits(ov: NodeOverride | None, opts: QuantOptions) -> int:
+    """Width of a MAC step's weights: its override's ``weight_bits``, else ``weight_bitwidth_mode``."""
+    return ov.weight_bits if (ov is not None and ov.weight_bits) else opts.weight_bits
+
+
 def compensated_weights(st: Step, w_fmt: QFormat, moment: np.ndarray | None) -> np.ndarray | None:
     """Integer weights of Conv step ``st`` by error-compensating rounding (spec 3.6) with its
     input's second moment, once per (weights, format, moment); None without a moment."""
@@ -294,8 +310,7 @@ def mac_weights(st: Step, in_formats: list[QFormat | None], ov: NodeOverride | N
     analytical correction (spec "Bias correction", with ``channel_means``) minus the measured
     ``bias_deltas[st.name]`` of the sequential bias adjustment (:mod:`npuflow.analysis.bias_adjust`),
     in float output units."""
-    wbits = ov.weight_bits if (ov is not None and ov.weight_bits) else opts.weight_bits
-    w_fmt = mac_weight_format(st, in_formats[0], wbits)
+    w_fmt = mac_weight_format(st, in_formats[0], weight_bits(ov, opts))
     if w_fmt is None:
         return st.weights
     wname = _weight_input(st)
@@ -385,7 +400,7 @@ def build_program(
 
     params: list[Any] = []
     for st in steps:
-        key = next((n for n in st.nodes if n in opts.overrides), st.name)
+        key = override_key(st, opts)
         ov = opts.overrides.get(key)
         for x in st.runtime_inputs:
             if x not in formats and is_float.get(x, True) and not st.float_step:

@@ -10,7 +10,7 @@ import onnx
 
 from npuflow.analysis.bias_adjust import MEMORY_BUDGET as ADJUST_BUDGET
 from npuflow.analysis.graph import Step, build_steps
-from npuflow.analysis.program import Program, build_program, mac_inputs, needed_stats
+from npuflow.analysis.program import Program, build_program, mac_inputs, needed_stats, step_override, weight_bits
 from npuflow.analysis.ranges import QuantOptions
 from npuflow.calibration.collector import StatsCollector
 from npuflow.calibration.inputs import iter_calibration_inputs, length_hint
@@ -69,9 +69,7 @@ def analyse(
     if opts.weight_rounding == "compensated":
         for st in steps:
             w = st.weights.get("W")
-            ov = next((opts.overrides[n] for n in st.nodes if n in opts.overrides), None)
-            wbits = ov.weight_bits if (ov is not None and ov.weight_bits) else opts.weight_bits
-            if (not st.float_step and w is not None and st.runtime_inputs and wbits <= 8
+            if (not st.float_step and w is not None and st.runtime_inputs and weight_bits(step_override(st, opts), opts) <= 8
                     and wr.eligible(st.op_type, st.attrs, w.shape)):
                 moments[st.name] = SecondMoment(st.attrs, w.shape)
     collector = StatsCollector(optimized, tensors, threads=max(1, int(threads)),

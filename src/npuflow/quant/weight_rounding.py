@@ -46,10 +46,10 @@ def eligible(op_type: str, attrs: Mapping[str, Any], w_shape: Sequence[int]) -> 
     if op_type != "Conv" or len(w_shape) < 3:
         return False
     taps = int(np.prod(w_shape[2:]))
-    g = int(attrs.get("group", 1) or 1)
-    depthwise = g > 1 and w_shape[1] == 1 and w_shape[0] == g
     if taps < 2:
         return False
+    g = int(attrs.get("group", 1) or 1)
+    depthwise = g > 1 and w_shape[1] == 1 and w_shape[0] == g
     return depthwise or (g == 1 and w_shape[1] * taps <= MAX_TAPS)
 
 

@@ -33,7 +33,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from npuflow.analysis.graph import PASS_THROUGH, Step
-from npuflow.analysis.program import Program, build_program, mac_weight_format, weight_axis
+from npuflow.analysis.program import Program, build_program, mac_weight_format, step_override, weight_axis, weight_bits
 from npuflow.analysis.ranges import NodeOverride, QuantOptions, mmse_clip
 from npuflow.calibration.collector import expose_tensors
 from npuflow.quant.formats import weight_format
@@ -188,8 +188,7 @@ def weight_info(st: Step, params: Any, formats: dict[str, QFormat], opts: QuantO
     fmt = getattr(params, "b_format", None) if st.op_type in ("Gemm", "MatMul") else None
     if fmt is None:
         axis = weight_axis(st)
-        ov = next((opts.overrides[n] for n in st.nodes if n in opts.overrides), None)
-        bits = ov.weight_bits if (ov is not None and ov.weight_bits) else opts.weight_bits
+        bits = weight_bits(step_override(st, opts), opts)
         in_fmt = formats.get(st.runtime_inputs[0]) if st.runtime_inputs else None
         fmt = mac_weight_format(st, in_fmt, bits) or weight_format(w, bits, axis)
     if fmt.per_channel and w.ndim >= 2 and w.shape[fmt.axis] != fmt.channels:
@@ -295,7 +294,7 @@ class Suggestion:
 
 def _current_override(opts: QuantOptions, st: Step) -> dict[str, Any]:
     """The user's own override of a step (keyed by any of its ONNX nodes), as a dict."""
-    ov = next((opts.overrides[n] for n in st.nodes if n in opts.overrides), None)
+    ov = step_override(st, opts)
     if ov is None:
         return {}
     return {f: getattr(ov, f) for f in ("bits", "weight_bits", "abs_max") if getattr(ov, f) is not None}

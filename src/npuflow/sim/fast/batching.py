@@ -11,9 +11,8 @@ few reshapes go sample by sample.
 """
 from __future__ import annotations
 
-import os
-
 import dataclasses
+import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
