@@ -1,5 +1,5 @@
 import numpy as np
-from hypothesis import given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from npuflow.calibration.histogram import BINS, AbsHistogram
 
@@ -81,3 +81,40 @@ def test_per_input_percentile_is_exact_and_order_independent():
         r.update(c)
     assert r.qmax == h.qmax
     assert h.per_input_percentile(1.0) == h.abs_max
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**32 - 1), size=st.integers(1, 3000), spread=st.floats(-40, 40),
+       kind=st.sampled_from(["normal", "relu", "ties", "constant", "tiny"]), subsample=st.sampled_from([1 << 18, 64]))
+def test_compiled_update_equals_numpy(seed, size, spread, kind, subsample, monkeypatch):
+    """The compiled update (numba) gives the numpy path's counts, edge, abs max, count and exact
+    per-input quantiles: bin boundaries hit exactly (ties), runs of one bin (ReLU zeros,
+    constants), values too small for float32 scaling, and the every-s-th subsample."""
+    import npuflow.calibration.histogram as H
+    from npuflow.sim.fast._nb import HAVE_NUMBA
+
+    if not HAVE_NUMBA:  # pragma: no cover - numba is in the test extra
+        raise AssertionError("numba missing: install the test extra")
+    monkeypatch.setattr(H, "SUBSAMPLE_LIMIT", subsample)
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(size) * 2.0 ** spread
+    if kind == "relu":
+        x = np.maximum(x, 0)
+    elif kind == "ties":  # multiples of the bin width of edge 2**k
+        x = rng.integers(-BINS, BINS, size) * 2.0 ** (int(spread) - 12)
+    elif kind == "constant":
+        x = np.full(size, 2.0 ** spread)
+    elif kind == "tiny":
+        x = x * 2.0 ** -120
+    x = x.astype(np.float32)
+    hists = {}
+    for mode in ("numpy", "compiled"):
+        monkeypatch.setenv("NPUFLOW_SIM", "numpy" if mode == "numpy" else "")
+        h = AbsHistogram(track=(0.5, 0.999, 0.999999))
+        h.update(x)
+        h.update(x[: max(1, size // 3)] * np.float32(3.0))  # a second input: growth and folding
+        h.update(x * np.float32(0.25))  # a tail below the previous input's (the guess misses)
+        hists[mode] = h
+    a, b = hists["numpy"], hists["compiled"]
+    np.testing.assert_array_equal(a.counts, b.counts)
+    assert (a.edge, a.abs_max, a.count, a.qmax) == (b.edge, b.abs_max, b.count, b.qmax)

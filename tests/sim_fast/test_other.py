@@ -178,3 +178,43 @@ def test_requant_array_equals_reference(bits, seed, mult, shift, few_bits, out_b
     assert got is not None and got.dtype == ref.dtype
     np.testing.assert_array_equal(got, ref)
     assert s1 == s2
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@FAST_PROP
+@given(seed=st.integers(0, 2**32 - 1), bits=st.sampled_from([4, 8, 16, 32]), radix=st.integers(-20, 40),
+       scale=st.sampled_from([1.0, 1.37, 1.99]), spread=st.floats(-30, 30))
+def test_quantize_array_equals_reference(dtype, seed, bits, radix, scale, spread, monkeypatch):
+    """The fused float boundary (model inputs, float steps' outputs, the report) against
+    ``QFormat.quantize``: exact ties (k + 0.5 LSB, both parities), saturation, +-inf, signed zero,
+    huge and tiny values; NaN still raises the reference's error."""
+    from npuflow.sim.fast.elementwise import quantize_array
+
+    monkeypatch.delenv("NPUFLOW_SIM", raising=False)
+    fmt = QFormat(bits, radix, scale)
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal(301) * 2.0 ** spread).astype(dtype)
+    lsb = 1.0 / float(fmt.factor()[0])
+    ties = (np.arange(-8, 8) + 0.5) * lsb  # exactly representable when scale is 1
+    x[:16] = ties.astype(dtype)
+    x[16:24] = np.array([np.inf, -np.inf, 0.0, -0.0, 1e30, -1e30, 1e-30, -1e-30], dtype=dtype)
+    x[24:26] = np.array([fmt.qmax + 0.5, fmt.qmin - 0.5]) * lsb
+    x = x.reshape(7, 43)
+    ref = fmt.quantize(x)
+    got = quantize_array(x, fmt)
+    assert got.dtype == ref.dtype and got.shape == ref.shape
+    np.testing.assert_array_equal(got, ref)
+    x[3, 5] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        quantize_array(x, fmt)
+
+
+def test_quantize_array_hand_vector(monkeypatch):
+    """LSB 0.5 (radix 1): ties go to even, saturation at the int8 limits."""
+    from npuflow.sim.fast.elementwise import quantize_array
+
+    monkeypatch.delenv("NPUFLOW_SIM", raising=False)
+    x = np.array([0.25, 0.75, -0.25, -0.75, 1.25, 63.75, 64.0, -64.0, -64.5, np.inf], dtype=np.float32)
+    got = quantize_array(x, QFormat(8, 1, 1.0))
+    assert got.dtype == np.int8
+    assert got.tolist() == [0, 2, 0, -2, 2, 127, 127, -128, -128, 127]

@@ -6,7 +6,7 @@ inputs, run the ONNX node on onnxruntime and quantize their outputs (spec: "CPU 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -78,7 +78,9 @@ class Program:
         return sess
 
     def quantize_inputs(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return {n: self.formats[n].quantize(feeds[n]) for n in self.input_names}
+        from npuflow.sim.fast.elementwise import quantize_array  # the same integers as QFormat.quantize
+
+        return {n: quantize_array(feeds[n], self.formats[n]) for n in self.input_names}
 
     def run(
         self,
@@ -341,6 +343,37 @@ def mac_weights(st: Step, in_formats: list[QFormat | None], ov: NodeOverride | N
     return weights
 
 
+def _prepared_step(st: Step, in_formats: list[QFormat | None], out_fmts: list[QFormat], ov: NodeOverride | None,
+                   opts: QuantOptions, channel_means: Callable[[str], np.ndarray | None] | None,
+                   bias_deltas: Mapping[str, np.ndarray] | None,
+                   weight_moments: Mapping[str, np.ndarray] | None) -> tuple[Any, list[QFormat]]:
+    """``mac_weights`` + ``prepare_capped`` of one step, once per everything they depend on (the
+    report rebuilds the program once per measured suggestion and most steps do not change: they
+    get the same parameter object back, so the simulator's per-parameter caches carry over too).
+
+    The key holds the step's input and output formats, its override, every option but the
+    overrides, the channel means' bytes and the identity of its moment and bias delta (kept alive
+    by the entry). ``in_formats`` gets the weight format filled in, as ``mac_weights`` does."""
+    moment = weight_moments.get(st.name) if weight_moments else None
+    delta = bias_deltas.get(st.name) if bias_deltas else None
+    mean_x = None
+    if opts.bias_correction and channel_means is not None and st.op_type in ("Conv", "Gemm") and st.runtime_inputs:
+        mean_x = channel_means(st.runtime_inputs[0])
+    option_values = tuple(getattr(opts, f.name) for f in fields(opts) if f.name != "overrides")
+    key = ("prepared", tuple(in_formats), tuple(out_fmts), ov, option_values,
+           None if mean_x is None else np.asarray(mean_x, np.float64).tobytes(), id(moment), id(delta))
+
+    def compute() -> tuple[Any, list[QFormat], list[QFormat | None]]:
+        fmts_in = list(in_formats)
+        weights = mac_weights(st, fmts_in, ov, opts, channel_means, bias_deltas, weight_moments)
+        p, fmts_out, _ = prepare_capped(KERNELS[st.op_type], st.attrs, fmts_in, out_fmts, weights)
+        return p, fmts_out, fmts_in
+
+    p, fmts_out, fmts_in = _memo(st, key, (moment, delta), compute)
+    in_formats[:] = fmts_in
+    return p, list(fmts_out)
+
+
 def build_program(
     model: onnx.ModelProto,
     steps: list[Step],
@@ -416,8 +449,8 @@ def build_program(
             out_fmts = [calibrated(y, out_bits(y, opts.datapath_bits, ov), key) for y in st.outputs]
         in_formats: list[QFormat | None] = [formats.get(x) if x else None for x in st.inputs]
         try:
-            weights = mac_weights(st, in_formats, ov, opts, channel_means, bias_deltas, weight_moments)
-            p, out_fmts, _ = prepare_capped(KERNELS[st.op_type], st.attrs, in_formats, out_fmts, weights)
+            p, out_fmts = _prepared_step(st, in_formats, out_fmts, ov, opts, channel_means, bias_deltas,
+                                         weight_moments)
         except MultiplierRangeError as exc:
             raise NpuflowError(f"cannot quantize node {st.name} ({st.op_type}): {exc}") from exc
         except (ValueError, TypeError) as exc:

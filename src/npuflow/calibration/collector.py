@@ -69,8 +69,9 @@ class FloatStash:
 class StatsCollector:
     """Feed calibration samples one at a time; keeps an AbsHistogram per requested tensor.
 
-    Memory is constant in the number of samples. ``threads`` sets onnxruntime's intra-op threads;
-    ``threads // 2`` workers update the statistics (none for 1 thread). Results do not depend on
+    Memory is constant in the number of samples. With ``threads`` > 1, ``threads`` workers update
+    the statistics and onnxruntime runs ``threads // 2`` intra-op threads (1 thread: everything
+    in the caller's thread). Results do not depend on
     it: the histogram is order-independent and each tensor's statistics are updated by one worker
     per sample, in sample order.
     """
@@ -89,16 +90,17 @@ class StatsCollector:
         wanted = list(dict.fromkeys(list(tensors) + self.mean_tensors + list(moments or {})))
         self.input_tensors = [t for t in wanted if t in inputs]
         self.tensors = [t for t in wanted if t not in inputs]
-        # onnxruntime's idle threads wait passively: they share the cores with the statistics
-        # workers (measured on 2 cores, efficientnet_lite0: 28.0 -> 22.9 ms per input with 2
-        # onnxruntime threads and 1 worker; 25.2 with 2 workers)
-        self.runner = FloatRunner(expose_tensors(model, self.tensors), label="calibration model", threads=threads,
-                                  spin=False)
+        # the statistics cost about twice onnxruntime's pass: with ``threads`` > 1 they get
+        # ``threads`` workers and onnxruntime half as many threads, which wait passively (measured
+        # on 2 cores, efficientnet_lite0, whole analysis(): 6.8-7.2 s with 2 onnxruntime threads
+        # and 1 worker, 6.2 s with 2 and 2, 5.9 s with 1 and 2)
+        self.runner = FloatRunner(expose_tensors(model, self.tensors), label="calibration model",
+                                  threads=max(1, threads // 2) if threads > 1 else threads, spin=False)
         self.hist = {t: AbsHistogram(track) for t in wanted}
         # per-channel (axis 1) sums for bias correction; updated in sample order -> deterministic
         self.channel_sum: dict[str, np.ndarray] = {}
         self.channel_count: dict[str, int] = {}
-        self.pool = ThreadPoolExecutor(max_workers=max(1, threads // 2)) if threads > 1 else None
+        self.pool = ThreadPoolExecutor(max_workers=threads) if threads > 1 else None
         self.pending: list = []
         self.stash = FloatStash([t for t in stash if t in self.tensors], stash_samples, stash_budget)
         self.moments = {t: list(v) for t, v in (moments or {}).items() if t in wanted}

@@ -13,10 +13,50 @@ import math
 
 import numpy as np
 
+from npuflow.sim.fast._nb import HAVE_NUMBA, njit, use_numba
+
 BINS = 4096
 #: tensors with more values than this are histogrammed on a deterministic subsample: every s-th
 #: value in memory order, s = ceil(size / SUBSAMPLE_LIMIT); the abs max is always exact.
 SUBSAMPLE_LIMIT = 1 << 18
+
+
+if HAVE_NUMBA:
+
+    @njit
+    def _count(x, stride, inv, counts, thr, vals, bins):  # pragma: no cover - jitted
+        # counts[int32(|x[i]| * inv)] += 1 for i = 0, stride, 2 * stride, ... (the float32 product
+        # and truncation of the numpy path); the |x| >= thr (and their bins) go to vals/bins while
+        # they fit. Returns how many there were.
+        k = 0
+        cap = vals.size
+        for i in range(0, x.size, stride):
+            a = abs(x[i])
+            b = np.int32(a * inv)
+            counts[b] += 1
+            if a >= thr:
+                if k < cap:
+                    vals[k] = a
+                    bins[k] = b
+                k += 1
+        return k
+
+    @njit
+    def _tail(x, stride, inv, lowest, vals, bins):  # pragma: no cover - jitted
+        # the sampled |x| whose bin is >= lowest, and their bins, in memory order
+        k = 0
+        for i in range(0, x.size, stride):
+            a = abs(x[i])
+            b = np.int32(a * inv)
+            if b >= lowest:
+                vals[k] = a
+                bins[k] = b
+                k += 1
+        return k
+
+
+_NO_VALS = np.empty(0, dtype=np.float32)
+_NO_BINS = np.empty(0, dtype=np.int32)
 
 
 def _pow2_at_least(v: float) -> float:
@@ -30,7 +70,7 @@ def _pow2_at_least(v: float) -> float:
 class AbsHistogram:
     """Histogram of |x| over all values seen, plus exact abs max and count."""
 
-    __slots__ = ("counts", "edge", "abs_max", "count", "track", "qmax", "memo")
+    __slots__ = ("counts", "edge", "abs_max", "count", "track", "qmax", "memo", "tail_guess")
 
     def __init__(self, track: tuple[float, ...] = ()) -> None:
         self.counts = np.zeros(BINS, dtype=np.int64)
@@ -43,6 +83,8 @@ class AbsHistogram:
         self.qmax: dict[float, float] = {q: 0.0 for q in self.track}
         #: values derived from the counts (e.g. the MMSE clip), cleared whenever data is added
         self.memo: dict[tuple, float] = {}
+        #: where the compiled update starts collecting the upper tail (speed only, see _update_compiled)
+        self.tail_guess: float = np.inf
 
     def _grow(self, target: float) -> None:
         """Widen to the power-of-two edge ``target`` (> current edge), merging bins."""
@@ -77,8 +119,7 @@ class AbsHistogram:
         m = float(max(x.max(), -x.min()))  # exact abs max over every value
         if not math.isfinite(m):
             raise ValueError(f"non-finite value ({m}) among the values")
-        a = np.abs(x[::stride]) if stride > 1 else np.abs(x)
-        n = a.size
+        n = -(-x.size // stride)  # values histogrammed: every stride-th
         self.count += n
         if m > self.abs_max:
             self.abs_max = m
@@ -87,6 +128,10 @@ class AbsHistogram:
             return
         edge = _pow2_at_least(m)
         inv = BINS / edge  # a power of two: |x| * inv is |x| / bin width, correctly rounded
+        if inv <= 1e30 and use_numba():
+            self._update_compiled(x, stride, n, np.float32(inv), edge)
+            return
+        a = np.abs(x[::stride]) if stride > 1 else np.abs(x)
         if inv > 1e30:  # beyond float32's range: in float64
             scaled = a.astype(np.float64) * inv
         else:
@@ -97,19 +142,55 @@ class AbsHistogram:
         if counts.size != BINS:  # pragma: no cover - would be a bug in the edge rule
             raise AssertionError("histogram index beyond the last bin")
         if self.track:
-            cum = np.cumsum(counts)
-            where = []
-            for q in self.track:
-                k = min(n - 1, max(0, int(np.ceil(q * n)) - 1))  # 0-based rank of the quantile
-                b = int(np.searchsorted(cum, k, side="right"))
-                where.append((q, b, k - (int(cum[b - 1]) if b > 0 else 0)))  # bin, rank inside it
+            where = self._quantiles(counts, n)
             # one pass keeps the values of the lowest of those bins and above (the upper tail)
             sel = idx >= min(b for _, b, _ in where)
-            tail, tail_idx = a[sel], idx[sel]
-            for q, b, r in where:
-                v = float(np.partition(tail[tail_idx == b], r)[r])
-                if v > self.qmax[q]:
-                    self.qmax[q] = v
+            self._track(where, a[sel], idx[sel])
+        self._add_counts(counts, edge)
+
+    def _quantiles(self, counts: np.ndarray, n: int) -> list[tuple[float, int, int]]:
+        """(q, bin of this input's q quantile, its 0-based rank inside that bin) per tracked q."""
+        cum = np.cumsum(counts)
+        where = []
+        for q in self.track:
+            k = min(n - 1, max(0, int(np.ceil(q * n)) - 1))  # 0-based rank of the quantile
+            b = int(np.searchsorted(cum, k, side="right"))
+            where.append((q, b, k - (int(cum[b - 1]) if b > 0 else 0)))
+        return where
+
+    def _track(self, where: list[tuple[float, int, int]], tail: np.ndarray, tail_idx: np.ndarray) -> None:
+        for q, b, r in where:
+            v = float(np.partition(tail[tail_idx == b], r)[r])
+            if v > self.qmax[q]:
+                self.qmax[q] = v
+
+    def _update_compiled(self, x: np.ndarray, stride: int, n: int, inv: np.float32, edge: float) -> None:
+        """The numpy path of ``update`` compiled (the same float32 products, so the same bins,
+        counts and quantiles). When tracking, the counting pass also collects the values at or
+        above a guess of the tail: 0.6 times the previous input's lowest tracked quantile (it only
+        decides speed: a guess above this input's tail, or too many values, costs a second pass)."""
+        counts = np.zeros(BINS, dtype=np.int64)
+        if not self.track:
+            _count(x, stride, inv, counts, np.float32(np.inf), _NO_VALS, _NO_BINS)
+            self._add_counts(counts, edge)
+            return
+        thr = np.float32(self.tail_guess)
+        cap = 0 if self.tail_guess == np.inf else max(4096, n >> 2)
+        vals, bins = np.empty(cap, dtype=np.float32), np.empty(cap, dtype=np.int32)
+        got = _count(x, stride, inv, counts, thr, vals, bins)
+        where = self._quantiles(counts, n)
+        lowest = min(b for _, b, _ in where)
+        size = int(counts[lowest:].sum())
+        if got <= cap and float(thr) <= lowest / float(inv):  # every value of bin >= lowest is >= thr
+            keep = bins[:got] >= lowest
+            vals, bins = vals[:got][keep], bins[:got][keep]
+        else:
+            vals, bins = np.empty(size, dtype=np.float32), np.empty(size, dtype=np.int32)
+            _tail(x, stride, inv, lowest, vals, bins)
+        if vals.size != size:  # pragma: no cover - would be a bug in the collection
+            raise AssertionError("histogram tail count mismatch")
+        self._track(where, vals, bins)
+        self.tail_guess = 0.6 * lowest / float(inv)
         self._add_counts(counts, edge)
 
     def _add_counts(self, counts: np.ndarray, edge: float) -> None:

@@ -38,6 +38,7 @@ from npuflow.analysis.ranges import NodeOverride, QuantOptions, mmse_clip
 from npuflow.calibration.collector import expose_tensors
 from npuflow.quant.formats import weight_format
 from npuflow.reference.float_runner import FloatRunner
+from npuflow.sim.fast.elementwise import quantize_array
 from npuflow.sim.fixed_point import QFormat
 from npuflow.sim.kernels import KERNELS, KernelStats
 
@@ -261,13 +262,13 @@ def _isolated(program: Program, k: int, st: Step, fl: dict[str, np.ndarray]) -> 
     for x in st.runtime_inputs:
         v = fl[x]
         f = fmts.get(x)
-        args.append(f.quantize(v) if (f is not None and _is_float(program, x)) else v)
+        args.append(quantize_array(v, f) if (f is not None and _is_float(program, x)) else v)
     if st.float_step:
         feeds = {x: (fmts[x].dequantize(a).astype(np.float32) if (x in fmts and _is_float(program, x)) else a)
                  for x, a in zip(st.runtime_inputs, args)}
         res = program._float_session(k, feeds).run(None, feeds)
         names = [y for y in st.onnx_node.output if y] if st.onnx_node is not None else st.outputs
-        return [(y, fmts[y].quantize(v)) for y, v in zip(names, res) if y in fmts and _is_float(program, y)]
+        return [(y, quantize_array(v, fmts[y])) for y, v in zip(names, res) if y in fmts and _is_float(program, y)]
     res = _kernel(st.op_type)(program.params[k], *args)
     if not isinstance(res, (tuple, list)):
         res = (res,)

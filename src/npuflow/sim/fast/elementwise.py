@@ -141,6 +141,36 @@ def requant_array(q: np.ndarray, rq: Any, out_fmt: Any, stats: KernelStats | Non
     return out
 
 
+if HAVE_NUMBA:
+
+    @njit(parallel=True)
+    def _quantize_f(x, f, qlo, qhi, out):  # pragma: no cover - jitted
+        # fixed_point.quantize fused: RNE(float64(x) * f) saturated; NaN counted (the caller
+        # then runs the reference, which raises)
+        nan = 0
+        for i in numba.prange(x.size):
+            v = np.float64(x[i]) * f
+            if v != v:
+                nan += 1
+                out[i] = 0
+            else:
+                out[i] = min(max(np.rint(v), qlo), qhi)
+        return nan
+
+
+def quantize_array(x: Any, fmt: Any) -> np.ndarray:
+    """``fmt.quantize(x)`` (the float boundary, spec 2): the same integers, in one fused pass for
+    float32/float64 arrays in a per-tensor format (anything else, or NaN: the reference)."""
+    if (not use_numba() or fmt.axis is not None or not isinstance(x, np.ndarray) or x.dtype.kind != "f"
+            or x.dtype.itemsize < 4 or x.size == 0 or fmt.bits > 32):
+        return fmt.quantize(x)
+    f = float(np.asarray(fmt.factor(), dtype=np.float64).reshape(-1)[0])
+    out = np.empty(x.shape, dtype=fmt.dtype)
+    if _quantize_f(np.ascontiguousarray(x).reshape(-1), f, float(fmt.qmin), float(fmt.qmax), out.reshape(-1)):
+        return fmt.quantize(x)
+    return out
+
+
 def add(params: AddParams, *inputs: np.ndarray, stats: KernelStats | None = None, _op: str = "Add") -> np.ndarray:
     """Same contract and integers as ``KERNELS["Add"]`` / ``KERNELS["Sub"]`` ``.eval``."""
     ref = KERNELS[_op]

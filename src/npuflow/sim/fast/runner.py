@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from npuflow.sim.fast import batching
+from npuflow.sim.fast.elementwise import quantize_array
 
 LUT_OPS = ("Sigmoid", "Tanh", "Exp", "HardSigmoid", "HardSwish", "Swish")
 
@@ -44,7 +45,7 @@ def _float_fn(program: Any, k: int) -> Callable[..., Any]:
               for x, v in zip(st.runtime_inputs, a)}
         res = program._float_session(k, fl).run(None, fl)
         names = [y for y in st.onnx_node.output if y]
-        return [formats[y].quantize(v) if y in formats else v for y, v in zip(names, res)]
+        return [quantize_array(v, formats[y]) if y in formats else v for y, v in zip(names, res)]
 
     return fn
 
