@@ -10,6 +10,8 @@ from hypothesis import strategies as st
 
 from npuflow.sim.fast import FAST, _requant
 from npuflow.sim.fast import conv as fast_conv
+from npuflow.sim.fast import matmul as fast_matmul
+from npuflow.sim.fast._ort import int8_engine_exact
 from npuflow.sim.fixed_point import QFormat
 from npuflow.sim.kernels import KERNELS
 from tests.sim_fast.helpers import FAST_FEW, FAST_PROP, act_attrs, int_weights, out_fmt, rand_q, same, weight_fmt
@@ -92,6 +94,53 @@ def test_conv3d_fast_equals_reference(engine, c):
     same("Conv", FAST["Conv"], params, x)
 
 
+def _has_vnni() -> bool:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_vnni" in flags or "avx_vnni" in flags
+
+
+@FAST_PROP
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 3), c=st.sampled_from([1, 3, 16, 96, 300]),
+       cout=st.integers(1, 9), sp=st.sampled_from([(1, 1), (5, 7), (16, 16)]), w_bits=st.sampled_from([4, 8]),
+       out_bits=st.sampled_from([8, 16]), big=st.booleans(), bias=st.booleans(), stretch=st.sampled_from([0.02, 1.0, 4.0]),
+       pads=st.sampled_from(["none", "VALID"]), act=act_attrs())
+def test_pointwise_int8_engine_equals_reference(engine, seed, n, c, cout, sp, w_bits, out_bits, big, bias, stretch,
+                                                pads, act):
+    """1x1 Conv of int8 activations on the int8 matrix-product engine (MatMulInteger, int32 sums):
+    full-scale weights and activations at the int8 limits (the products a saturating int16 pair
+    sum gets wrong), activations, accumulator and output saturation."""
+    attrs = {"kernel_shape": [1, 1], "strides": [1, 1], "dilations": [1, 1], "group": 1, **act}
+    if pads == "VALID":
+        attrs["auto_pad"] = "VALID"
+    case = dict(nd=2, n=n, c=c, cout=cout, cg=c, k=(1, 1), sp=sp, attrs=attrs, x_bits=8, w_bits=w_bits,
+                out_bits=out_bits, big=big, bias=bias, stretch=stretch, seed=seed)
+    params, x = _conv_params(case)
+    plan = fast_conv._PLANS.get(params)
+    assert plan.int8
+    same("Conv", FAST["Conv"], params, x)
+    if int8_engine_exact():
+        assert plan.i8 is not None
+
+
+def test_int8_engine_self_test_and_switch(monkeypatch):
+    """The engine is checked against int64 numpy on this machine (exact where the CPU has VNNI, as
+    CI's does: asserted there), and NPUFLOW_SIM_INT8=0 turns it off (the float32 engines then
+    decide, with the same integers)."""
+    if _has_vnni():
+        assert int8_engine_exact()
+    monkeypatch.setenv("NPUFLOW_SIM_INT8", "0")
+    assert not int8_engine_exact()
+    case = dict(nd=2, n=2, c=64, cout=5, cg=64, k=(1, 1), sp=(4, 4), x_bits=8, w_bits=8, out_bits=8, big=True,
+                bias=True, stretch=1.0, seed=7, attrs={"kernel_shape": [1, 1], "group": 1})
+    params, x = _conv_params(case)
+    same("Conv", FAST["Conv"], params, x)
+    assert fast_conv._PLANS.get(params).i8 is None
+
+
 def test_conv_limb_paths_are_taken():
     """Full-scale weights make every split of ``choose`` happen (and still match)."""
     seen = set()
@@ -161,6 +210,36 @@ def test_gemm_fast_equals_reference(engine, seed, m, k, n, trans_a, trans_b, run
     a = rand_q(rng, (k, m) if trans_a else (m, k), a_fmt, extreme=0.3 if big else 0.0)
     inputs = [a] if not runtime_b else [a, rand_q(rng, b_shape, b_fmt, extreme=0.3 if big else 0.0)]
     same("Gemm", FAST["Gemm"], params, *inputs)
+
+
+@FAST_PROP
+@given(seed=st.integers(0, 2**32 - 1), m=st.integers(1, 4), k=st.sampled_from([1, 7, 300, 1280]), n=st.integers(1, 9),
+       trans_a=st.booleans(), trans_b=st.booleans(), b_bits=st.sampled_from([4, 8]), big=st.booleans(),
+       bias=st.booleans(), act=act_attrs(), op=st.sampled_from(["Gemm", "MatMul"]), lead=st.sampled_from([(), (2,)]))
+def test_gemm_matmul_int8_engine_equals_reference(engine, seed, m, k, n, trans_a, trans_b, b_bits, big, bias, act,
+                                                  op, lead):
+    """Gemm/MatMul with int8 activations and a constant int8 B on the int8 engine (transposed
+    product), full-scale values included."""
+    rng = np.random.default_rng(seed)
+    a_fmt = QFormat(8, int(rng.integers(-2, 9)), 1.3)
+    if op == "MatMul":
+        trans_a = trans_b = False
+        bias = False
+        attrs = dict(act)
+    else:
+        lead = ()
+        attrs = {"transA": int(trans_a), "transB": int(trans_b), **act}
+    b_shape = (n, k) if trans_b else (k, n)
+    b_fmt = weight_fmt(rng, b_bits, n, 0 if trans_b else 1)
+    weights = {"B": int_weights(rng, b_shape, b_bits, big)}
+    if bias:
+        weights["C"] = rng.normal(0, 2, n)
+    o_fmt = out_fmt(rng, 8, a_fmt, b_fmt, k, 1.0)
+    params = KERNELS[op].prepare(attrs, [a_fmt, b_fmt, None], o_fmt, weights)
+    a = rand_q(rng, lead + ((k, m) if trans_a else (m, k)), a_fmt, extreme=0.3 if big else 0.0)
+    same(op, FAST[op], params, a)
+    if int8_engine_exact():
+        assert "int8" in fast_matmul._PLANS.get(params).sessions
 
 
 @FAST_PROP

@@ -96,9 +96,31 @@ def test_float64_row_path_equals_mac_finish(seed, bits, kind, c, npos, near):
     acc = rng.integers(-mag, mag + 1, (2, c, npos)).astype(np.int64)
     if near:
         acc[0, :, 0] = lim + 5  # past the limit: this row runs the integer branch
+        acc[1, :, 1] = -lim - 4  # likewise, past it on the negative side only
     s1, s2 = KernelStats(), KernelStats()
     ref = mac_finish(acc, 1, p, s1)
-    for parts in (acc, acc.astype(np.float64)):
+    views = [acc, acc.astype(np.float64)]
+    if np.abs(acc).max() < 2**31:  # the int8 engine's int32 sums (the row maxima of ints)
+        views.append(acc.astype(np.int32))
+    for parts in views:
         got = _requant.mac_output(parts.reshape(1, 2, 1, 1, c, npos), p, s2)
         np.testing.assert_array_equal(got, ref)
-    assert s1.out_saturated * 2 == s2.out_saturated
+    assert s1.out_saturated * len(views) == s2.out_saturated
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.float32, np.float64])
+@pytest.mark.parametrize("rows", [3, 5000])
+def test_row_abs_max_is_exact(dtype, rows):
+    """The per-row maxima that gate the float64 branch: exact for int32 sums (the int8 engine),
+    ``-2**31`` included, and for float accumulators; both the sequential and the parallel size."""
+    if not _requant.HAVE_NUMBA:
+        pytest.skip("numba not installed")
+    rng = np.random.default_rng(rows)
+    info = np.iinfo(np.int32)
+    acc = rng.integers(-5000, 5000, (1, rows, 300)).astype(np.int64)
+    acc[0, 0, 7] = info.min if dtype is np.int32 else -(1 << 24)  # negative side largest
+    acc[0, 1, 9] = info.max if dtype is np.int32 else (1 << 24)
+    acc[0, 2, :] = -3  # all negative
+    a = acc.astype(dtype)
+    got = _requant._row_abs_max(a)
+    np.testing.assert_array_equal(got, np.abs(acc).max(axis=2).reshape(-1).astype(np.float64))

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Iterable, Mapping
 
 import numpy as np
@@ -13,6 +15,9 @@ from npuflow.errors import InputError
 from npuflow.reference.float_runner import FloatRunner
 
 log = logging.getLogger(__name__)
+
+#: calibration samples whose statistics may be updating at once (each tensor's still in order)
+IN_FLIGHT = 2
 
 
 def expose_tensors(model: onnx.ModelProto, names: Iterable[str]) -> onnx.ModelProto:
@@ -101,15 +106,18 @@ class StatsCollector:
         self.channel_sum: dict[str, np.ndarray] = {}
         self.channel_count: dict[str, int] = {}
         self.pool = ThreadPoolExecutor(max_workers=threads) if threads > 1 else None
-        self.pending: list = []
+        self.pending: deque[list[Future]] = deque()  # per sample in flight, oldest first
+        self._order = threading.Condition()
+        self._next: dict[str, int] = {}  # tensor -> the sample whose update it takes next
         self.stash = FloatStash([t for t in stash if t in self.tensors], stash_samples, stash_budget)
         self.moments = {t: list(v) for t, v in (moments or {}).items() if t in wanted}
         self.samples = 0
 
     def feed(self, feeds: dict[str, np.ndarray]) -> None:
         """Add one calibration sample. With a thread pool, its statistics are updated in the
-        background while the next sample runs through onnxruntime (at most one sample pending;
-        each tensor's statistics are still updated in sample order, so results do not change)."""
+        background while the next samples run through onnxruntime (at most IN_FLIGHT samples
+        pending; each tensor's statistics are still updated in sample order, so results do not
+        change)."""
         outs = self.runner.run(feeds, self.tensors) if self.tensors else []
         if not self.stash.full:
             self.stash.add(dict(zip(self.tensors, outs)))
@@ -136,14 +144,33 @@ class StatsCollector:
             for ty in pairs:
                 update(ty)
         else:
-            self._wait()  # the previous sample's updates (they overlapped this sample's inference)
-            self.pending = [self.pool.submit(update, ty) for ty in pairs]
+            while len(self.pending) >= IN_FLIGHT:
+                self._wait_oldest()
+            self.pending.append([self.pool.submit(self._in_order, index, ty, update) for ty in pairs])
         self.samples += 1
 
-    def _wait(self) -> None:
-        pending, self.pending = self.pending, []
-        for f in pending:
+    def _in_order(self, index: int, ty: tuple[str, np.ndarray], update: Any) -> None:
+        """``update(ty)`` once tensor ``ty[0]`` has had the updates of every sample before
+        ``index`` (the queue is first in, first out and at most IN_FLIGHT samples are pending, so
+        the one waited for is running already: no deadlock)."""
+        t = ty[0]
+        with self._order:
+            while self._next.get(t, 0) != index:
+                self._order.wait()
+        try:
+            update(ty)
+        finally:
+            with self._order:
+                self._next[t] = index + 1
+                self._order.notify_all()
+
+    def _wait_oldest(self) -> None:
+        for f in self.pending.popleft():
             f.result()  # re-raises a worker's error
+
+    def _wait(self) -> None:
+        while self.pending:
+            self._wait_oldest()
 
     @property
     def stashed(self) -> list[dict[str, np.ndarray]]:
@@ -161,8 +188,9 @@ class StatsCollector:
             try:
                 self._wait()
             except BaseException:
-                for f in self.pending:
-                    f.cancel()
+                for fs in self.pending:
+                    for f in fs:
+                        f.cancel()
                 self.pool.shutdown(cancel_futures=True)
                 self.pool = None
                 raise

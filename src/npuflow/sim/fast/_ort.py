@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
@@ -57,4 +58,60 @@ def single_node_session(
     return ort.InferenceSession(m.SerializeToString(), session_options(), providers=["CPUExecutionProvider"])
 
 
-__all__ = ["F32_EXACT", "onnx", "session_options", "single_node_session"]
+#: largest reduction length the int8 engine is used for: every partial sum of ``u8 * s8``
+#: products (``< 2**15`` each) stays below 2**31, and so does the exact result
+INT8_MAX_K = 1 << 15
+
+
+def int8_matmul_session(a: np.ndarray, a_zero_point: int) -> Any:
+    """Session computing ``(a - a_zero_point) @ x`` exactly in int32 with onnxruntime's
+    MatMulInteger: ``a`` a constant ``(M, K)`` uint8 matrix, ``x`` an int8 ``(N, K, P)`` input
+    (dynamic ``N``, ``P``), ``y`` int32 ``(N, M, P)``."""
+    import onnxruntime as ort
+
+    node = helper.make_node("MatMulInteger", ["a", "x", "az"], ["y"])
+    g = helper.make_graph(
+        [node], "npuflow_fast_int8",
+        [helper.make_tensor_value_info("x", TensorProto.INT8, ["n", int(a.shape[1]), "p"])],
+        [helper.make_tensor_value_info("y", TensorProto.INT32, None)],
+        initializer=[numpy_helper.from_array(np.ascontiguousarray(a, dtype=np.uint8), "a"),
+                     numpy_helper.from_array(np.array(a_zero_point, dtype=np.uint8), "az")],
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return ort.InferenceSession(m.SerializeToString(), session_options(), providers=["CPUExecutionProvider"])
+
+
+_INT8_EXACT: bool | None = None
+
+
+def int8_engine_exact() -> bool:
+    """Whether onnxruntime's MatMulInteger (uint8 x int8) is exact on this machine, checked once
+    per process against int64 numpy on the products that an implementation summing pairs of
+    products in saturating int16 (x86 without VNNI) gets wrong: ``255 * 127 + 255 * 127`` and
+    ``255 * -128 + 255 * -128``, plus random values and the longest reduction used.
+    ``NPUFLOW_SIM_INT8=0`` switches the int8 engine off."""
+    global _INT8_EXACT
+    if os.environ.get("NPUFLOW_SIM_INT8", "1") == "0":
+        return False
+    if _INT8_EXACT is None:
+        try:
+            rng = np.random.default_rng(0)
+            k = INT8_MAX_K
+            a = rng.integers(0, 256, (8, k)).astype(np.uint8)
+            a[:4] = 255
+            x = rng.integers(-128, 128, (2, k, 5)).astype(np.int8)
+            x[0, :, 0], x[0, :, 1] = 127, -128
+            x[1, :, :] = -128
+            (y,) = int8_matmul_session(a, 128).run(None, {"x": x})
+            ref = np.matmul(a.astype(np.int64) - 128, x.astype(np.int64))
+            (y0,) = int8_matmul_session(a, 0).run(None, {"x": x})
+            ref0 = np.matmul(a.astype(np.int64), x.astype(np.int64))
+            _INT8_EXACT = (y.dtype == np.int32 and np.array_equal(y, ref) and np.array_equal(y0, ref0))
+        except Exception:  # noqa: BLE001 - any onnxruntime problem: use the float32 engines
+            _INT8_EXACT = False
+    return _INT8_EXACT
+
+
+__all__ = ["F32_EXACT", "INT8_MAX_K", "int8_engine_exact", "int8_matmul_session", "onnx", "session_options",
+           "single_node_session"]

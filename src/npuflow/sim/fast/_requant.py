@@ -271,13 +271,34 @@ if HAVE_NUMBA:
     _abs_max_rows_par = njit(parallel=True)(_abs_max_rows_impl)
     _abs_max_rows_seq = njit(_abs_max_rows_impl)
 
+    def _int_abs_max_rows_impl(x, out):  # pragma: no cover - jitted
+        # max |x| of each row of an int32 array (int64: |-2**31| fits)
+        rows, p = x.shape
+        for r in numba.prange(rows):
+            lo = np.int64(0)
+            hi = np.int64(0)
+            for k in range(p):
+                v = np.int64(x[r, k])
+                lo = min(lo, v)
+                hi = max(hi, v)
+            out[r] = max(hi, -lo)
+
+    _int_abs_max_rows_par = njit(parallel=True)(_int_abs_max_rows_impl)
+    _int_abs_max_rows_seq = njit(_int_abs_max_rows_impl)
+
 PARALLEL_MIN = 1 << 20
 
 
 def _row_abs_max(acc3: np.ndarray) -> np.ndarray:
-    """``max |acc|`` per (sample, channel) row as float64 (``inf`` where not computed: integer or
-    non-contiguous accumulators), for the float64 branch of the output stage."""
+    """``max |acc|`` per (sample, channel) row as float64 (``inf`` where not computed: int64 or
+    non-contiguous accumulators), for the float64 branch of the output stage (int32 sums of the
+    int8 engine: an exact integer max)."""
     n, c, p = acc3.shape
+    if acc3.dtype == np.int32 and acc3.flags.c_contiguous and p:
+        out = np.empty(n * c, dtype=np.int64)
+        kern = _int_abs_max_rows_par if acc3.size >= PARALLEL_MIN else _int_abs_max_rows_seq
+        kern(acc3.reshape(n * c, p), out)
+        return out.astype(np.float64)
     if acc3.dtype in (np.float32, np.float64) and acc3.flags.c_contiguous and p:
         it = np.int32 if acc3.dtype == np.float32 else np.int64
         bits = np.empty(n * c, dtype=it)

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from npuflow.sim.fast._common import PlanCache, checked, limb_bits, max_abs, limbs_f32, split2
-from npuflow.sim.fast._ort import F32_EXACT, single_node_session
+from npuflow.sim.fast._ort import F32_EXACT, INT8_MAX_K, int8_engine_exact, int8_matmul_session, single_node_session
 from npuflow.sim.fast._requant import mac_output
 from npuflow.sim.fast.matmul import F64_EXACT
 from npuflow.sim.kernels import KERNELS
@@ -57,6 +57,13 @@ class _Plan:
                           and all(v == 1 for v in params.strides) and not any(params.pads)
                           and params.auto_pad in ("NOTSET", "VALID") and w1 << (params.in_format.bits - 1) <= F64_EXACT)
         self.f64: Any = None
+        # a pointwise convolution of int8 activations with at most 8-bit weights: one exact
+        # int8 matrix product (onnxruntime MatMulInteger, int32 sums) where the engine is exact
+        self.int8 = (not transpose and params.group == 1 and all(k == 1 for k in params.kernel_shape)
+                     and all(v == 1 for v in params.strides) and not any(params.pads)
+                     and params.auto_pad in ("NOTSET", "VALID") and params.in_format.bits <= 8
+                     and params.w_q.dtype.itemsize == 1 and 0 < params.w_q.shape[1] <= INT8_MAX_K)
+        self.i8: Any = None
 
     # weights ------------------------------------------------------------------------------
     def weight_limbs(self, lw: int) -> _WeightLimbs:
@@ -136,6 +143,20 @@ def _pointwise_f64(plan: _Plan, params: ConvParams, x: np.ndarray, stats: Kernel
     return out.reshape((n, y.shape[1]) + x.shape[2:])
 
 
+def _pointwise_i8(plan: _Plan, params: ConvParams, x: np.ndarray, stats: KernelStats | None,
+                  lut: Any = None, lut_stats: KernelStats | None = None) -> np.ndarray:
+    """1x1 Conv of int8 activations as one exact int8 matrix product ``(C_out, C) @ (N, C, P)``:
+    the weights as uint8 ``w + 128`` with zero point 128, int32 sums (``|sum| < 2**31``: at most
+    :data:`INT8_MAX_K` products below ``2**14`` each)."""
+    if plan.i8 is None:
+        w = params.w_q.reshape(params.w_q.shape[0], -1).astype(np.int16) + 128
+        plan.i8 = int8_matmul_session(w.astype(np.uint8), 128)
+    n, c = x.shape[:2]
+    (y,) = plan.i8.run(None, {"x": np.ascontiguousarray(x).reshape(n, c, -1)})
+    out = mac_output(y.reshape((1, n, 1, 1) + y.shape[1:]), params.out, stats, lut=lut, lut_stats=lut_stats)
+    return out.reshape((n, y.shape[1]) + x.shape[2:])
+
+
 def _conv_geometry(params: ConvParams, sp: tuple[int, ...]) -> tuple[dict[str, Any], tuple[int, ...]]:
     win = {"kernel_shape": params.kernel_shape, "strides": params.strides, "dilations": params.dilations,
            "pads": params.pads, "auto_pad": params.auto_pad, "ceil_mode": 0}
@@ -168,6 +189,8 @@ def _convt_geometry(params: ConvTransposeParams, sp: tuple[int, ...]) -> tuple[d
 
 def _run(plan: _Plan, params: Any, x: np.ndarray, stats: KernelStats | None, ref: Any,
          lut: Any = None, lut_stats: KernelStats | None = None) -> np.ndarray:
+    if plan.int8 and x.dtype == np.int8 and int8_engine_exact():
+        return _pointwise_i8(plan, params, x, stats, lut, lut_stats)
     key = x.shape[2:]
     geom = plan.geom.get(key)
     if geom is None:

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from npuflow.sim.fast._common import PlanCache, checked, max_abs
-from npuflow.sim.fast._ort import F32_EXACT
+from npuflow.sim.fast._ort import F32_EXACT, INT8_MAX_K, int8_engine_exact, int8_matmul_session
 from npuflow.sim.fast._requant import mac_output
 from npuflow.sim.kernels import KERNELS
 from npuflow.sim.kernels.base import KernelStats
@@ -32,6 +32,15 @@ class _Plan:
                 self.b_abs = int(np.abs(b).sum(axis=-2).max(initial=0))
             else:
                 self.b_abs = int(np.abs(b).sum())
+
+    def int8_session(self) -> Any:
+        """``b^T @ a^T`` on the int8 engine: ``b^T`` as uint8 ``b + 128`` with zero point 128."""
+        s = self.sessions.get("int8")
+        if s is None:
+            assert self.b is not None
+            bt = np.ascontiguousarray(self.b.T).astype(np.int16) + 128
+            s = self.sessions["int8"] = int8_matmul_session(bt.astype(np.uint8), 128)
+        return s
 
     def session(self, dt: Any) -> Any:
         s = self.sessions.get(dt)
@@ -85,6 +94,18 @@ def _finish(acc: np.ndarray, params: MatMulParams, stats: KernelStats | None) ->
     return mac_output(parts, params.out, stats).reshape(shape)
 
 
+def _int8_product(plan: _Plan, params: MatMulParams, a: np.ndarray, stats: KernelStats | None) -> np.ndarray:
+    """``a @ b`` for int8 ``a`` and a constant int8 ``b`` ``(K, N)`` as the exact int32 product
+    ``(b^T @ a^T)^T`` (the engine wants the constant on the left), output stage per column."""
+    k, nc = plan.b.shape
+    lead = a.shape[:-1]
+    rows = int(np.prod(lead))
+    at = np.ascontiguousarray(a.reshape(rows, k).T).reshape(1, k, rows)
+    (acc,) = plan.int8_session().run(None, {"x": at})  # (1, N, rows) int32
+    out = mac_output(acc.reshape(1, 1, 1, 1, nc, rows), params.out, stats)  # (1, N, rows)
+    return np.ascontiguousarray(out.reshape(nc, rows).T).reshape(lead + (nc,))
+
+
 def _run(op: str, params: MatMulParams, inputs: tuple[np.ndarray, ...], stats: KernelStats | None) -> np.ndarray:
     ref = KERNELS[op]
     if not inputs or len(inputs) != (1 if params.b_q is not None else 2):
@@ -100,6 +121,9 @@ def _run(op: str, params: MatMulParams, inputs: tuple[np.ndarray, ...], stats: K
         b = params.b_q
         if a.ndim < 2 or b.ndim < 2 or a.shape[-1] != b.shape[-2] or a.size == 0:
             return ref.eval(params, *inputs, stats=stats)
+        if (a.dtype == np.int8 and b.dtype == np.int8 and b.ndim == 2 and b.shape[0] <= INT8_MAX_K
+                and int8_engine_exact()):
+            return _int8_product(plan, params, a, stats)
         dt = _engine(plan.b_abs << (params.a_format.bits - 1)) or _engine(plan.b_abs * max_abs(a))
         if dt is None:
             return ref.eval(params, *inputs, stats=stats)
