@@ -6,9 +6,10 @@ the same counts to ``stats``), which ``tests/sim_fast`` checks with Hypothesis o
 and bit for bit on the shared models. How they get there:
 
 * MAC ops (Conv, ConvTranspose, Gemm, MatMul) run their multiply-accumulate on onnxruntime
-  float32 (or numpy float64 BLAS) only when a bound proves every partial sum is an exactly
+  float32 (or float64) only when a bound proves every partial sum is an exactly
   representable integer (:mod:`npuflow.sim.fast._ort`), splitting operands into limbs where
-  needed; the integer output stage is compiled with numba when it is installed
+  needed; pointwise convolutions and constant-B Gemm/MatMul of int8 activations run on
+  onnxruntime's int8 MatMulInteger (int32 sums) where a once-per-process check shows it exact; the integer output stage is compiled with numba when it is installed
   (``pip install npuflow[fast]``), else the reference ``mac_finish`` runs on the int64 sums.
 * Table, elementwise and pooling ops are compiled integer loops (numba) with the reference
   arithmetic; without numba they are not replaced.
@@ -21,7 +22,8 @@ Tuning (environment, read when used): ``NPUFLOW_SIM_THREADS`` intra-op threads o
 onnxruntime sessions (default: onnxruntime's); ``NUMBA_NUM_THREADS`` numba's;
 ``NPUFLOW_SIM_MICROBATCH`` samples per step in ``FixedModel.run_batch`` (default 4);
 ``NPUFLOW_SIM_ARENA=1`` onnxruntime memory arenas (faster at large batches, one arena per step);
-``NPUFLOW_NUMBA_CACHE=0`` no on-disk cache of compiled kernels.
+``NPUFLOW_NUMBA_CACHE=0`` no on-disk cache of compiled kernels; ``NPUFLOW_SIM_INT8=0`` no int8
+MatMulInteger engine.
 """
 from __future__ import annotations
 
