@@ -14,6 +14,7 @@ import pytest
 
 import ktc
 import npuflow
+from npuflow.analysis.ranges import QuantOptions
 from npuflow.errors import InputError, InvalidConfigError
 from npuflow.report import REPORT_SCHEMA, REPORT_SCHEMA_VERSION, validate_report
 from npuflow.report.document import render_html
@@ -195,3 +196,30 @@ def test_render_handles_exact_and_cpu_rows(doc):
     row["cumulative"]["snr_db"] = None
     html = render_html(d)
     assert "op not supported &lt;here&gt;" in html and ">exact<" in html
+
+
+def test_concurrent_suggestions_give_the_same_section(mnist_analysis, digits, monkeypatch):
+    """With threads > 1 (and a thread-safe numba layer) the suggestions are measured two at a
+    time: the quantization section is the same as measured one after the other."""
+    from npuflow.report import precision as P
+
+    km, _ = mnist_analysis
+    feeds = [{"Input3": x.reshape(1, 1, 28, 28).astype(np.float32)} for x in digits["calib_x"][:8]]
+    calls = []
+    real = P._concurrent_ok
+
+    def spy():
+        calls.append(real())
+        return calls[-1]
+
+    if not real():
+        pytest.skip("CONCURRENT REPORT PATH NOT TESTED: numba's threading layer here is not thread-safe "
+                    "(install libgomp1 or tbb); the report measures one suggestion at a time")
+    monkeypatch.setattr(P, "_concurrent_ok", spy)
+    both = []
+    for threads in (2, 1):
+        q = P.measure_precision(km.analysis_result, QuantOptions(), feeds, platform=km.platform, threads=threads)
+        q.pop("timing_s")
+        both.append(q)
+    assert calls == [True], calls  # asked once (threads=2), and it ran concurrently
+    assert both[0] == both[1]

@@ -25,6 +25,7 @@ no error at all), ``cosine = sum ref x / sqrt(sum ref^2 sum x^2)``.
 from __future__ import annotations
 
 import dataclasses
+from concurrent.futures import ThreadPoolExecutor
 import logging
 import math
 import time
@@ -463,6 +464,21 @@ def _suffix(program: Program, start: int) -> Program:
     return dataclasses.replace(program, **changes)
 
 
+def _concurrent_ok() -> bool:
+    """Whether two simulations may run at once: numba's threading layer must be thread-safe
+    (OpenMP or TBB; its default fallback, workqueue, aborts on concurrent parallel launches)."""
+    from npuflow.sim.fast._nb import HAVE_NUMBA
+
+    if not HAVE_NUMBA:
+        return True
+    import numba
+
+    try:
+        return numba.threading_layer() in ("omp", "tbb")
+    except ValueError:  # no parallel kernel has run yet: the layer is not chosen
+        return False
+
+
 def _output_snrs(accs: dict[str, ErrAcc]) -> tuple[float | None, list[dict[str, Any]]]:
     per = [{"name": n, "snr_db": _r(a.snr()), "cosine": round(a.cosine(), 6)} for n, a in accs.items()]
     vals = [a.snr() for a in accs.values()]
@@ -527,9 +543,10 @@ class _Measurer:
 
     def __init__(self, result: Any, opts: QuantOptions, feeds: Sequence[dict[str, np.ndarray]],
                  ref_out: list[dict[str, np.ndarray]], out_names: list[str], base: float | None,
-                 envs: Sequence[dict[str, np.ndarray] | None] = ()) -> None:
+                 envs: Sequence[dict[str, np.ndarray] | None] = (), threads: int = 1) -> None:
         self.result, self.opts, self.feeds, self.ref_out, self.out_names, self.base = result, opts, feeds, ref_out, out_names, base
         self.envs = list(envs)
+        self.threads = threads
         self.pending: list[tuple[dict[str, Any], Suggestion, Program, Program]] = []
         self.done: dict[str, dict[str, Any]] = {}
         self.seconds = 0.0
@@ -557,7 +574,25 @@ class _Measurer:
         program = self.result.program
         accs = [{n: ErrAcc() for n in self.out_names} for _ in self.pending]
         need_base = any(g.start > 0 for _, g, _, _ in self.pending)
-        for i, feed in enumerate(self.feeds):
+        count = len(self.feeds)
+        envs = self.envs[:count]
+        if (self.threads > 1 and len(self.pending) > 1 and len(envs) == count and all(e is not None for e in envs)
+                and _concurrent_ok()):
+            # every base run is kept: two variants at a time (each one's sums in input order, so
+            # the same numbers; a simulation at batch 1 keeps about 1.3 of 2 cores busy)
+            def measure(j: int) -> None:
+                _, g, p2, sub = self.pending[j]
+                for i, feed in enumerate(self.feeds):
+                    res = sub.run(envs[i] if g.start > 0 else p2.quantize_inputs(feed))
+                    for n in self.out_names:
+                        accs[j][n].add(self.ref_out[i][n], p2.formats[n].dequantize(res[n]))
+
+            with ThreadPoolExecutor(max_workers=2) as pool:
+                for j, _ in enumerate(pool.map(measure, range(len(self.pending)))):
+                    if progress:
+                        progress(f"suggestions {j + 1}/{len(self.pending)}")
+            count = 0
+        for i, feed in enumerate(self.feeds[:count]):
             env = self.envs[i] if i < len(self.envs) else None
             if env is None and need_base:
                 env = program.run(program.quantize_inputs(feed), keep_all=True)
@@ -744,7 +779,7 @@ def measure_precision(
         e["_primary"] = pick
 
     # ---- measure: each shortlisted step's first suggestion, and int16 everywhere as a reference
-    measurer = _Measurer(result, opts, feeds, ref_out, out_names, worst, kept_env)
+    measurer = _Measurer(result, opts, feeds, ref_out, out_names, worst, kept_env, threads)
     for e in entries:
         if e["_primary"] is not None:
             e["measured"] = measurer.add(e["_primary"])
