@@ -79,3 +79,20 @@ def test_memoised_rebuild_equals_fresh_build(result, change):
     for a, b in zip(_outputs(base, xs), _outputs(again, xs)):
         for u, v in zip(a, b):
             np.testing.assert_array_equal(u, v)
+
+
+def test_forget_prepared_keeps_only_the_given_program(result):
+    """After the report, only the kept program's parameters stay memoised (the variants' would
+    keep their simulator sessions alive as long as the analysis result)."""
+    from npuflow.analysis.program import forget_prepared
+
+    res, xs = result
+    base = _build(res, QuantOptions())
+    k = [i for i, st in enumerate(res.steps) if st.op_type == "Conv"][-1]
+    _build(res, dataclasses.replace(QuantOptions(), overrides={res.steps[k].nodes[0]: NodeOverride(bits=16)}))
+    prepared = lambda: [v[0][0] for st in res.steps for key, v in st.memo.items() if key[0] == "prepared"]  # noqa: E731
+    assert len(prepared()) > len([p for p in base.params if p is not None])
+    forget_prepared(res.steps, base.params)
+    assert {id(p) for p in prepared()} == {id(p) for p in base.params if p is not None}
+    again = _build(res, QuantOptions())  # still memoised: the same objects
+    assert all(a is b for a, b in zip(again.params, base.params))

@@ -374,6 +374,16 @@ def _prepared_step(st: Step, in_formats: list[QFormat | None], out_fmts: list[QF
     return p, list(fmts_out)
 
 
+def forget_prepared(steps: list[Step], keep: list[Any]) -> None:
+    """Drop the memoised prepared parameters of ``steps`` (see :func:`_prepared_step`) except the
+    parameter objects in ``keep`` (the program that stays): the report's rebuilt programs would
+    otherwise live as long as the steps, with the simulator's sessions and plans attached."""
+    ids = {id(p) for p in keep if p is not None}
+    for st in steps:
+        for key in [k for k, v in st.memo.items() if k and k[0] == "prepared" and id(v[0][0]) not in ids]:
+            del st.memo[key]
+
+
 def build_program(
     model: onnx.ModelProto,
     steps: list[Step],

@@ -32,6 +32,7 @@ def write_analysis_report(
     dma_bandwidth: float | None = None,
 ) -> tuple[dict[str, Any], dict[str, Path]]:
     """Measure, build and write model_fx_report.{json,html,csv}; returns (document, paths)."""
+    from npuflow.analysis.program import forget_prepared
     from npuflow.evaluate import evaluate_model
     from npuflow.report.precision import measure_precision
 
@@ -40,8 +41,11 @@ def write_analysis_report(
                         datapath_bits=int(bitwidths["datapath"][3:]), weight_bits=int(bitwidths["weight"][3:]),
                         weight_bandwidth=weight_bandwidth, dma_bandwidth=dma_bandwidth)
     ev = type(ev)(**{**ev.__dict__, "bitwidths": dict(bitwidths)})
-    q = measure_precision(result, opts, feeds, platform=platform, eval_nodes={n.name: n for n in ev.nodes},
-                          user_inputs=user_inputs, threads=threads) if feeds else None
+    try:
+        q = measure_precision(result, opts, feeds, platform=platform, eval_nodes={n.name: n for n in ev.nodes},
+                              user_inputs=user_inputs, threads=threads) if feeds else None
+    finally:  # the measured variants' parameters (and their simulator sessions) go with the report
+        forget_prepared(result.steps, result.program.params)
     out = Path(output_dir)
     files = {"bie": bie_path, "json": str(out / "model_fx_report.json"), "html": str(out / "model_fx_report.html"),
              "csv": str(out / "model_fx_report.csv")}
