@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -74,8 +75,8 @@ class FloatStash:
 class StatsCollector:
     """Feed calibration samples one at a time; keeps an AbsHistogram per requested tensor.
 
-    Memory is constant in the number of samples. With ``threads`` > 1, ``threads`` workers update
-    the statistics and onnxruntime runs ``threads // 2`` intra-op threads (1 thread: everything
+    Memory is constant in the number of samples. With ``threads`` > 1, ``w = min(threads, CPU
+    count)`` workers update the statistics and onnxruntime runs ``w // 2`` intra-op threads (1 thread: everything
     in the caller's thread). Results do not depend on
     it: the histogram is order-independent and each tensor's statistics are updated by one worker
     per sample, in sample order.
@@ -95,17 +96,19 @@ class StatsCollector:
         wanted = list(dict.fromkeys(list(tensors) + self.mean_tensors + list(moments or {})))
         self.input_tensors = [t for t in wanted if t in inputs]
         self.tensors = [t for t in wanted if t not in inputs]
-        # the statistics cost about twice onnxruntime's pass: with ``threads`` > 1 they get
-        # ``threads`` workers and onnxruntime half as many threads, which wait passively (measured
-        # on 2 cores, efficientnet_lite0, whole analysis(): 6.8-7.2 s with 2 onnxruntime threads
-        # and 1 worker, 6.2 s with 2 and 2, 5.9 s with 1 and 2)
+        # the statistics cost about twice onnxruntime's pass: with ``threads`` > 1 they get one
+        # worker per thread (at most one per core) and onnxruntime half as many threads, which
+        # wait passively (measured on 2 cores, efficientnet_lite0, whole analysis(): 6.8-7.2 s
+        # with 2 onnxruntime threads and 1 worker, 6.2 s with 2 and 2, 5.9 s with 1 and 2;
+        # threads=4 uncapped 6.0 s vs 5.65 s for threads=2)
+        workers = min(threads, os.cpu_count() or threads)
         self.runner = FloatRunner(expose_tensors(model, self.tensors), label="calibration model",
-                                  threads=max(1, threads // 2) if threads > 1 else threads, spin=False)
+                                  threads=max(1, workers // 2) if threads > 1 else threads, spin=False)
         self.hist = {t: AbsHistogram(track) for t in wanted}
         # per-channel (axis 1) sums for bias correction; updated in sample order -> deterministic
         self.channel_sum: dict[str, np.ndarray] = {}
         self.channel_count: dict[str, int] = {}
-        self.pool = ThreadPoolExecutor(max_workers=threads) if threads > 1 else None
+        self.pool = ThreadPoolExecutor(max_workers=workers) if threads > 1 else None
         self.pending: deque[list[Future]] = deque()  # per sample in flight, oldest first
         self._order = threading.Condition()
         self._next: dict[str, int] = {}  # tensor -> the sample whose update it takes next
