@@ -147,7 +147,7 @@ def _pointwise_i8(plan: _Plan, params: ConvParams, x: np.ndarray, stats: KernelS
                   lut: Any = None, lut_stats: KernelStats | None = None) -> np.ndarray:
     """1x1 Conv of int8 activations as one exact int8 matrix product ``(C_out, C) @ (N, C, P)``:
     the weights as uint8 ``w + 128`` with zero point 128, int32 sums (``|sum| < 2**31``: at most
-    :data:`INT8_MAX_K` products below ``2**14`` each)."""
+    :data:`INT8_MAX_K` products of magnitude at most ``2**14`` each)."""
     if plan.i8 is None:
         w = params.w_q.reshape(params.w_q.shape[0], -1).astype(np.int16) + 128
         plan.i8 = int8_matmul_session(w.astype(np.uint8), 128)
