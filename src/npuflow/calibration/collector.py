@@ -76,10 +76,10 @@ class StatsCollector:
     """Feed calibration samples one at a time; keeps an AbsHistogram per requested tensor.
 
     Memory is constant in the number of samples. With ``threads`` > 1, ``w = min(threads, CPU
-    count)`` workers update the statistics and onnxruntime runs ``w // 2`` intra-op threads (1 thread: everything
-    in the caller's thread). Results do not depend on
-    it: the histogram is order-independent and each tensor's statistics are updated by one worker
-    per sample, in sample order.
+    count)`` workers update the statistics and onnxruntime runs ``w // 2`` intra-op threads (1
+    thread: everything in the caller's thread). Results do not depend on it: the histogram is
+    order-independent and each tensor's statistics are updated by one worker per sample, in
+    sample order.
     """
 
     def __init__(self, model: onnx.ModelProto, tensors: list[str], *, threads: int = 1,
