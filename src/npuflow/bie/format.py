@@ -67,7 +67,9 @@ class _Arrays:
 
     def externalize(self, v: Any, prefix: str) -> Any:
         if isinstance(v, dict):
-            if "__ndarray__" in v and len(v["data"]) > INLINE_MAX:
+            if "__ndarray__" in v and len(v["data"]) <= INLINE_MAX:  # inline, a JSON list
+                return {**v, "data": np.asarray(v["data"], dtype=np.dtype(v["__ndarray__"])).tolist()}
+            if "__ndarray__" in v:
                 arr = np.asarray(v["data"], dtype=np.dtype(v["__ndarray__"])).reshape(v["shape"])
                 name = f"{prefix}"
                 if arr.dtype == np.int8 and arr.size and arr.min() >= -8 and arr.max() <= 7:
@@ -91,7 +93,8 @@ def _internalize(v: Any, inits: dict[str, onnx.TensorProto]) -> Any:
             if v.get("int4"):
                 arr = _unpack_int4(arr, v["shape"])
             arr = arr.astype(np.dtype(v["dtype"]))
-            return {"__ndarray__": arr.dtype.str, "shape": list(arr.shape), "data": arr.ravel().tolist()}
+            # a flat array, not a list: params_from_dict takes either
+            return {"__ndarray__": arr.dtype.str, "shape": list(arr.shape), "data": arr.ravel()}
         return {k: _internalize(e, inits) for k, e in v.items()}
     if isinstance(v, list):
         return [_internalize(e, inits) for e in v]
@@ -134,7 +137,7 @@ def build_bie(program: Program, float_model: onnx.ModelProto, *, platform: int, 
                 entry["weights"][sname] = iname
             entry["params"] = None
         else:
-            entry["params"] = arrays.externalize(params_to_dict(p), prefix)
+            entry["params"] = arrays.externalize(params_to_dict(p, raw=True), prefix)
         param_inputs = [t.name for t in arrays.inits[before:]] if not st.float_step else list(entry["weights"].values())
         plan_steps.append(entry)
         attrs = {

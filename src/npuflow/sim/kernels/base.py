@@ -263,17 +263,17 @@ def bshape(n: int, axis: int, ndim: int) -> tuple[int, ...]:
 # ----------------------------------------------------------------------------------------------
 # params serialization (BIE)
 # ----------------------------------------------------------------------------------------------
-def _enc(v: Any) -> Any:
+def _enc(v: Any, raw: bool = False) -> Any:
     if isinstance(v, np.ndarray):
-        return {"__ndarray__": v.dtype.str, "shape": list(v.shape), "data": v.ravel().tolist()}
+        return {"__ndarray__": v.dtype.str, "shape": list(v.shape), "data": v.ravel() if raw else v.ravel().tolist()}
     if isinstance(v, QFormat):
         return {"__qformat__": v.to_dict()}
     if dataclasses.is_dataclass(v) and not isinstance(v, type):
-        return params_to_dict(v)
+        return params_to_dict(v, raw=raw)
     if isinstance(v, (tuple, list)):
-        return [_enc(e) for e in v]
+        return [_enc(e, raw) for e in v]
     if isinstance(v, dict):
-        return {str(k): _enc(e) for k, e in v.items()}
+        return {str(k): _enc(e, raw) for k, e in v.items()}
     if isinstance(v, np.integer):
         return int(v)
     if isinstance(v, np.floating):
@@ -295,11 +295,12 @@ def _dec(v: Any) -> Any:
     return v
 
 
-def params_to_dict(params: Any) -> dict[str, Any]:
-    """JSON-ready dict of a params dataclass (integer arrays as lists with dtype and shape)."""
+def params_to_dict(params: Any, *, raw: bool = False) -> dict[str, Any]:
+    """JSON-ready dict of a params dataclass (integer arrays as lists with dtype and shape; with
+    ``raw``, as flat numpy arrays instead, for a writer that stores large ones as tensors)."""
     out: dict[str, Any] = {"__type__": f"{type(params).__module__}:{type(params).__qualname__}"}
     for f in dataclasses.fields(params):
-        out[f.name] = _enc(getattr(params, f.name))
+        out[f.name] = _enc(getattr(params, f.name), raw)
     return out
 
 
