@@ -25,10 +25,10 @@ no error at all), ``cosine = sum ref x / sqrt(sum ref^2 sum x^2)``.
 from __future__ import annotations
 
 import dataclasses
-from concurrent.futures import ThreadPoolExecutor
 import logging
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Sequence
 
 import numpy as np
