@@ -9,8 +9,11 @@ and bit for bit on the shared models. How they get there:
   float32 (or float64) only when a bound proves every partial sum is an exactly
   representable integer (:mod:`npuflow.sim.fast._ort`), splitting operands into limbs where
   needed; pointwise convolutions and constant-B Gemm/MatMul of int8 activations run on
-  onnxruntime's int8 MatMulInteger (int32 sums) where a once-per-process check shows it exact; the integer output stage is compiled with numba when it is installed
-  (``pip install npuflow[fast]``), else the reference ``mac_finish`` runs on the int64 sums.
+  onnxruntime's int8 MatMulInteger (int32 sums) where a once-per-process check shows it exact;
+  depthwise convolutions sum in integers in one compiled kernel (:mod:`.depthwise`) where
+  onnxruntime would need limbs or the layer is small; the integer output stage is compiled with
+  numba when it is installed (``pip install npuflow[fast]``), else the reference ``mac_finish``
+  runs on the int64 sums.
 * Table, elementwise and pooling ops are compiled integer loops (numba) with the reference
   arithmetic; without numba they are not replaced.
 
@@ -23,7 +26,9 @@ onnxruntime sessions (default: onnxruntime's); ``NUMBA_NUM_THREADS`` numba's;
 ``NPUFLOW_SIM_MICROBATCH`` samples per step in ``FixedModel.run_batch`` (default 4);
 ``NPUFLOW_SIM_ARENA=1`` onnxruntime memory arenas (faster at large batches, one arena per step);
 ``NPUFLOW_NUMBA_CACHE=0`` no on-disk cache of compiled kernels; ``NPUFLOW_SIM_INT8=0`` no int8
-MatMulInteger engine.
+MatMulInteger engine; ``OMP_WAIT_POLICY`` / ``GOMP_SPINCOUNT`` how long numba's OpenMP workers
+spin between kernels (defaults PASSIVE / 30000, set at import unless already set: see
+:mod:`._nb`).
 """
 from __future__ import annotations
 

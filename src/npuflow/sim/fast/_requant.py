@@ -213,6 +213,21 @@ if HAVE_NUMBA:
                 o[k] = v
         return nacc, nout
 
+    @njit(inline="always")
+    def _table_row(v, o, table, tsat, qlo, count_lut):  # pragma: no cover - jitted
+        """``o[k] = table[v[k] - qlo]`` (a fused table step); returns the count of saturated table
+        entries read when ``count_lut``, else 0."""
+        nl = 0
+        if count_lut:
+            for k in range(v.shape[0]):
+                i = v[k] - qlo
+                o[k] = table[i]
+                nl += tsat[i]
+        else:
+            for k in range(v.shape[0]):
+                o[k] = table[v[k] - qlo]
+        return nl
+
     @njit(parallel=True)
     def _mac_out_kernel(
         acc3, bias, mult, shift, mult_neg, shift_neg, has_neg, acc_lo, acc_hi, alo, ahi, qlo, qhi, out, counts, amax
@@ -239,19 +254,9 @@ if HAVE_NUMBA:
             tmp = scratch[numba.get_thread_id()]
             na, no = _row(acc3[b, c], tmp, bias[c], mult[c], 31 + shift[c], mult_neg[c], 31 + shift_neg[c],
                           has_neg, acc_lo, acc_hi, alo, ahi, qlo, qhi, amax[row])
-            o = out[b, c]
-            nl = 0
-            if count_lut:
-                for k in range(p):
-                    i = tmp[k] - qlo
-                    o[k] = table[i]
-                    nl += tsat[i]
-            else:
-                for k in range(p):
-                    o[k] = table[tmp[k] - qlo]
             counts[row, 0] = na
             counts[row, 1] = no
-            counts[row, 2] = nl
+            counts[row, 2] = _table_row(tmp, out[b, c], table, tsat, qlo, count_lut)
 
 
     def _abs_max_rows_impl(bits, mask, out):  # pragma: no cover - jitted
@@ -332,9 +337,53 @@ class _Prepared:
 _PREP = PlanCache(lambda p: {})  # params -> {channels: _Prepared}
 
 
+def prepared(p: MacOutput, c: int) -> _Prepared:
+    """The per-channel arrays of ``p`` for ``c`` output channels (built once)."""
+    by_c = _PREP.get(p)
+    pr = by_c.get(c)
+    if pr is None:
+        pr = by_c.setdefault(c, _Prepared(p, c))
+    return pr
+
+
+def static_row_bound(p: MacOutput, abs_w_sum: np.ndarray, x_bits: int) -> np.ndarray | None:
+    """``sum |w[c]| * 2**(x_bits-1)`` per output channel (float64, exact: below 2**53) when it
+    opens the float64 branch of the output stage (see ``_row``) for every channel that row
+    maxima could open, else None (then the kernels measure each row)."""
+    c = len(abs_w_sum)
+    bound = np.asarray(abs_w_sum, dtype=np.int64) << (x_bits - 1)
+    if bound.max(initial=0) >= 1 << 52 or (p.mult_neg is not None and p.shift_neg is not None):
+        return None
+    pr = prepared(p, c)
+    lim = min(-pr.acc_lo, pr.acc_hi)
+    for b, m, bc in zip(bound.tolist(), pr.mult.tolist(), pr.bias.tolist()):
+        if m <= 0:
+            continue
+        gate = float((1 << 53) // m) - 2.0
+        ab = float(b) + abs(float(bc))
+        # a channel whose bias alone closes the branch loses nothing either
+        if not (ab < gate and ab <= lim) and abs(float(bc)) < gate and abs(float(bc)) <= lim:
+            return None
+    return bound.astype(np.float64)
+
+
+def add_counts(counts: np.ndarray, size: int, stats: KernelStats | None, lut_stats: KernelStats | None) -> None:
+    """Add a kernel's per-row ``counts`` (accumulator saturations, output saturations, table
+    saturations) over ``size`` outputs to the MAC step's ``stats`` and a fused table step's
+    ``lut_stats``."""
+    if stats is not None:
+        tot = counts.sum(axis=0)
+        stats.acc_saturated += int(tot[0])
+        stats.out_saturated += int(tot[1])
+        stats.out_elements += int(size)
+    if lut_stats is not None:
+        lut_stats.out_saturated += int(counts[:, 2].sum())
+        lut_stats.out_elements += int(size)
+
+
 def mac_output(
     parts: np.ndarray, p: MacOutput, stats: KernelStats | None, *, shx: Any = (0,), shw: Any = (0,),
-    lut: Any = None, lut_stats: KernelStats | None = None,
+    lut: Any = None, lut_stats: KernelStats | None = None, row_bound: np.ndarray | None = None,
 ) -> np.ndarray:
     """Output stage of a MAC on limbs ``parts`` (layout in the module docstring).
 
@@ -342,7 +391,9 @@ def mac_output(
     assembled int64 accumulator (channel axis 1); adds to ``stats`` like it. ``lut``: a table
     step fused behind the MAC (its ``LutParams``, input format = this output format): the
     result is then the table's output, and ``lut_stats`` gets the table step's counts. Needs
-    numba (the caller fuses only then).
+    numba (the caller fuses only then). ``row_bound``: per output channel, a bound on
+    ``|accumulator - bias|`` over all inputs in range (from constant weights: see
+    :func:`static_row_bound`); it then gates the float64 branch instead of row maxima.
     """
     shx_a = np.asarray(shx, dtype=np.int64)
     shw_a = np.asarray(shw, dtype=np.int64)
@@ -365,17 +416,19 @@ def mac_output(
         out = np.empty((n, c, npos), dtype=fmt.dtype)
     if out.size == 0:
         return out
-    by_c = _PREP.get(p)
-    pr = by_c.get(c)
-    if pr is None:
-        pr = by_c.setdefault(c, _Prepared(p, c))
+    pr = prepared(p, c)
     if lx == 1 and lw == 1 and shx_a[0] == 0 and shw_a[0] == 0:
         acc3 = parts.reshape(n, c, npos)
     else:
         acc3 = np.empty((n, c, npos), dtype=np.int64)
         _assemble_kernel(parts, shx_a, shw_a, acc3)
     counts = np.empty((n * c, 3), dtype=np.int64)
-    amax = _row_abs_max(acc3) if not pr.has_neg else np.full(n * c, np.inf)
+    if pr.has_neg:
+        amax = np.full(n * c, np.inf)
+    elif row_bound is not None:
+        amax = np.tile(row_bound, n)
+    else:
+        amax = _row_abs_max(acc3)
     args = (acc3, pr.bias, pr.mult, pr.shift, pr.mult_neg, pr.shift_neg, pr.has_neg,
             pr.acc_lo, pr.acc_hi, pr.alo, pr.ahi, fmt.qmin, fmt.qmax, out, counts, amax)
     if lut is None:
@@ -383,12 +436,5 @@ def mac_output(
     else:
         scratch = np.empty((numba.get_num_threads() + 1, npos), dtype=np.int64)
         _mac_out_lut_kernel(*args, table, tsat, scratch, lut_stats is not None)
-    if stats is not None:
-        tot = counts.sum(axis=0)
-        stats.acc_saturated += int(tot[0])
-        stats.out_saturated += int(tot[1])
-        stats.out_elements += int(out.size)
-    if lut is not None and lut_stats is not None:
-        lut_stats.out_saturated += int(counts[:, 2].sum())
-        lut_stats.out_elements += int(out.size)
+    add_counts(counts, out.size, stats, lut_stats if lut is not None else None)
     return out

@@ -22,12 +22,19 @@ import numpy as np
 
 from npuflow.sim.fast._common import PlanCache, checked, limb_bits, max_abs, limbs_f32, split2
 from npuflow.sim.fast._ort import F32_EXACT, INT8_MAX_K, int8_engine_exact, int8_matmul_session, single_node_session
-from npuflow.sim.fast._requant import mac_output
+from npuflow.sim.fast._nb import use_numba
+from npuflow.sim.fast._requant import mac_output, static_row_bound
+from npuflow.sim.fast.depthwise import DepthwisePlan, depthwise
+from npuflow.sim.fast.depthwise import applies as depthwise_applies
 from npuflow.sim.fast.matmul import F64_EXACT
 from npuflow.sim.kernels import KERNELS
 from npuflow.sim.kernels._geometry import window_geometry
 from npuflow.sim.kernels.base import KernelStats
 from npuflow.sim.kernels.conv import CONV_TRANSPOSE, ConvParams, ConvTransposeParams
+
+
+#: single-pass depthwise layers with at most this many multiply-adds run on the compiled kernel
+DW_SMALL_MACS = 1_000_000
 
 
 @dataclass
@@ -64,6 +71,17 @@ class _Plan:
                      and params.auto_pad in ("NOTSET", "VALID") and params.in_format.bits <= 8
                      and params.w_q.dtype.itemsize == 1 and 0 < params.w_q.shape[1] <= INT8_MAX_K)
         self.i8: Any = None
+        self.dw: DepthwisePlan | None = None  # built on first use
+        # per output channel: sum |w| * max |x| bounds every accumulator (ConvTranspose: each
+        # output sums a subset of those products); lets the output stage skip row maxima
+        cout = params.w_q.shape[1] * params.group if transpose else params.w_q.shape[0]
+        w_abs = np.abs(params.w_q.astype(np.int64))
+        if transpose:  # (C_in, cog, *k): output g*cog + j sums input channels of group g
+            cin, cog = w_abs.shape[:2]
+            sums = w_abs.reshape(params.group, cin // params.group, cog, -1).sum(axis=(1, 3)).reshape(cout)
+        else:
+            sums = w_abs.reshape(cout, -1).sum(axis=1)
+        self.row_bound = static_row_bound(params.out, sums, params.in_format.bits)
 
     # weights ------------------------------------------------------------------------------
     def weight_limbs(self, lw: int) -> _WeightLimbs:
@@ -139,7 +157,8 @@ def _pointwise_f64(plan: _Plan, params: ConvParams, x: np.ndarray, stats: Kernel
         plan.f64 = _matmul_session(np.float64, w, const_first=True)
     n, c = x.shape[:2]
     (y,) = plan.f64.run(None, {"x": x.reshape(n, c, -1).astype(np.float64)})
-    out = mac_output(y.reshape((1, n, 1, 1) + y.shape[1:]), params.out, stats, lut=lut, lut_stats=lut_stats)
+    out = mac_output(y.reshape((1, n, 1, 1) + y.shape[1:]), params.out, stats, lut=lut, lut_stats=lut_stats,
+                     row_bound=plan.row_bound)
     return out.reshape((n, y.shape[1]) + x.shape[2:])
 
 
@@ -153,7 +172,8 @@ def _pointwise_i8(plan: _Plan, params: ConvParams, x: np.ndarray, stats: KernelS
         plan.i8 = int8_matmul_session(w.astype(np.uint8), 128)
     n, c = x.shape[:2]
     (y,) = plan.i8.run(None, {"x": np.ascontiguousarray(x).reshape(n, c, -1)})
-    out = mac_output(y.reshape((1, n, 1, 1) + y.shape[1:]), params.out, stats, lut=lut, lut_stats=lut_stats)
+    out = mac_output(y.reshape((1, n, 1, 1) + y.shape[1:]), params.out, stats, lut=lut, lut_stats=lut_stats,
+                     row_bound=plan.row_bound)
     return out.reshape((n, y.shape[1]) + x.shape[2:])
 
 
@@ -196,6 +216,16 @@ def _run(plan: _Plan, params: Any, x: np.ndarray, stats: KernelStats | None, ref
     if geom is None:
         geom = (_convt_geometry if plan.transpose else _conv_geometry)(params, tuple(key))
         plan.geom[key] = geom
+    if geom is not None and not plan.transpose and use_numba() and depthwise_applies(params, x):
+        attrs, out_sp = geom
+        # the compiled depthwise kernel where onnxruntime would need limb passes (int16), or where
+        # its per-call cost dominates a small layer; large single-pass layers stay on onnxruntime
+        # (its channel-blocked kernel is faster there: benchmarks/README.md)
+        if not plan.static_ok or x.shape[0] * params.w_q.shape[0] * int(np.prod(out_sp)) * int(
+                np.prod(params.kernel_shape)) <= DW_SMALL_MACS:
+            if plan.dw is None:
+                plan.dw = DepthwisePlan(params)
+            return depthwise(plan.dw, params, x, tuple(attrs["pads"][:len(out_sp)]), out_sp, stats, lut, lut_stats)
     choice = plan.choose(x) if geom is not None else None
     if geom is None or choice is None:
         return ref.eval(params, x, stats=stats)
@@ -235,7 +265,7 @@ def _run(plan: _Plan, params: Any, x: np.ndarray, stats: KernelStats | None, ref
     else:
         parts = y.reshape(lx, n, g, lw, c_out // g, npos)
     out = mac_output(parts, params.out, stats, shx=shx, shw=plan.weight_limbs(lw).shifts, lut=lut,
-                     lut_stats=lut_stats)
+                     lut_stats=lut_stats, row_bound=plan.row_bound)
     return out.reshape((n, c_out) + out_sp)
 
 
