@@ -100,7 +100,8 @@ def test_depthwise_with_fused_table_equals_two_steps(layout, c, op, lut_bits):
 
 
 def test_scratch_accumulator_width():
-    """int32 scratch exactly while ``sum |w| * 2**(bits-1) < 2**31``, else int64."""
+    """int32 scratch exactly while ``sum |w| * 2**(bits-1) < 2**31``, float64 (integers) below
+    2**53, int64 beyond."""
     def plan(w_max, taps, bits):
         w = np.zeros((2, 1, 1, taps), np.int16)
         w[1] = w_max
@@ -108,10 +109,13 @@ def test_scratch_accumulator_width():
         return dw.DepthwisePlan(p).acc_dtype
 
     assert plan(127, 9, 8) == np.int32
-    assert plan(32767, 25, 16) == np.int64
+    assert plan(32767, 25, 16) == np.float64
     # 2**15 * 2**15 * 2 = 2**31: one past the int32 range
-    assert plan(16384, 4, 16) == np.int64
+    assert plan(16384, 4, 16) == np.float64
     assert plan(16383, 4, 16) == np.int32
+    # 2**14 * 2**39 = 2**53: one past the exact float64 integers
+    assert plan(16384, 1, 40) == np.int64
+    assert plan(16383, 1, 40) == np.float64
 
 
 # hand-worked: x = [[1,2,3],[4,5,6],[7,8,9]], w = [[1,-1],[2,0]], pads 1 on every side, stride 1
@@ -161,8 +165,12 @@ def test_full_scale_int16_extremes():
             x = np.full((1, 3, 9, 9), fill, np.int16)
             x[0, 1, ::2] = -x[0, 1, ::2] - 1 if fill < 0 else -fill - 1
             for width in (0, 10**9):
-                dw.PLANE_MIN_WIDTH, old = width, dw.PLANE_MIN_WIDTH
-                try:
-                    same("Conv", FAST["Conv"], params, x)
-                finally:
-                    dw.PLANE_MIN_WIDTH = old
+                for acc_dtype in (np.float64, np.int64):  # the chosen scratch, and the widest
+                    d = dw.DepthwisePlan(params)
+                    d.acc_dtype, d.w, d.wt = acc_dtype, d.w.astype(acc_dtype), d.wt.astype(acc_dtype)
+                    fast_conv._PLANS.get(params).dw = d
+                    dw.PLANE_MIN_WIDTH, old = width, dw.PLANE_MIN_WIDTH
+                    try:
+                        same("Conv", FAST["Conv"], params, x)
+                    finally:
+                        dw.PLANE_MIN_WIDTH = old

@@ -106,6 +106,38 @@ def test_float64_row_path_equals_mac_finish(seed, bits, kind, c, npos, near):
         got = _requant.mac_output(parts.reshape(1, 2, 1, 1, c, npos), p, s2)
         np.testing.assert_array_equal(got, ref)
     assert s1.out_saturated * len(views) == s2.out_saturated
+    # a per-channel bound given instead of the row maxima (constant weights: static_row_bound),
+    # and the maxima skipped (rows_open False) or measured: the branch never changes the integers
+    bound = np.abs(acc).max(axis=(0, 2)).astype(np.float64)
+    np.testing.assert_array_equal(
+        _requant.mac_output(acc.reshape(1, 2, 1, 1, c, npos), p, None, row_bound=bound), ref)
+    pr = _requant.prepared(p, c)
+    for state in (False, True, None):
+        pr.rows_open = state
+        np.testing.assert_array_equal(
+            _requant.mac_output(acc.astype(np.float64).reshape(1, 2, 1, 1, c, npos), p, None), ref)
+
+
+def test_static_row_bound():
+    """``sum |w[c]| * 2**(bits-1)``: reached by the input ``-2**(bits-1) * sign(w)``; None when
+    some channel's branch could open with row maxima but not with the bound."""
+    rng = np.random.default_rng(3)
+    w = rng.integers(-127, 128, (4, 50))
+    sums = np.abs(w).sum(axis=1)
+    acc = (w * (-128 * np.sign(w))).sum(axis=1)
+    small = MacOutput(QFormat(8, 3), 32, None, np.full(4, 1 << 30), np.zeros(4, np.int64), None, None,
+                      Activation("none", -128, 127, 0.0), 0, 0)
+    bound = _requant.static_row_bound(small, sums, 8)
+    np.testing.assert_array_equal(bound, sums * 128.0)
+    assert (np.abs(acc) == bound).all()
+    # a multiplier so large that the bound closes the branch where a small row could open it
+    big = MacOutput(QFormat(8, 3), 32, None, np.full(4, (1 << 31) - 1), np.zeros(4, np.int64), None, None,
+                    Activation("none", -128, 127, 0.0), 0, 0)
+    assert _requant.static_row_bound(big, sums * 1000, 8) is None
+    # ... unless the bias alone closes it anyway
+    huge_bias = MacOutput(QFormat(8, 3), 32, np.full(4, 1 << 30), np.full(4, (1 << 31) - 1),
+                          np.zeros(4, np.int64), None, None, Activation("none", -128, 127, 0.0), 0, 0)
+    assert _requant.static_row_bound(huge_bias, sums * 1000, 8) is not None
 
 
 @pytest.mark.parametrize("dtype", [np.int32, np.float32, np.float64])

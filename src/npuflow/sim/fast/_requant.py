@@ -332,6 +332,12 @@ class _Prepared:
             self.alo, self.ahi = int(p.act.lo), int(p.act.hi)
         else:
             self.alo, self.ahi = -_NO_CLAMP, _NO_CLAMP
+        # largest |acc + bias| for which a channel's float64 branch opens (see ``_row``); -1 for
+        # channels that never take it; row maxima are measured only while they open some branch
+        m = self.mult
+        self.gate = np.where(m > 0, np.minimum((1 << 53) // np.maximum(m, 1) - 2,
+                                               min(-self.acc_lo, self.acc_hi) + 1), -1).astype(np.float64)
+        self.rows_open: bool | None = None  # unknown until the first measured call
 
 
 _PREP = PlanCache(lambda p: {})  # params -> {channels: _Prepared}
@@ -427,8 +433,12 @@ def mac_output(
         amax = np.full(n * c, np.inf)
     elif row_bound is not None:
         amax = np.tile(row_bound, n)
+    elif pr.rows_open is False:  # the first call's maxima opened no branch (int16 sums, mostly)
+        amax = np.full(n * c, np.inf)
     else:
         amax = _row_abs_max(acc3)
+        if pr.rows_open is None:
+            pr.rows_open = bool(np.any(amax.reshape(n, c) + np.abs(pr.bias) < pr.gate))
     args = (acc3, pr.bias, pr.mult, pr.shift, pr.mult_neg, pr.shift_neg, pr.has_neg,
             pr.acc_lo, pr.acc_hi, pr.alo, pr.ahi, fmt.qmin, fmt.qmax, out, counts, amax)
     if lut is None:

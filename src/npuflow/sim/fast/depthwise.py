@@ -167,7 +167,10 @@ class DepthwisePlan:
         if w.ndim == 3:  # 1-D convolution: one row of height 1
             w = w[:, :, None, :]
         bound = int(np.abs(w.astype(np.int64)).reshape(w.shape[0], -1).sum(axis=1).max(initial=0))
-        self.acc_dtype = np.int32 if bound << (params.in_format.bits - 1) < (1 << 31) else np.int64
+        b = bound << (params.in_format.bits - 1)
+        # int32 where it cannot overflow; else float64 holding integers (exact: every partial sum
+        # is an integer below 2**53; AVX-512 multiplies float64 far faster than int64); int64 last
+        self.acc_dtype = np.int32 if b < (1 << 31) else np.float64 if b < (1 << 53) else np.int64
         self.w = np.ascontiguousarray(w, dtype=self.acc_dtype)
         self.wt = np.ascontiguousarray(self.w[:, 0].transpose(1, 2, 0))  # (kh, kw, C_out)
 
