@@ -218,3 +218,31 @@ def test_quantize_array_hand_vector(monkeypatch):
     got = quantize_array(x, QFormat(8, 1, 1.0))
     assert got.dtype == np.int8
     assert got.tolist() == [0, 2, 0, -2, 2, 127, 127, -128, -128, 127]
+
+
+def test_plans_are_freed_with_their_params():
+    """A fast kernel's plan (sessions, converted weights) lives only as long as its params: the
+    plan caches are weak dictionaries, and a plan holding its own key would never be freed (it
+    leaked every analysed program's onnxruntime sessions and threads before)."""
+    import gc
+
+    from npuflow.sim.fast import conv as fast_conv
+    from npuflow.sim.fast import matmul as fast_matmul
+
+    rng = np.random.default_rng(5)
+    x_fmt = QFormat(8, 5, 1.0)
+    caches = [fast_conv._PLANS._plans, fast_matmul._PLANS._plans]
+    gc.collect()
+    before = [len(c) for c in caches]
+    for group, k in ((1, 3), (4, 3), (1, 1)):  # a spatial, a depthwise and a pointwise convolution
+        w_fmt = QFormat(8, 6, 1.0)
+        params = KERNELS["Conv"].prepare({"pads": [k // 2] * 4, "group": group}, [x_fmt, w_fmt], QFormat(8, 3),
+                                         {"W": rng.normal(0, 0.3, (4, 4 // group, k, k))})
+        same("Conv", FAST["Conv"], params, rand_q(rng, (1, 4, 6, 6), x_fmt))
+        del params
+    mm = KERNELS["Gemm"].prepare({}, [x_fmt, QFormat(8, 6, 1.0)], QFormat(8, 3), {"B": rng.normal(0, 0.3, (5, 3))})
+    same("Gemm", FAST["Gemm"], mm, rand_q(rng, (2, 5), x_fmt))
+    assert [len(c) for c in caches] > before
+    del mm
+    gc.collect()
+    assert [len(c) for c in caches] == before

@@ -27,7 +27,8 @@ class PlanCache:
     """Per-params state of a fast kernel (sessions, converted weights), built once on first use.
 
     Params are frozen dataclasses compared by identity, so a weak dictionary keyed on them frees
-    a plan together with its program.
+    a plan together with its program -- provided the plan holds no reference to its params
+    (a value referring to its own key is never freed: tests/sim_fast/test_other.py checks it).
     """
 
     def __init__(self, build: Callable[[Any], T]) -> None:

@@ -49,7 +49,11 @@ class _Plan:
     """Per-params state: weight limbs, sessions per (limbs, geometry), geometry per input shape."""
 
     def __init__(self, params: Any, transpose: bool) -> None:
-        self.params = params
+        # no reference to ``params`` itself: the plan is the value of a weak dictionary keyed on
+        # them (PlanCache), so holding the key would keep plan, sessions and threads alive forever
+        self.w_q = params.w_q
+        self.group = params.group
+        self.x_bits = params.in_format.bits
         self.transpose = transpose
         self.w_bits = params.w_q.dtype.itemsize * 8
         self.limbs: dict[int, _WeightLimbs] = {}
@@ -88,8 +92,8 @@ class _Plan:
         wl = self.limbs.get(lw)
         if wl is not None:
             return wl
-        w = self.params.w_q.astype(np.int64)
-        g = self.params.group
+        w = self.w_q.astype(np.int64)
+        g = self.group
         if lw == 1:
             parts, shifts = [w], (0,)
         else:
@@ -118,7 +122,7 @@ class _Plan:
         passes, then no weight split); None if no split makes float32 exact."""
         if self.static_ok:
             return 1, 0, 1
-        bits = self.params.in_format.bits
+        bits = self.x_bits
         w1 = self.weight_limbs(1).abs_max
         if w1 * max_abs(x) <= F32_EXACT:
             return 1, 0, 1
