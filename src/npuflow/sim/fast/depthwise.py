@@ -5,8 +5,9 @@ onnxruntime's float32 depthwise convolution is exact too (:mod:`npuflow.sim.fast
 needs the input converted to float32, writes a float32 accumulator and then a second pass reads
 it back; a depthwise kernel does only ``kh * kw`` multiply-adds per output, so those passes cost
 more than the arithmetic. Here each (sample, output channel) row is accumulated into a
-per-thread integer scratch row (int32 when ``max_c sum |w[c]| * 2**(bits-1) < 2**31``, else
-int64: every partial sum is then exact), and :func:`npuflow.sim.fast._requant._row` -- the same
+per-thread scratch row of integers (int32 when ``max_c sum |w[c]| * 2**(bits-1) < 2**31``, else
+float64 below 2**53, else int64: every partial sum is then exact), and
+:func:`npuflow.sim.fast._requant._row` -- the same
 output stage as every other fast MAC -- turns it into output integers (or table outputs, for a
 fused table step). Padding positions are skipped (a zero in a symmetric format adds nothing).
 Needs numba; the callers use it only when :func:`npuflow.sim.fast._nb.use_numba` holds.
@@ -187,8 +188,6 @@ def depthwise(plan: DepthwisePlan, params: Any, x: np.ndarray, pads_begin: tuple
     """The depthwise Conv of ``x`` (``pads_begin``, ``out_sp``: the reference geometry), through the
     output stage of ``params.out`` and the table ``lut`` when given; same integers and counts as
     the reference (and the table step's kernel)."""
-    import numba as nb
-
     one_d = x.ndim == 3
     x4 = np.ascontiguousarray(x[:, :, None, :] if one_d else x)
     sh, sw = (1, params.strides[0]) if one_d else params.strides
@@ -203,7 +202,7 @@ def depthwise(plan: DepthwisePlan, params: Any, x: np.ndarray, pads_begin: tuple
     out = np.empty((n, c_out, npos), dtype=lut.table.dtype if lut is not None else fmt.dtype)
     if out.size:
         pr = prepared(p, c_out)
-        threads = nb.get_num_threads() + 1
+        threads = numba.get_num_threads() + 1
         scratch = np.empty((threads, npos), dtype=plan.acc_dtype)
         counts = np.empty((n * c_out, 3), dtype=np.int64)
         stage = (pr.bias, pr.mult, pr.shift, pr.mult_neg, pr.shift_neg, pr.has_neg, pr.acc_lo, pr.acc_hi, pr.alo,
