@@ -51,6 +51,27 @@ def rand_q(rng: np.random.Generator, shape: Any, fmt: QFormat, *, extreme: float
 
 
 @st.composite
+def window_case(draw: Any, nd: int, k_max: int, sp_max: int) -> tuple[tuple[int, ...], tuple[int, ...], dict[str, Any]]:
+    """``(kernel, input spatial size, attrs)`` of an ``nd``-D convolution window that fits:
+    kernel 1..k_max, strides 1..3, dilations 1..2, explicit pads or any auto_pad (no ``group``)."""
+    k = tuple(draw(st.integers(1, k_max)) for _ in range(nd))
+    strides = tuple(draw(st.integers(1, 3)) for _ in range(nd))
+    dil = tuple(draw(st.integers(1, 2)) for _ in range(nd))
+    auto_pad = draw(st.sampled_from(["NOTSET", "NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID"]))
+    pads = tuple(draw(st.integers(0, 3)) for _ in range(2 * nd))
+    keff = [(k[i] - 1) * dil[i] + 1 for i in range(nd)]
+    sp = tuple(draw(st.integers(max(1, keff[i] - (pads[i] + pads[i + nd] if auto_pad == "NOTSET" else 0)), sp_max))
+               for i in range(nd))
+    if auto_pad == "VALID":
+        sp = tuple(max(s, keff[i]) for i, s in enumerate(sp))
+    attrs: dict[str, Any] = {"kernel_shape": list(k), "strides": list(strides), "dilations": list(dil),
+                             "auto_pad": auto_pad}
+    if auto_pad == "NOTSET":
+        attrs["pads"] = list(pads)
+    return k, sp, attrs
+
+
+@st.composite
 def act_attrs(draw: Any, leaky: bool = True) -> dict[str, Any]:
     kinds = ["none", "Relu", "Clip"] + (["LeakyRelu"] if leaky else [])
     k = draw(st.sampled_from(kinds))

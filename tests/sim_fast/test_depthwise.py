@@ -13,7 +13,7 @@ from npuflow.sim.fast import conv as fast_conv
 from npuflow.sim.fast import depthwise as dw
 from npuflow.sim.fixed_point import QFormat
 from npuflow.sim.kernels import KERNELS, KernelStats
-from tests.sim_fast.helpers import FAST_PROP, act_attrs, int_weights, out_fmt, rand_q, same, weight_fmt
+from tests.sim_fast.helpers import FAST_PROP, act_attrs, int_weights, out_fmt, rand_q, same, weight_fmt, window_case
 
 pytestmark = pytest.mark.skipif(not _requant.HAVE_NUMBA, reason="the depthwise kernel needs numba")
 
@@ -38,20 +38,8 @@ def dw_cases(draw):
     nd = draw(st.sampled_from([1, 2, 2]))
     c = draw(st.integers(2, 6))
     cog = draw(st.sampled_from([1, 1, 2]))
-    k = tuple(draw(st.integers(1, 5)) for _ in range(nd))
-    strides = tuple(draw(st.integers(1, 3)) for _ in range(nd))
-    dil = tuple(draw(st.integers(1, 2)) for _ in range(nd))
-    auto_pad = draw(st.sampled_from(["NOTSET", "NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID"]))
-    pads = tuple(draw(st.integers(0, 3)) for _ in range(2 * nd))
-    keff = [(k[i] - 1) * dil[i] + 1 for i in range(nd)]
-    sp = tuple(draw(st.integers(max(1, keff[i] - (pads[i] + pads[i + nd] if auto_pad == "NOTSET" else 0)), 13))
-               for i in range(nd))
-    if auto_pad == "VALID":
-        sp = tuple(max(s, keff[i]) for i, s in enumerate(sp))
-    attrs = {"kernel_shape": list(k), "strides": list(strides), "dilations": list(dil), "group": c,
-             "auto_pad": auto_pad}
-    if auto_pad == "NOTSET":
-        attrs["pads"] = list(pads)
+    k, sp, attrs = draw(window_case(nd, 5, 13))
+    attrs["group"] = c
     attrs.update(draw(act_attrs()))
     return dict(n=draw(st.integers(1, 2)), c=c, cout=c * cog, k=k, sp=sp, attrs=attrs,
                 x_bits=draw(st.sampled_from([8, 16])), w_bits=draw(st.sampled_from([4, 8, 16])),
@@ -132,24 +120,25 @@ _ACC = np.array([
 _ACC_S2D2 = np.array([[_W[0, 1] * 2 + _W[1, 1] * 8, _W[0, 0] * 2 + _W[1, 0] * 8]])
 
 
+def _both_layouts(x, w, geometry, oh, ow):
+    """The accumulators of ``x`` (one 2-D channel) and ``w`` by the plane and the channels-last
+    kernel; ``geometry``: strides, dilations and leading pads ``(sh, sw, dh, dw, pt, pl)``."""
+    plane = np.empty(oh * ow, w.dtype)
+    dw._acc_row(x, w, plane, *geometry, oh, ow)
+    nhwc = np.empty((1, oh * ow, 1), w.dtype)
+    dw._acc_nhwc(np.ascontiguousarray(x[None, :, :, None]), np.ascontiguousarray(w[:, :, None]), *geometry, oh, ow,
+                 nhwc)
+    return plane.reshape(oh, ow), nhwc.reshape(oh, ow)
+
+
 @pytest.mark.parametrize("dtype", [np.int32, np.int64])
 def test_accumulators_hand_worked(dtype):
-    x = _X.astype(np.int8)[None, None]
+    x = _X.astype(np.int8)
     w = _W.astype(dtype)
-    acc = np.empty(16, dtype)
-    dw._acc_row(x[0, 0], w, acc, 1, 1, 1, 1, 1, 1, 4, 4)
-    np.testing.assert_array_equal(acc.reshape(4, 4), _ACC)
-    nhwc = np.empty((1, 16, 1), dtype)
-    dw._acc_nhwc(np.ascontiguousarray(x.transpose(0, 2, 3, 1)), np.ascontiguousarray(w[:, :, None]),
-                 1, 1, 1, 1, 1, 1, 4, 4, nhwc)
-    np.testing.assert_array_equal(nhwc.reshape(4, 4), _ACC)
-    acc2 = np.empty(2, dtype)
-    dw._acc_row(x[0, 0], w, acc2, 2, 2, 2, 2, 0, 1, 1, 2)
-    np.testing.assert_array_equal(acc2.reshape(1, 2), _ACC_S2D2)
-    nhwc2 = np.empty((1, 2, 1), dtype)
-    dw._acc_nhwc(np.ascontiguousarray(x.transpose(0, 2, 3, 1)), np.ascontiguousarray(w[:, :, None]),
-                 2, 2, 2, 2, 0, 1, 1, 2, nhwc2)
-    np.testing.assert_array_equal(nhwc2.reshape(1, 2), _ACC_S2D2)
+    for got in _both_layouts(x, w, (1, 1, 1, 1, 1, 1), 4, 4):
+        np.testing.assert_array_equal(got, _ACC)
+    for got in _both_layouts(x, w, (2, 2, 2, 2, 0, 1), 1, 2):
+        np.testing.assert_array_equal(got, _ACC_S2D2)
 
 
 def test_full_scale_int16_extremes():

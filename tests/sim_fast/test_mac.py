@@ -14,7 +14,7 @@ from npuflow.sim.fast import matmul as fast_matmul
 from npuflow.sim.fast._ort import int8_engine_exact
 from npuflow.sim.fixed_point import QFormat
 from npuflow.sim.kernels import KERNELS
-from tests.sim_fast.helpers import FAST_FEW, FAST_PROP, act_attrs, int_weights, out_fmt, rand_q, same, weight_fmt
+from tests.sim_fast.helpers import FAST_FEW, FAST_PROP, act_attrs, int_weights, out_fmt, rand_q, same, weight_fmt, window_case
 
 
 @pytest.fixture(params=["numba", "numpy"])
@@ -35,20 +35,8 @@ def conv_cases(draw, nd_choices=(1, 2)):
     cg = 1 if grouping == "depthwise" else draw(st.integers(1, 4))
     g = 1 if grouping == "one" else draw(st.integers(2, 4))
     cog = draw(st.integers(1, 3))
-    k = tuple(draw(st.integers(1, 4)) for _ in range(nd))
-    strides = tuple(draw(st.integers(1, 3)) for _ in range(nd))
-    dil = tuple(draw(st.integers(1, 2)) for _ in range(nd))
-    auto_pad = draw(st.sampled_from(["NOTSET", "NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID"]))
-    pads = tuple(draw(st.integers(0, 3)) for _ in range(2 * nd))
-    keff = [(k[i] - 1) * dil[i] + 1 for i in range(nd)]
-    sp = tuple(draw(st.integers(max(1, keff[i] - (pads[i] + pads[i + nd] if auto_pad == "NOTSET" else 0)), 9))
-               for i in range(nd))
-    if auto_pad == "VALID":
-        sp = tuple(max(s, keff[i]) for i, s in enumerate(sp))
-    attrs = {"kernel_shape": list(k), "strides": list(strides), "dilations": list(dil), "group": g,
-             "auto_pad": auto_pad}
-    if auto_pad == "NOTSET":
-        attrs["pads"] = list(pads)
+    k, sp, attrs = draw(window_case(nd, 4, 9))
+    attrs["group"] = g
     attrs.update(draw(act_attrs()))
     return dict(nd=nd, n=n, c=cg * g, cout=cog * g, cg=cg, k=k, sp=sp, attrs=attrs,
                 x_bits=draw(st.sampled_from([8, 8, 16])), w_bits=draw(st.sampled_from([4, 8, 8, 16])),

@@ -276,17 +276,22 @@ if HAVE_NUMBA:
     _abs_max_rows_par = njit(parallel=True)(_abs_max_rows_impl)
     _abs_max_rows_seq = njit(_abs_max_rows_impl)
 
+    @njit(inline="always")
+    def _int_abs_max(row):  # pragma: no cover - jitted
+        """``max |row|`` as int64 (exact for int32 rows, ``-2**31`` included, and for rows of
+        integer-valued floats below 2**63)."""
+        lo = np.int64(0)
+        hi = np.int64(0)
+        for k in range(row.shape[0]):
+            v = np.int64(row[k])
+            lo = min(lo, v)
+            hi = max(hi, v)
+        return max(hi, -lo)
+
     def _int_abs_max_rows_impl(x, out):  # pragma: no cover - jitted
-        # max |x| of each row of an int32 array (int64: |-2**31| fits)
-        rows, p = x.shape
-        for r in numba.prange(rows):
-            lo = np.int64(0)
-            hi = np.int64(0)
-            for k in range(p):
-                v = np.int64(x[r, k])
-                lo = min(lo, v)
-                hi = max(hi, v)
-            out[r] = max(hi, -lo)
+        # max |x| of each row of an int32 array
+        for r in numba.prange(x.shape[0]):
+            out[r] = _int_abs_max(x[r])
 
     _int_abs_max_rows_par = njit(parallel=True)(_int_abs_max_rows_impl)
     _int_abs_max_rows_seq = njit(_int_abs_max_rows_impl)
@@ -356,20 +361,14 @@ def static_row_bound(p: MacOutput, abs_w_sum: np.ndarray, x_bits: int) -> np.nda
     """``sum |w[c]| * 2**(x_bits-1)`` per output channel (float64, exact: below 2**53) when it
     opens the float64 branch of the output stage (see ``_row``) for every channel that row
     maxima could open, else None (then the kernels measure each row)."""
-    c = len(abs_w_sum)
     bound = np.asarray(abs_w_sum, dtype=np.int64) << (x_bits - 1)
     if bound.max(initial=0) >= 1 << 52 or (p.mult_neg is not None and p.shift_neg is not None):
         return None
-    pr = prepared(p, c)
-    lim = min(-pr.acc_lo, pr.acc_hi)
-    for b, m, bc in zip(bound.tolist(), pr.mult.tolist(), pr.bias.tolist()):
-        if m <= 0:
-            continue
-        gate = float((1 << 53) // m) - 2.0
-        ab = float(b) + abs(float(bc))
-        # a channel whose bias alone closes the branch loses nothing either
-        if not (ab < gate and ab <= lim) and abs(float(bc)) < gate and abs(float(bc)) <= lim:
-            return None
+    pr = prepared(p, len(bound))
+    bias = np.abs(pr.bias).astype(np.float64)
+    # a channel whose bias alone closes the branch loses nothing either (gate -1: never opens)
+    if np.any(~(bound + bias < pr.gate) & (bias < pr.gate)):
+        return None
     return bound.astype(np.float64)
 
 

@@ -30,7 +30,7 @@ from npuflow.sim.fast.matmul import F64_EXACT
 from npuflow.sim.kernels import KERNELS
 from npuflow.sim.kernels._geometry import window_geometry
 from npuflow.sim.kernels.base import KernelStats
-from npuflow.sim.kernels.conv import CONV_TRANSPOSE, ConvParams, ConvTransposeParams
+from npuflow.sim.kernels.conv import CONV_TRANSPOSE, ConvParams, ConvTransposeParams, out_channel_abs_sums
 
 
 #: single-pass depthwise layers with at most this many multiply-adds run on the compiled kernel
@@ -78,14 +78,8 @@ class _Plan:
         self.dw: DepthwisePlan | None = None  # built on first use
         # per output channel: sum |w| * max |x| bounds every accumulator (ConvTranspose: each
         # output sums a subset of those products); lets the output stage skip row maxima
-        cout = params.w_q.shape[1] * params.group if transpose else params.w_q.shape[0]
-        w_abs = np.abs(params.w_q.astype(np.int64))
-        if transpose:  # (C_in, cog, *k): output g*cog + j sums input channels of group g
-            cin, cog = w_abs.shape[:2]
-            sums = w_abs.reshape(params.group, cin // params.group, cog, -1).sum(axis=(1, 3)).reshape(cout)
-        else:
-            sums = w_abs.reshape(cout, -1).sum(axis=1)
-        self.row_bound = static_row_bound(params.out, sums, params.in_format.bits)
+        self.row_bound = static_row_bound(params.out, out_channel_abs_sums(params.w_q, params.group, transpose),
+                                          params.in_format.bits)
 
     # weights ------------------------------------------------------------------------------
     def weight_limbs(self, lw: int) -> _WeightLimbs:

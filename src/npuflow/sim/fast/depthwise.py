@@ -24,7 +24,7 @@ from npuflow.sim.kernels.base import KernelStats
 
 if HAVE_NUMBA:
     from npuflow.sim.fast._nb import numba
-    from npuflow.sim.fast._requant import _row, _table_row
+    from npuflow.sim.fast._requant import _int_abs_max, _row, _table_row
 
     @njit(inline="always")
     def _acc_row(xc, wc, acc, sh, sw, dh, dw, pt, pl, oh, ow):  # pragma: no cover - jitted
@@ -88,16 +88,6 @@ if HAVE_NUMBA:
                         for c in range(c_out):
                             a[c] += wv[c] * xv[c]
 
-    @njit(inline="always")
-    def _abs_max(acc):  # pragma: no cover - jitted
-        lo = np.int64(0)
-        hi = np.int64(0)
-        for k in range(acc.shape[0]):
-            v = np.int64(acc[k])
-            lo = min(lo, v)
-            hi = max(hi, v)
-        return np.float64(max(hi, -lo))
-
     @njit
     def _finish(acc, o, tmp, c, bias, mult, shift, mult_neg, shift_neg, has_neg, acc_lo, acc_hi, alo, ahi, qlo, qhi,
                 table, tsat, lut_mode, count_lut):  # pragma: no cover - jitted
@@ -105,7 +95,7 @@ if HAVE_NUMBA:
         and the table when ``lut_mode``); returns the three counts. A called (not inlined)
         function: compiled once per dtype signature for both kernels, which keeps the compile
         time of their many specialisations down."""
-        amax = _abs_max(acc) if not has_neg else np.inf
+        amax = np.float64(_int_abs_max(acc)) if not has_neg else np.inf
         na, no = _row(acc, tmp, bias[c], mult[c], 31 + shift[c], mult_neg[c], 31 + shift_neg[c], has_neg,
                       acc_lo, acc_hi, alo, ahi, qlo, qhi, amax)
         if lut_mode:

@@ -61,6 +61,18 @@ def _abs_sum_per_out(w_q: np.ndarray, axis: int) -> np.ndarray:
     return a.sum(axis=axes)
 
 
+def out_channel_abs_sums(w_q: np.ndarray, group: int, transpose: bool) -> np.ndarray:
+    """``sum |w_q|`` over the products of each output channel (int64): Conv weights
+    ``(C_out, C_in/g, *k)``; ConvTranspose ``(C_in, C_out/g, *k)``, output ``g * cog + j`` reading
+    the input channels of group ``g`` (each of its outputs sums a subset of these products)."""
+    if not transpose:
+        return _abs_sum_per_out(w_q, 0)
+    c_in, cog = w_q.shape[:2]
+    return _abs_sum_per_out(
+        w_q.reshape((group, c_in // group) + w_q.shape[1:]).swapaxes(0, 1).reshape((c_in // group, group * cog)
+                                                                                   + w_q.shape[2:]), 1)
+
+
 class ConvKernel(Kernel):
     op_type = "Conv"
 
@@ -86,7 +98,7 @@ class ConvKernel(Kernel):
         nd = W.ndim - 2
         win = window_attrs(node_attrs, nd, W.shape[2:])
         B = const(weights, "B")
-        mac = build_mac_output(op, node_attrs, x_fmt, wr, ws, w_fmt.bits, out, B, _abs_sum_per_out(w_q, 0))
+        mac = build_mac_output(op, node_attrs, x_fmt, wr, ws, w_fmt.bits, out, B, out_channel_abs_sums(w_q, 1, False))
         return ConvParams(
             x_fmt,
             w_q,
@@ -205,12 +217,7 @@ class ConvTransposeKernel(Kernel):
         wr, ws = np.tile(wr, g), np.tile(ws, g)
         nd = W.ndim - 2
         win = window_attrs(node_attrs, nd, W.shape[2:])
-        abs_sum = _abs_sum_per_out(
-            w_q.reshape((g, W.shape[0] // g) + W.shape[1:])
-            .swapaxes(0, 1)
-            .reshape((W.shape[0] // g, g * cog) + W.shape[2:]),
-            1,
-        )
+        abs_sum = out_channel_abs_sums(w_q, g, True)
         B = const(weights, "B")
         mac = build_mac_output(op, node_attrs, x_fmt, wr, ws, w_fmt.bits, out, B, abs_sum)
         op_pad = tuple(int(v) for v in (attr(node_attrs, "output_padding") or (0,) * nd))
