@@ -14,11 +14,14 @@ For each model (platform 720; int8, then int16 = ``datapath_bitwidth_mode`` and
 * ``ORT int8 QDQ b1``: onnxruntime running its own static int8 quantization of the same optimized
   graph (``benchmarks/ort_quant.py``: QDQ, per-channel, symmetric, MinMax), batch 1.
 
-Each figure is the median over ``--repeats`` passes over the inputs (after one warm-up pass), in
-milliseconds per input; ratios divide by ``ORT float`` at the same batch. The float, QDQ and
-fixed measurements run one after the other (never interleaved) so that no idle onnxruntime pool
-of one competes with the next. The load average of the machine is printed: on a shared machine
-the figures move with it.
+Every timed configuration runs in its own fresh Python subprocess (as a user's script would:
+one model loaded, nothing else in the process), warms up with one pass over the inputs, then times
+``--repeats`` passes. The configurations of a model take turns: ``--rounds`` rounds, each running
+every configuration once, so that a ratio's two sides were measured minutes apart at most (the
+machine's speed drifts). Each figure is the median over all timed passes of all rounds, in
+milliseconds per input; ratios divide by ``ORT float`` at the same batch. The spread column
+gives the smallest and largest per-round medians. The load average of the machine is printed: on
+a shared machine the figures move with it.
 
 Then (``--analysis-model``, default efficientnet_lite0, skipped with ``--no-analysis``), on the
 model's whole calibration split (200 images for efficientnet), each step in its own subprocess
@@ -31,9 +34,11 @@ times (``benchmarks/analysis_memory.py``), with their ratio.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -51,14 +56,18 @@ MODELS = ("efficientnet_lite0", "yolox_nano")
 BATCH = 32
 
 
-def _median_ms(fn: Callable[[], Any], n_inputs: int, repeats: int) -> float:
+CONFIGS = ("ort_float_b1", "ort_float_b32", "ort_qdq_b1", "fixed_int8_b1", "fixed_int8_b32",
+           "fixed_int16_b1", "fixed_int16_b32")
+
+
+def _pass_times(fn: Callable[[], Any], repeats: int) -> list[float]:
     fn()  # warm-up (sessions, compiled kernels, caches)
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t)
-    return statistics.median(times) * 1000.0 / n_inputs
+    return times
 
 
 def _float_session(model: Any) -> Any:
@@ -95,38 +104,79 @@ def _analyse(task: Any, bits: str, calib: int, out: Path) -> tuple[str, float]:
     return bie, time.perf_counter() - t
 
 
-def bench_model(name: str, *, calib: int, repeats: int, out: Path, shared: str | None) -> dict[str, Any]:
-    import ktc
-    import npuflow
+def time_config(config: str, files: dict[str, str], input_name: str, repeats: int) -> dict[str, Any]:
+    """Time one configuration in this process: ``files`` has "inputs" (an .npy, N on axis 0),
+    "float" and "qdq" (ONNX models) and "int8"/"int16" (BIEs)."""
+    xs = np.load(files["inputs"])
+    n = len(xs)
+    res: dict[str, Any] = {}
+    if config.startswith("ort_"):
+        sess = _float_session(files["qdq" if config == "ort_qdq_b1" else "float"])
+        batch = BATCH if config.endswith("b32") else 1
+        res["how"] = "one call" if _dynamic_batch(sess) else f"{BATCH} calls (graph fixes batch 1)"
+        fn = _ort_runner(sess, input_name, xs, batch)
+    else:
+        bie = files[config.split("_")[1]]
+        if config.endswith("b1"):
+            import ktc
+
+            # batch 1 through the ktc entry point, the BIE path given on every call
+            def fn() -> Any:
+                return [ktc.kneron_inference([xs[i:i + 1]], input_names=[input_name], bie_file=bie, platform=720)
+                        for i in range(n)]
+        else:
+            import npuflow
+
+            fn = partial(npuflow.load(bie).run_batch, {input_name: xs})
+    res["ms"] = [t * 1000.0 / n for t in _pass_times(fn, repeats)]
+    return res
+
+
+def _time_isolated(config: str, files: dict[str, str], input_name: str, repeats: int, work: Path) -> dict[str, Any]:
+    """:func:`time_config` in a fresh Python subprocess."""
+    req = work / f"{config}.request.json"
+    res = work / f"{config}.result.json"
+    req.write_text(json.dumps({"config": config, "files": files, "input_name": input_name, "repeats": repeats}),
+                   encoding="utf-8")
+    res.unlink(missing_ok=True)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1])]
+                                        + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--_time", str(req)],
+                          capture_output=True, text=True, env=env)
+    if proc.returncode != 0 or not res.is_file():
+        tail = ((proc.stdout or "") + (proc.stderr or ""))[-3000:]
+        raise SystemExit(f"timing subprocess for {config} failed (exit {proc.returncode}):\n{tail}")
+    return json.loads(res.read_text(encoding="utf-8"))
+
+
+def bench_model(name: str, *, calib: int, repeats: int, rounds: int, out: Path, shared: str | None) -> dict[str, Any]:
     from benchmarks.ort_quant import ort_quantize, optimized_model
     from benchmarks.tasks import get_task
 
     task = get_task(name, shared)
-    inputs = list(task.eval_inputs(BATCH))
     k = task.input_name
-    xs = np.concatenate([f[k] for f in inputs])  # (32, ...): each sample is [1, ...]
-    n = len(xs)
-    row: dict[str, Any] = {"model": name, "inputs": n}
-
-    # onnxruntime float, then its own int8 QDQ model
-    sess = _float_session(task.model_path)
-    row["ort_float_b1"] = _median_ms(_ort_runner(sess, k, xs, 1), n, repeats)
-    row["ort_float_b32"] = _median_ms(_ort_runner(sess, k, xs, BATCH), n, repeats)
-    row["ort_float_b32_how"] = "one call" if _dynamic_batch(sess) else "32 calls (graph fixes batch 1)"
-    del sess
-    qdq, _ = ort_quantize(task, "MinMax", calib, model=optimized_model(task))
-    qsess = _float_session(qdq)
-    row["ort_qdq_b1"] = _median_ms(_ort_runner(qsess, k, xs, 1), n, repeats)
-    del qsess
-
+    xs = np.concatenate([f[k] for f in task.eval_inputs(BATCH)])  # (32, ...): each sample is [1, ...]
+    work = out / f"{name}_timing"
+    work.mkdir(parents=True, exist_ok=True)
+    files = {"inputs": str(work / "inputs.npy"), "float": str(task.model_path), "qdq": str(work / "qdq.onnx")}
+    np.save(files["inputs"], xs)
+    qdq, _ = ort_quantize(task, "MinMax", calib, model=optimized_model(task), output=files["qdq"])
+    row: dict[str, Any] = {"model": name, "inputs": len(xs)}
     for bits in ("int8", "int16"):
-        bie, analysis_s = _analyse(task, bits, calib, out)
-        row[f"analysis_{bits}_s"] = analysis_s
-        # batch 1 through the ktc entry point, the BIE path given on every call
-        row[f"fixed_{bits}_b1"] = _median_ms(
-            lambda: [ktc.kneron_inference([xs[i:i + 1]], input_names=[k], bie_file=bie, platform=720)
-                     for i in range(n)], n, repeats)
-        row[f"fixed_{bits}_b32"] = _median_ms(partial(npuflow.load(bie).run_batch, {k: xs}), n, repeats)
+        files[bits], row[f"analysis_{bits}_s"] = _analyse(task, bits, calib, out)
+    per_round: dict[str, list[list[float]]] = {c: [] for c in CONFIGS}
+    for r in range(rounds):
+        for c in CONFIGS:
+            res = _time_isolated(c, files, k, repeats, work)
+            per_round[c].append(res["ms"])
+            if c == "ort_float_b32":
+                row["ort_float_b32_how"] = res["how"]
+            print(f"  [{name}] round {r + 1}/{rounds} {c}: {statistics.median(res['ms']):.2f} ms per input",
+                  file=sys.stderr, flush=True)
+    for c, runs in per_round.items():
+        row[c] = statistics.median([t for run in runs for t in run])
+        row[c + "_spread"] = (min(map(statistics.median, runs)), max(map(statistics.median, runs)))
     return row
 
 
@@ -136,7 +186,7 @@ def _fmt(v: float) -> str:
 
 def print_table(rows: Sequence[dict[str, Any]]) -> None:
     lines = []
-    head = f"{'ms per input':34s}" + "".join(f"{r['model']:>22s}" for r in rows)
+    head = f"{'ms per input [round medians]':34s}" + "".join(f"{r['model']:>32s}" for r in rows)
     lines.append(head)
     lines.append("-" * len(head))
 
@@ -144,12 +194,13 @@ def print_table(rows: Sequence[dict[str, Any]]) -> None:
         cells = []
         for r in rows:
             v = r[key]
-            cell = _fmt(v)
+            lo, hi = r[key + "_spread"]
+            cell = _fmt(v) + f" [{lo:.1f}-{hi:.1f}]"
             if ratio_to:
                 cell += f" ({v / r[ratio_to]:5.2f}x)"
             else:
                 cell += " " * 9
-            cells.append(f"{cell:>22s}")
+            cells.append(f"{cell:>32s}")
         lines.append(f"{label:34s}" + "".join(cells))
 
     line("ORT float, batch 1", "ort_float_b1")
@@ -161,7 +212,7 @@ def print_table(rows: Sequence[dict[str, Any]]) -> None:
     line("npuflow fixed int16, b32 (object)", "fixed_int16_b32", "ort_float_b32")
     lines.append("")
     for bsz in ("b1", "b32"):
-        cells = "".join(f"{r[f'fixed_int16_{bsz}'] / r[f'fixed_int8_{bsz}']:20.2f}x " for r in rows)
+        cells = "".join(f"{r[f'fixed_int16_{bsz}'] / r[f'fixed_int8_{bsz}']:30.2f}x " for r in rows)
         lines.append(f"{'int16 / int8, ' + bsz:34s}{cells}")
     lines.append("")
     for r in rows:
@@ -176,7 +227,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("models", nargs="*", help=f"default: {' '.join(MODELS)}")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=3, help="timed passes per configuration and round")
+    ap.add_argument("--rounds", type=int, default=2, help="rounds over the configurations, each in fresh subprocesses")
+    ap.add_argument("--_time", help=argparse.SUPPRESS)
     ap.add_argument("--calib", type=int, default=8, help="calibration inputs for the analysis and ORT's QDQ")
     ap.add_argument("--out", default=None, help="folder for the BIEs (default: a temporary folder)")
     ap.add_argument("--shared", default=None)
@@ -184,6 +237,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=min(4, os.cpu_count() or 1), help="analysis(threads=...)")
     ap.add_argument("--no-analysis", action="store_true", help="skip the analysis-time and memory part")
     args = ap.parse_args(argv)
+    if args._time:  # a timing subprocess (_time_isolated)
+        req = json.loads(Path(args._time).read_text(encoding="utf-8"))
+        res = time_config(req["config"], req["files"], req["input_name"], req["repeats"])
+        Path(args._time).with_name(f"{req['config']}.result.json").write_text(json.dumps(res), encoding="utf-8")
+        return 0
     models = args.models or list(MODELS)
     unknown = [m for m in models if m not in MODELS]
     if unknown:
@@ -193,7 +251,8 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"simulator mode {mode()!r} (numba {'yes' if HAVE_NUMBA else 'no'})")
     with tempfile.TemporaryDirectory(prefix="npuflow_speed_") as tmp:
         out = Path(args.out) if args.out else Path(tmp)
-        rows = [bench_model(m, calib=args.calib, repeats=args.repeats, out=out, shared=args.shared) for m in models]
+        rows = [bench_model(m, calib=args.calib, repeats=args.repeats, rounds=args.rounds, out=out, shared=args.shared)
+                for m in models]
     print(f"load average at the end {os.getloadavg()[0]:.2f}\n")
     print_table(rows)
     if not args.no_analysis:

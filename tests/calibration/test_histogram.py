@@ -85,11 +85,14 @@ def test_per_input_percentile_is_exact_and_order_independent():
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 2**32 - 1), size=st.integers(1, 3000), spread=st.floats(-40, 40),
-       kind=st.sampled_from(["normal", "relu", "ties", "constant", "tiny"]), subsample=st.sampled_from([1 << 16, 64]))
+       kind=st.sampled_from(["normal", "relu", "ties", "constant", "tiny", "sampled_high", "sampled_low"]),
+       subsample=st.sampled_from([1 << 16, 64]))
 def test_compiled_update_equals_numpy(seed, size, spread, kind, subsample, monkeypatch):
-    """The compiled update (numba) gives the numpy path's counts, edge, abs max, count and exact
-    per-input quantiles: bin boundaries hit exactly (ties), runs of one bin (ReLU zeros,
-    constants), values too small for float32 scaling, and the every-s-th subsample."""
+    """The compiled update (numba) gives the numpy path's counts, edge, abs max, count and
+    per-input quantiles, and those quantiles are exact over every value (not the subsample): bin
+    boundaries hit exactly (ties), runs of one bin (ReLU zeros, constants), values too small for
+    float32 scaling, the every-s-th subsample, and subsamples that see only the largest values
+    (the threshold must fall back) or none of them."""
     import npuflow.calibration.histogram as H
     from npuflow.sim.fast._nb import HAVE_NUMBA
 
@@ -106,15 +109,25 @@ def test_compiled_update_equals_numpy(seed, size, spread, kind, subsample, monke
         x = np.full(size, 2.0 ** spread)
     elif kind == "tiny":
         x = x * 2.0 ** -120
+    elif kind in ("sampled_high", "sampled_low"):  # the subsample (every s-th) holds the large values or misses them
+        s = -(-size // subsample)
+        big = np.zeros(size, bool)
+        big[::s] = True
+        x = np.where(big if kind == "sampled_high" else ~big, x * 64.0, x)
     x = x.astype(np.float32)
+    track = (0.5, 0.999, 0.999999)
+    inputs = [x, x[: max(1, size // 3)] * np.float32(3.0),  # a second input: growth and folding
+              x * np.float32(0.25)]  # a tail below the previous input's (the guess misses)
     hists = {}
     for mode in ("numpy", "compiled"):
         monkeypatch.setenv("NPUFLOW_SIM", "numpy" if mode == "numpy" else "")
-        h = AbsHistogram(track=(0.5, 0.999, 0.999999))
-        h.update(x)
-        h.update(x[: max(1, size // 3)] * np.float32(3.0))  # a second input: growth and folding
-        h.update(x * np.float32(0.25))  # a tail below the previous input's (the guess misses)
+        h = AbsHistogram(track=track)
+        for v in inputs:
+            h.update(v)
         hists[mode] = h
     a, b = hists["numpy"], hists["compiled"]
     np.testing.assert_array_equal(a.counts, b.counts)
     assert (a.edge, a.abs_max, a.count, a.qmax) == (b.edge, b.abs_max, b.count, b.qmax)
+    for q in track:  # the order statistic of rank ceil(q n) - 1 of each input's every |x|, max over inputs
+        exact = max(float(np.sort(np.abs(v))[int(np.ceil(q * v.size)) - 1]) for v in inputs)
+        assert a.per_input_percentile(q) == exact

@@ -16,11 +16,13 @@ import numpy as np
 from npuflow.sim.fast._nb import HAVE_NUMBA, njit, use_numba
 
 BINS = 4096
-#: tensors with more values than this are histogrammed on a deterministic subsample: every s-th
-#: value in memory order, s = ceil(size / SUBSAMPLE_LIMIT); the abs max is always exact.
+#: tensors with more values than this are histogrammed (the pooled counts) on a deterministic
+#: subsample: every s-th value in memory order, s = ceil(size / SUBSAMPLE_LIMIT). The abs max and
+#: the tracked per-input quantiles are always exact, over every value.
 SUBSAMPLE_LIMIT = 1 << 16
-# (was 1 << 18: counting is the largest part of the statistics; 2**16 made the analysis without
-# its report 16 % faster with efficientnet_lite0's accuracy targets met: benchmarks/README.md)
+# (was 1 << 18: counting is the largest part of the statistics. Ranking the per-input quantiles
+# on the subsample too cost accuracy on models with large maps (yolox_nano recall 44.6 -> 39.0 %):
+# they come from one pass over every value instead, `_at_least`: benchmarks/README.md)
 
 
 if HAVE_NUMBA:
@@ -42,6 +44,46 @@ if HAVE_NUMBA:
                     bins[k] = b
                 k += 1
         return k
+
+    @njit(nogil=True)
+    def _at_least(x, thr, vals):  # pragma: no cover - jitted
+        # the |x| >= thr of every (finite) value, in memory order, while they fit; returns how many
+        # there are. Blocks of 64 are first screened by their largest |x| as int32 bits (the sign
+        # bit cleared: same order as the non-negative floats), a max reduction that vectorizes;
+        # only blocks that reach thr are scanned value by value.
+        xi = x.view(np.int32)
+        ti = np.float32(thr)
+        tb = np.int32(np.array([ti]).view(np.int32)[0])
+        k = 0
+        cap = vals.size
+        n = x.size
+        for base in range(0, n - n % 64, 64):
+            m = np.int32(0)
+            for j in range(64):
+                m = max(m, xi[base + j] & 0x7FFFFFFF)
+            if m >= tb:
+                for j in range(base, base + 64):
+                    a = abs(x[j])
+                    if a >= ti:
+                        if k < cap:
+                            vals[k] = a
+                        k += 1
+        for j in range(n - n % 64, n):
+            a = abs(x[j])
+            if a >= ti:
+                if k < cap:
+                    vals[k] = a
+                k += 1
+        return k
+
+    @njit(nogil=True)
+    def _count_at_least(x, tb):  # pragma: no cover - jitted
+        # how many |x| have int32 bits (sign cleared) >= tb: a count that vectorizes
+        xi = x.view(np.int32)
+        c = 0
+        for i in range(x.size):
+            c += (xi[i] & 0x7FFFFFFF) >= tb
+        return c
 
     @njit
     def _tail(x, stride, inv, lowest, vals, bins):  # pragma: no cover - jitted
@@ -130,25 +172,102 @@ class AbsHistogram:
             return
         edge = _pow2_at_least(m)
         inv = BINS / edge  # a power of two: |x| * inv is |x| / bin width, correctly rounded
-        if inv <= 1e30 and use_numba():
+        compiled = inv <= 1e30 and use_numba()
+        if self.track and stride > 1:
+            # pooled counts on the subsample; the quantiles from every value (_track_full)
+            if compiled:
+                counts = np.zeros(BINS, dtype=np.int64)
+                _count(x, stride, np.float32(inv), counts, np.float32(np.inf), _NO_VALS, _NO_BINS)
+            else:
+                counts = self._numpy_counts(np.abs(x[::stride]), inv)
+            self._track_full(x, m, counts, n, edge, compiled)
+            self._add_counts(counts, edge)
+            return
+        if compiled:
             self._update_compiled(x, stride, n, np.float32(inv), edge)
             return
         a = np.abs(x[::stride]) if stride > 1 else np.abs(x)
-        if inv > 1e30:  # beyond float32's range: in float64
-            scaled = a.astype(np.float64) * inv
-        else:
-            scaled = a * np.float32(inv) if self.track else np.multiply(a, np.float32(inv), out=a)
-        # |x| < edge (strictly), so |x| * inv < BINS even after rounding: no clip needed
-        idx = scaled.astype(np.int32)
+        if not self.track:
+            self._add_counts(self._numpy_counts(a, inv), edge)
+            return
+        # every value is counted here (stride 1): the quantiles come from the counts' own values
+        idx = self._scaled(a, inv).astype(np.int32)
+        counts = self._bincount(idx)
+        where = self._quantiles(counts, n)
+        # one pass keeps the values of the lowest of those bins and above (the upper tail)
+        sel = idx >= min(b for _, b, _ in where)
+        self._track(where, a[sel], idx[sel])
+        self._add_counts(counts, edge)
+
+    @staticmethod
+    def _bincount(idx: np.ndarray) -> np.ndarray:
         counts = np.bincount(idx, minlength=BINS).astype(np.int64)
         if counts.size != BINS:  # pragma: no cover - would be a bug in the edge rule
             raise AssertionError("histogram index beyond the last bin")
-        if self.track:
-            where = self._quantiles(counts, n)
-            # one pass keeps the values of the lowest of those bins and above (the upper tail)
-            sel = idx >= min(b for _, b, _ in where)
-            self._track(where, a[sel], idx[sel])
-        self._add_counts(counts, edge)
+        return counts
+
+    @staticmethod
+    def _scaled(a: np.ndarray, inv: float, out: np.ndarray | None = None) -> np.ndarray:
+        """|x| / bin width: the float32 product (exact: ``inv`` is a power of two), in float64
+        where ``inv`` is beyond float32's range. |x| < edge (strictly), so the product stays below
+        BINS even after rounding: no clip needed."""
+        if inv > 1e30:
+            return a.astype(np.float64) * inv
+        return np.multiply(a, np.float32(inv), out=out)
+
+    @classmethod
+    def _numpy_counts(cls, a: np.ndarray, inv: float) -> np.ndarray:
+        """Counts of the |x| values ``a`` (overwritten) in bins of width 1 / inv (numpy path)."""
+        return cls._bincount(cls._scaled(a, inv, out=a).astype(np.int32))
+
+    def _track_full(self, x: np.ndarray, m: float, counts: np.ndarray, n: int, edge: float, compiled: bool) -> None:
+        """Exact per-input quantiles over every value of ``x`` (abs max ``m``; its every-s-th
+        subsample gave ``counts``, ``n`` values). The subsample only guides the search, the
+        result does not depend on it:
+
+        * a plateau at the max (ReLU6's 6.0, a clipped input): when the sampled top bin holds the
+          tail the quantiles need, one count of the values equal to ``m`` may show that every
+          tracked quantile is ``m``;
+        * otherwise a threshold: the lower edge of the bin holding the subsample's ``t``-th
+          largest value, ``t`` the needed tail scaled to the subsample plus four standard
+          deviations and 8. One pass collects every |x| at or above it; if they are too few to
+          reach the lowest quantile's rank (a sampling miss) the threshold halves and the pass
+          repeats, down to 0 (every value)."""
+        size = x.size
+        ranks = {q: min(size - 1, max(0, math.ceil(q * size) - 1)) for q in self.track}
+        need = size - min(ranks.values())  # values from the lowest quantile's rank to the top
+        t_sub = need * n / size
+        top = int(np.flatnonzero(counts)[-1])
+        if counts[top] >= t_sub:
+            m32 = np.float32(m)
+            if compiled:
+                at_max = _count_at_least(x, np.int32(np.array([m32]).view(np.int32)[0]))
+            else:
+                at_max = int(np.count_nonzero(np.abs(x) >= m32))
+            if at_max >= need:
+                for q in self.track:
+                    self.qmax[q] = max(self.qmax[q], float(m32))
+                return
+        t = min(n, int(t_sub + 4.0 * math.sqrt(t_sub)) + 8)
+        b = int(np.searchsorted(np.cumsum(counts), n - t, side="right"))  # the bin of sampled rank n - t
+        thr = b * (edge / BINS)
+        while True:
+            thr32 = np.float32(thr)
+            if compiled:
+                # room for every value (a plateau can hold thousands of them): only the pages
+                # written are touched
+                vals = np.empty(size, dtype=np.float32)
+                vals = vals[: _at_least(x, thr32, vals)]
+            else:
+                a = np.abs(x)
+                vals = a[a >= thr32]
+            if vals.size >= need or thr == 0.0:
+                break
+            thr = thr / 2.0 if thr > 1e-30 else 0.0
+        ks = {q: vals.size - (size - r) for q, r in ranks.items()}  # rank r of all = rank k of the top
+        part = np.partition(vals, sorted(set(ks.values())))
+        for q, k in ks.items():
+            self.qmax[q] = max(self.qmax[q], float(part[k]))
 
     def _quantiles(self, counts: np.ndarray, n: int) -> list[tuple[float, int, int]]:
         """(q, bin of this input's q quantile, its 0-based rank inside that bin) per tracked q."""
