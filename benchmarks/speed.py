@@ -16,12 +16,13 @@ For each model (platform 720; int8, then int16 = ``datapath_bitwidth_mode`` and
 
 Every timed configuration runs in its own fresh Python subprocess (as a user's script would:
 one model loaded, nothing else in the process), warms up with one pass over the inputs, then times
-``--repeats`` passes. The configurations of a model take turns: ``--rounds`` rounds, each running
-every configuration once, so that a ratio's two sides were measured minutes apart at most (the
-machine's speed drifts). Each figure is the median over all timed passes of all rounds, in
-milliseconds per input; ratios divide by ``ORT float`` at the same batch. The spread column
-gives the smallest and largest per-round medians. The load average of the machine is printed: on
-a shared machine the figures move with it.
+``--repeats`` passes; its round figure is the median of those passes. The configurations of a
+model take turns: ``--rounds`` rounds, each running every configuration once. Each figure is the
+best (smallest) round figure, in milliseconds per input, with the range of the round figures in
+brackets; ratios divide by ``ORT float`` at the same batch. (The best round, as ``timeit``
+advises: on a shared VM whose speed flips between states for tens of seconds, one slow round of
+one side would otherwise decide a ratio; the brackets show how far the rounds spread.) The load
+average of the machine is printed.
 
 Then (``--analysis-model``, default efficientnet_lite0, skipped with ``--no-analysis``), on the
 model's whole calibration split (200 images for efficientnet), each step in its own subprocess
@@ -175,8 +176,9 @@ def bench_model(name: str, *, calib: int, repeats: int, rounds: int, out: Path, 
             print(f"  [{name}] round {r + 1}/{rounds} {c}: {statistics.median(res['ms']):.2f} ms per input",
                   file=sys.stderr, flush=True)
     for c, runs in per_round.items():
-        row[c] = statistics.median([t for run in runs for t in run])
-        row[c + "_spread"] = (min(map(statistics.median, runs)), max(map(statistics.median, runs)))
+        figures = [statistics.median(run) for run in runs]
+        row[c] = min(figures)
+        row[c + "_spread"] = (min(figures), max(figures))
     return row
 
 
@@ -186,7 +188,7 @@ def _fmt(v: float) -> str:
 
 def print_table(rows: Sequence[dict[str, Any]]) -> None:
     lines = []
-    head = f"{'ms per input [round medians]':34s}" + "".join(f"{r['model']:>32s}" for r in rows)
+    head = f"{'ms per input, best round [range]':34s}" + "".join(f"{r['model']:>32s}" for r in rows)
     lines.append(head)
     lines.append("-" * len(head))
 
@@ -228,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("models", nargs="*", help=f"default: {' '.join(MODELS)}")
     ap.add_argument("--repeats", type=int, default=3, help="timed passes per configuration and round")
-    ap.add_argument("--rounds", type=int, default=2, help="rounds over the configurations, each in fresh subprocesses")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds over the configurations, each in fresh subprocesses")
     ap.add_argument("--_time", help=argparse.SUPPRESS)
     ap.add_argument("--calib", type=int, default=8, help="calibration inputs for the analysis and ORT's QDQ")
     ap.add_argument("--out", default=None, help="folder for the BIEs (default: a temporary folder)")
