@@ -9,6 +9,8 @@ both).
 from __future__ import annotations
 
 import os
+import sys
+import threading
 from typing import Any
 
 numba: Any
@@ -30,6 +32,44 @@ except Exception:  # noqa: BLE001 - any import problem (missing, broken llvmlite
     numba = None
 
 HAVE_NUMBA = numba is not None
+
+#: printed (stderr, once per process) when a first npuflow kernel compiles: the first simulation
+#: or calibration after an install, an upgrade or with an empty numba cache can take a minute
+COMPILE_NOTICE = ("npuflow: compiling the simulator's kernels for this machine (first use after an install "
+                  "or upgrade: up to a minute or two; numba caches them for later runs)")
+_notice_lock = threading.Lock()
+_notice_given = False
+
+
+def _compile_started(dispatcher: Any) -> None:
+    global _notice_given
+    module = getattr(getattr(dispatcher, "py_func", None), "__module__", "") or ""
+    if not module.startswith("npuflow.") or _notice_given:
+        return
+    with _notice_lock:
+        if _notice_given:
+            return
+        _notice_given = True
+    if os.environ.get("NPUFLOW_QUIET", "") != "1":
+        print(COMPILE_NOTICE, file=sys.stderr, flush=True)
+
+
+if HAVE_NUMBA:  # pragma: no cover - depends on the environment
+    try:
+        from numba.core import event as _event
+
+        class _CompileListener(_event.Listener):
+            """numba raises "numba:compile" only for a real compilation (not a cache load)."""
+
+            def on_start(self, event: Any) -> None:
+                _compile_started((event.data or {}).get("dispatcher"))
+
+            def on_end(self, event: Any) -> None:
+                pass
+
+        _event.register("numba:compile", _CompileListener())
+    except Exception:  # noqa: BLE001 - an older or changed event API: no notice, nothing else lost
+        pass
 
 
 def njit(*args: Any, **kwargs: Any) -> Any:
