@@ -85,14 +85,15 @@ def test_per_input_percentile_is_exact_and_order_independent():
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 2**32 - 1), size=st.integers(1, 3000), spread=st.floats(-40, 40),
-       kind=st.sampled_from(["normal", "relu", "ties", "constant", "tiny", "sampled_high", "sampled_low"]),
+       kind=st.sampled_from(["normal", "relu", "ties", "constant", "tiny", "sampled_high", "sampled_low", "near_max"]),
        subsample=st.sampled_from([1 << 16, 64]))
 def test_compiled_update_equals_numpy(seed, size, spread, kind, subsample, monkeypatch):
     """The compiled update (numba) gives the numpy path's counts, edge, abs max, count and
     per-input quantiles, and those quantiles are exact over every value (not the subsample): bin
     boundaries hit exactly (ties), runs of one bin (ReLU zeros, constants), values too small for
-    float32 scaling, the every-s-th subsample, and subsamples that see only the largest values
-    (the threshold must fall back) or none of them."""
+    float32 scaling, the every-s-th subsample, subsamples that see only the largest values (the
+    threshold must fall back) or none of them, and a top bin full of values below the max (the
+    plateau shortcut must not answer)."""
     import npuflow.calibration.histogram as H
     from npuflow.sim.fast._nb import HAVE_NUMBA
 
@@ -109,6 +110,8 @@ def test_compiled_update_equals_numpy(seed, size, spread, kind, subsample, monke
         x = np.full(size, 2.0 ** spread)
     elif kind == "tiny":
         x = x * 2.0 ** -120
+    elif kind == "near_max":  # every value in the top bin, few of them equal to the max (not a plateau)
+        x = np.sign(x) * (1.0 - rng.random(size) * 2.0 ** -14) * 2.0 ** int(spread)
     elif kind in ("sampled_high", "sampled_low"):  # the subsample (every s-th) holds the large values or misses them
         s = -(-size // subsample)
         big = np.zeros(size, bool)
