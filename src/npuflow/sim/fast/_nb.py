@@ -62,7 +62,10 @@ if HAVE_NUMBA:  # pragma: no cover - depends on the environment
             """numba raises "numba:compile" only for a real compilation (not a cache load)."""
 
             def on_start(self, event: Any) -> None:
-                _compile_started((event.data or {}).get("dispatcher"))
+                try:  # a notice must never break a compilation (e.g. a closed stderr)
+                    _compile_started((event.data or {}).get("dispatcher"))
+                except Exception:  # noqa: BLE001
+                    pass
 
             def on_end(self, event: Any) -> None:
                 pass
