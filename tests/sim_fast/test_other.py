@@ -134,6 +134,7 @@ def test_conv_with_fused_table_equals_two_steps(sim, seed, op, out_bits, lut_bit
 
 def test_every_fast_op_is_tested():
     tested = {"Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Sub", "Sigmoid", "Tanh", "Exp", "HardSigmoid",
+              "Mul", "BatchNormalization", "Relu", "Clip",
               "HardSwish", "Swish", "MaxPool", "Concat", "Resize"}
     assert set(FAST) <= tested, set(FAST) - tested
 

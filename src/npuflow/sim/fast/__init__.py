@@ -14,8 +14,9 @@ and bit for bit on the shared models. How they get there:
   onnxruntime would need limbs or the layer is small; the integer output stage is compiled with
   numba when it is installed (``pip install npuflow[fast]``), else the reference ``mac_finish``
   runs on the int64 sums.
-* Table, elementwise and pooling ops are compiled integer loops (numba) with the reference
-  arithmetic; without numba they are not replaced.
+* Table, elementwise (Add/Sub, Mul, BatchNormalization, Relu/Clip: :mod:`.affine`) and pooling
+  ops are compiled integer loops (numba) with the reference arithmetic; without numba they are
+  not replaced.
 
 Selection: :func:`fast_eval` returns the fast function for an op type, or None (use the
 reference). ``NPUFLOW_SIM=reference`` forces the reference kernels everywhere;
@@ -42,7 +43,7 @@ FastFn = Callable[..., Any]
 
 
 def _registry() -> dict[str, FastFn]:
-    from npuflow.sim.fast import conv, elementwise, matmul, movement
+    from npuflow.sim.fast import affine, conv, elementwise, matmul, movement
 
     fast: dict[str, FastFn] = {
         "Conv": conv.conv,
@@ -54,6 +55,10 @@ def _registry() -> dict[str, FastFn]:
         "MaxPool": movement.max_pool,
         "Concat": movement.concat,
         "Resize": movement.resize,
+        "Mul": affine.mul,
+        "BatchNormalization": affine.batch_norm,
+        "Relu": affine.clamp,
+        "Clip": affine.clip,
     }
     for op in ("Sigmoid", "Tanh", "Exp", "HardSigmoid", "HardSwish", "Swish"):
         fast[op] = elementwise.lut_for(op)

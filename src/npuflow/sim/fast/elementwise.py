@@ -3,8 +3,9 @@
 Add/Sub (spec 6.1): ``t_i = RNE(q_i * M_i / 2**s_i)`` for each runtime input (exact: ``|q_i *
 M_i| < 2**47``), plus the constant term, then ``RNE(sum / 2**P)``, the fused clamp and the output
 saturation; numba computes the same exact integers as ``mul_div_round``/``rounding_right_shift``.
-Only same-shape runtime inputs with a scalar (or no) constant are fused; anything else, and
-everything without numba, runs on the reference kernel.
+Only same-shape runtime inputs with a scalar (or no) constant are fused here, one runtime input
+with a per-channel constant in :mod:`.affine`; anything else, and everything without numba, runs
+on the reference kernel.
 
 Tables (spec 7): one gather through a copy of the table reordered so that the raw bits of the
 input (viewed unsigned) index it directly.
@@ -176,6 +177,12 @@ def add(params: AddParams, *inputs: np.ndarray, stats: KernelStats | None = None
     ref = KERNELS[_op]
     k = len(inputs)
     c = params.const_term
+    if use_numba() and k == 1 == len(params.in_formats) and c is not None and np.ndim(c) != 0 and isinstance(
+            inputs[0], np.ndarray):
+        from npuflow.sim.fast.affine import add_const
+
+        got = add_const(params, inputs[0], _op, stats)  # a per-channel constant (e.g. a folded bias)
+        return got if got is not None else ref.eval(params, *inputs, stats=stats)
     if (not use_numba() or k != len(params.in_formats) or k not in (1, 2)
             or (c is not None and np.ndim(c) != 0) or any(not isinstance(x, np.ndarray) for x in inputs)
             or (k == 2 and inputs[0].shape != inputs[1].shape) or any(f.bits > 24 for f in params.in_formats)):
