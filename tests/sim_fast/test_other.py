@@ -91,9 +91,12 @@ def test_concat_fast_equals_reference(seed, k, axis, fo, shared_fmt, data):
 @given(seed=st.integers(0, 2**32 - 1), fi=fmts, fo=fmts, mode=st.sampled_from(["nearest", "linear"]),
        ctm=st.sampled_from(["half_pixel", "asymmetric", "align_corners", "pytorch_half_pixel"]),
        nm=st.sampled_from(["round_prefer_floor", "round_prefer_ceil", "floor", "ceil"]),
-       scales=st.sampled_from([(1.0, 1.0, 2.0, 2.0), (1.0, 1.0, 0.5, 1.5), (1.0, 1.0, 3.0, 0.75)]),
+       scales=st.sampled_from([(1.0, 1.0, 2.0, 2.0), (1.0, 1.0, 0.5, 1.5), (1.0, 1.0, 3.0, 0.75), (1.0, 1.0, 1.0, 2.0),
+                               (1.0, 1.0, 1.5, 1.0), (1.0, 1.0, 1.0, 1.0), (1.0, 2.0, 1.0, 1.0)]),
        use_sizes=st.booleans())
 def test_resize_fast_equals_reference(sim, seed, fi, fo, mode, ctm, nm, scales, use_sizes, monkeypatch):
+    """Nearest and linear (one or both of the last two axes, none, or the channel axis: the
+    reference), numba and numpy modes, a cached plan reused."""
     if sim:
         monkeypatch.setenv("NPUFLOW_SIM", sim)
     rng = np.random.default_rng(seed)

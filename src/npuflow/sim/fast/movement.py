@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from npuflow.sim.fast._common import PlanCache, checked
+from npuflow.sim.fast._nb import HAVE_NUMBA, njit, use_numba
 from npuflow.sim.fast._ort import single_node_session
 from npuflow.sim.kernels import KERNELS
 from npuflow.sim.kernels._geometry import window_geometry
@@ -114,21 +115,95 @@ def concat(params: ConcatParams, *inputs: np.ndarray, stats: KernelStats | None 
 
 _RESIZE_PLANS = PlanCache(lambda p: {})  # params -> {input shape: per-axis steps}
 
+if HAVE_NUMBA:
+    from npuflow.sim.fast._nb import numba
+    from npuflow.sim.fast._requant import _mul_rne
+
+    @njit(parallel=True)
+    def _linear_hw(x, iy0, iy1, wy0, wy1, ix0, ix1, wx0, wx1, m, s, qlo, qhi, out):  # pragma: no cover - jitted
+        # out[p, oy, ox] = sat(RNE(sum_{y, x} wy * wx * x[p, y, x] * m / 2**s)): the two taps
+        # of each axis, the exact int64 sum (< 2**55 for 16-bit data and 20-bit weights), one
+        # exact 96-bit rounding (_mul_rne: beyond 2**61 it clamps, and so saturates anyway)
+        planes, oh, ow = out.shape
+        sat = 0
+        for t in numba.prange(planes * oh):
+            pi = t // oh
+            oy = t - pi * oh
+            r0 = x[pi, iy0[oy]]
+            r1 = x[pi, iy1[oy]]
+            a0 = wy0[oy]
+            a1 = wy1[oy]
+            o = out[pi, oy]
+            for ox in range(ow):
+                j0 = ix0[ox]
+                j1 = ix1[ox]
+                v = (a0 * (wx0[ox] * np.int64(r0[j0]) + wx1[ox] * np.int64(r0[j1]))
+                     + a1 * (wx0[ox] * np.int64(r1[j0]) + wx1[ox] * np.int64(r1[j1])))
+                q = _mul_rne(v, m, s)
+                cq = min(max(q, qlo), qhi)
+                sat += np.int64(cq != q)
+                o[ox] = cq
+        return sat
+
+
+def _linear_plan(steps: list[tuple[int, Any]], shape: tuple[int, ...]) -> tuple[np.ndarray, ...] | None:
+    """The reference's linear steps as the two last axes' taps and weights (an axis that does
+    not change: its own index with weight 2**20, which the caller's shift compensates), or None
+    when another axis changes."""
+    from npuflow.sim.kernels.resize import RESIZE_WEIGHT_BITS
+
+    nd = len(shape)
+    if nd < 2 or len(steps) > 2 or any(a < nd - 2 for a, _ in steps):
+        return None
+    by_axis = dict(steps)
+    taps: list[np.ndarray] = []
+    for a in (nd - 2, nd - 1):
+        if a in by_axis:
+            taps.extend(np.ascontiguousarray(v, dtype=np.int64) for v in by_axis[a])
+        else:
+            i = np.arange(shape[a], dtype=np.int64)
+            taps.extend((i, i, np.full(shape[a], 1 << RESIZE_WEIGHT_BITS, np.int64), np.zeros(shape[a], np.int64)))
+    return tuple(taps)
+
+
+def _resize_linear(params: ResizeParams, x: np.ndarray, taps: tuple[np.ndarray, ...],
+                   stats: KernelStats | None) -> np.ndarray | None:
+    from npuflow.sim.kernels.resize import RESIZE_WEIGHT_BITS
+
+    s = 31 + params.shift + 2 * RESIZE_WEIGHT_BITS  # both axes weighted (see _linear_plan)
+    if params.in_format.bits > 16 or s < 0 or not -(1 << 31) < params.mult < (1 << 31):
+        return None
+    fmt = params.out_format
+    h, w = x.shape[-2:]
+    oh, ow = taps[0].size, taps[4].size
+    out = np.empty(x.shape[:-2] + (oh, ow), dtype=fmt.dtype)
+    sat = _linear_hw(np.ascontiguousarray(x).reshape(-1, h, w), *taps, params.mult, s, fmt.qmin, fmt.qmax,
+                     out.reshape(-1, oh, ow))
+    if stats is not None:
+        stats.out_saturated += int(sat)
+        stats.out_elements += int(out.size)
+    return out
+
 
 def resize(params: ResizeParams, *inputs: np.ndarray, stats: KernelStats | None = None) -> np.ndarray:
     """Same contract and integers as ``KERNELS["Resize"].eval``: the per-axis source indices
     (exact rational coordinates) are computed once per input shape; nearest mode gathers the
-    integers in their own container and requantizes once (fused, with numba)."""
+    integers in their own container and requantizes once (fused, with numba); linear mode over
+    the two last axes is one compiled pass (with numba)."""
     from npuflow.sim.fast.elementwise import requant_array
 
     ref = KERNELS["Resize"]
-    if len(inputs) != 1 or params.mode != "nearest" or not isinstance(inputs[0], np.ndarray):
+    if len(inputs) != 1 or params.mode not in ("nearest", "linear") or not isinstance(inputs[0], np.ndarray):
         return ref.eval(params, *inputs, stats=stats)
     x = checked(inputs[0], "Resize", "X", params.in_format)
     by_shape = _RESIZE_PLANS.get(params)
     steps = by_shape.get(x.shape)
     if steps is None:
         steps = by_shape.setdefault(x.shape, ref.plan(params, x.shape))
+    if params.mode == "linear":
+        taps = _linear_plan(steps, x.shape) if use_numba() and x.size else None
+        got = _resize_linear(params, x, taps, stats) if taps is not None else None
+        return got if got is not None else ref.eval(params, *inputs, stats=stats)
     v = x
     for a, idx in steps:
         v = np.take(v, idx, axis=a)
