@@ -1,5 +1,5 @@
 """benchmarks/speed.py: one timed configuration per fresh subprocess (MNIST, one pass), and the
-table with its ratios and round ranges."""
+table with its ratios and round ranges; benchmarks/sim_models.py on MNIST."""
 from __future__ import annotations
 
 import numpy as np
@@ -37,3 +37,11 @@ def test_table_ratios_and_round_ranges(capsys):
     assert "( 4.00x)" in out  # fixed int8 b1 (8.0) over ORT float b1 (2.0)
     assert "1.50x" in out  # int16 / int8 at batch 1: 12 / 8
     assert "1.40x" in out  # and at batch 32: 14 / 10
+
+
+def test_sim_models_measures_one_model(shared, tmp_path):
+    from benchmarks import sim_models
+
+    r = sim_models.measure("mnist_cntk_opt", calib=4, inputs=2, repeats=1, out=tmp_path, shared=str(shared))
+    assert r["model"] == "mnist_cntk_opt" and r["inputs"] == 2 and r["fixed"] > 0 and r["float"] > 0
+    assert list(tmp_path.glob("mnist_cntk_opt/**/*.bie"))  # the analysis ran (in its subprocess)
