@@ -223,8 +223,7 @@ def clamp(params: Any, *inputs: np.ndarray, stats: KernelStats | None = None, _o
     flat = np.ascontiguousarray(x).reshape(1, -1)
     out = np.empty(x.shape, dtype=fmt.dtype)
     sat = _mul_rows(flat, np.ones((1, 1), np.int64), np.array([m], np.int64), np.array([s], np.int64),
-                       _chunks(1, flat.shape[1]), int(params.lo), int(params.hi), fmt.qmin, fmt.qmax,
-                       out.reshape(1, -1))
+                    _chunks(1, flat.shape[1]), int(params.lo), int(params.hi), fmt.qmin, fmt.qmax, out.reshape(1, -1))
     _count(stats, sat, out.size)
     return out
 
