@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from npuflow.sim.fast._nb import COMPILE_NOTICE
+from npuflow.sim.fast._nb import COMPILE_NOTICE, HAVE_NUMBA
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = """
@@ -27,6 +27,7 @@ def _run(cache: Path, **env: str) -> subprocess.CompletedProcess:
 
 
 def test_notice_once_when_compiling_none_from_the_cache(tmp_path):
+    assert HAVE_NUMBA, "numba missing: install the test extra"
     cold = _run(tmp_path)
     assert cold.returncode == 0 and cold.stdout.strip() == "ran", cold.stderr
     assert cold.stderr.count(COMPILE_NOTICE) == 1  # two kernels compiled, one notice
