@@ -216,6 +216,14 @@ def quantize_step(task_name: str, config: QuantConfig, calib_count: int | None, 
             "timing": {k: float(v) for k, v in timing.items()} if isinstance(timing, dict) else None}
 
 
+def worker_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """This process's environment (plus ``extra``) with the repository on ``PYTHONPATH``: for a
+    benchmark script re-run as a worker subprocess."""
+    env = dict(os.environ, **(extra or {}))
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1])] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    return env
+
+
 def quantize_isolated(task_name: str, config: QuantConfig, calib_count: int | None, out_dir: str | Path, *,
                       shared: str | None = None, threads: int = 4, timeout: float | None = None,
                       env_extra: dict[str, str] | None = None) -> dict[str, Any]:
@@ -229,8 +237,7 @@ def quantize_isolated(task_name: str, config: QuantConfig, calib_count: int | No
     req_path, res_path = out_dir / "request.json", out_dir / "result.json"
     req_path.write_text(json.dumps(req), encoding="utf-8")
     res_path.unlink(missing_ok=True)
-    env = dict(os.environ, **(env_extra or {}))
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1])] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    env = worker_env(env_extra)
     cmd = [sys.executable, str(Path(__file__).resolve()), "--_worker", str(req_path)]
     stage = "analysis" if config.tool == "npuflow" else "ORT quantize_static"
     try:

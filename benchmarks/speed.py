@@ -140,11 +140,10 @@ def _time_isolated(config: str, files: dict[str, str], input_name: str, repeats:
     req.write_text(json.dumps({"config": config, "files": files, "input_name": input_name, "repeats": repeats}),
                    encoding="utf-8")
     res.unlink(missing_ok=True)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1])]
-                                        + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    from benchmarks.accuracy import worker_env
+
     proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--_time", str(req)],
-                          capture_output=True, text=True, env=env)
+                          capture_output=True, text=True, env=worker_env())
     if proc.returncode != 0 or not res.is_file():
         tail = ((proc.stdout or "") + (proc.stderr or ""))[-3000:]
         raise SystemExit(f"timing subprocess for {config} failed (exit {proc.returncode}):\n{tail}")

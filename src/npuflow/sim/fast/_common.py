@@ -15,6 +15,22 @@ from npuflow.sim.kernels.base import check_int
 T = TypeVar("T")
 
 
+#: "no clamp" bounds of a fused activation, beyond any value a kernel computes
+NO_CLAMP = 1 << 62
+
+
+def clamp_bounds(act: Any) -> tuple[int, int]:
+    """``(lo, hi)`` of a fused Relu/Clip activation in the output domain, else no clamp."""
+    return (int(act.lo), int(act.hi)) if act.kind in ("relu", "clip") else (-NO_CLAMP, NO_CLAMP)
+
+
+def count_out(stats: Any, saturated: int, size: int) -> None:
+    """Add a kernel's saturated and total output counts to ``stats`` (when given)."""
+    if stats is not None:
+        stats.out_saturated += int(saturated)
+        stats.out_elements += int(size)
+
+
 def checked(x: Any, op: str, name: str, fmt: QFormat) -> np.ndarray:
     """The reference input check, skipped where it cannot fail: a signed integer array whose
     container is exactly ``fmt.bits`` wide holds only in-range values."""

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from npuflow.sim.fast._common import PlanCache
+from npuflow.sim.fast._common import PlanCache, clamp_bounds
 from npuflow.sim.fast._nb import HAVE_NUMBA, njit, use_numba
 from npuflow.sim.fixed_point import qrange
 from npuflow.sim.kernels._mac import MacOutput, mac_finish
@@ -32,7 +32,6 @@ from npuflow.sim.kernels.base import KernelStats
 
 _LIM61 = (1 << 61) - 1
 _M61 = -(1 << 61)
-_NO_CLAMP = 1 << 62
 
 
 def _assemble(parts: np.ndarray, shx: np.ndarray, shw: np.ndarray) -> np.ndarray:
@@ -69,6 +68,14 @@ if HAVE_NUMBA:
         if rem > half or (rem == half and (q & 1) == 1):
             q += 1
         return q
+
+    @njit(inline="always")
+    def _rne(v, s, hm1):  # pragma: no cover - jitted
+        # RNE(v / 2**s) for |v| < 2**62, 0 <= s <= 62 (hm1 = 2**(s-1) - 1): a floor shift of
+        # v + 2**(s-1) - 1 + bit_s(v), branch-free (it vectorizes); s = 0 is v itself
+        if s == 0:
+            return v
+        return (v + hm1 + ((v >> s) & 1)) >> s
 
     @njit(inline="always")
     def _mul_rne(acc: int, m: int, s: int) -> int:
@@ -333,10 +340,7 @@ class _Prepared:
         bias = p.bias if p.bias is not None else np.zeros(c, np.int64)
         self.bias = np.ascontiguousarray(np.broadcast_to(bias, (c,)), dtype=np.int64)
         self.acc_lo, self.acc_hi = qrange(p.acc_bits)
-        if p.act.kind in ("relu", "clip"):
-            self.alo, self.ahi = int(p.act.lo), int(p.act.hi)
-        else:
-            self.alo, self.ahi = -_NO_CLAMP, _NO_CLAMP
+        self.alo, self.ahi = clamp_bounds(p.act)
         # largest |acc + bias| for which a channel's float64 branch opens (see ``_row``); -1 for
         # channels that never take it; row maxima are measured only while they open some branch
         m = self.mult

@@ -20,15 +20,14 @@ from typing import Any
 
 import numpy as np
 
-from npuflow.sim.fast._common import checked
+from npuflow.sim.fast._common import NO_CLAMP, checked, clamp_bounds, count_out
 from npuflow.sim.fast._nb import HAVE_NUMBA, njit, use_numba
 from npuflow.sim.kernels import KERNELS
 from npuflow.sim.kernels.base import KernelStats
 
-_NO_CLAMP = 1 << 62
-
 if HAVE_NUMBA:
     from npuflow.sim.fast._nb import numba
+    from npuflow.sim.fast._requant import _rne
 
     @njit(inline="always")
     def _chunk(t, nch, size, m, s):  # pragma: no cover - jitted
@@ -36,14 +35,6 @@ if HAVE_NUMBA:
         r = t // nch
         k = t % nch
         return r, k * size // nch, (k + 1) * size // nch, m[r % m.size], s[r % s.size]
-
-    @njit(inline="always")
-    def _rne(v, s, hm1):  # pragma: no cover - jitted
-        # RNE(v / 2**s) for |v| < 2**62, 0 <= s <= 62 (hm1 = 2**(s-1) - 1): a floor shift of
-        # v + 2**(s-1) - 1 + bit_s(v), branch-free (it vectorizes); s = 0 is v itself
-        if s == 0:
-            return v
-        return (v + hm1 + ((v >> s) & 1)) >> s
 
     @njit(inline="always")
     def _store(v, alo, ahi, qlo, qhi):  # pragma: no cover - jitted
@@ -115,16 +106,6 @@ def _chunks(rows: int, size: int) -> int:
     return max(1, min(-(-want // max(rows, 1)), size // 4096))
 
 
-def _count(stats: KernelStats | None, sat: int, n: int) -> None:
-    if stats is not None:
-        stats.out_saturated += int(sat)
-        stats.out_elements += int(n)
-
-
-def _clamp_bounds(act: Any) -> tuple[int, int]:
-    return (int(act.lo), int(act.hi)) if act.kind in ("relu", "clip") else (-_NO_CLAMP, _NO_CLAMP)
-
-
 def _shifts_ok(s: np.ndarray) -> bool:
     return bool(s.size) and int(s.min()) >= 0 and int(s.max()) <= 62
 
@@ -135,7 +116,7 @@ def _affine(x: np.ndarray, m: np.ndarray, s: np.ndarray, b: np.ndarray, p: int, 
     r, _, i = _rows(x.shape)
     sat = _affine_rows(np.ascontiguousarray(x).reshape(r, i), m.astype(np.int64), s.astype(np.int64),
                        b.astype(np.int64), p, _chunks(r, i), alo, ahi, fmt.qmin, fmt.qmax, out.reshape(r, i))
-    _count(stats, sat, out.size)
+    count_out(stats, sat, out.size)
     return out
 
 
@@ -150,7 +131,7 @@ def batch_norm(params: Any, *inputs: np.ndarray, stats: KernelStats | None = Non
     if (x.size == 0 or params.in_format.bits > 16 or any(v.size not in (1, c) for v in (m, s, b))
             or not _shifts_ok(s) or not 0 <= params.frac_bits <= 62 or int(np.abs(b).max()) >= 1 << 61):
         return ref.eval(params, *inputs, stats=stats)
-    return _affine(x, m, s, b, params.frac_bits, -_NO_CLAMP, _NO_CLAMP, params.out_format, stats)
+    return _affine(x, m, s, b, params.frac_bits, -NO_CLAMP, NO_CLAMP, params.out_format, stats)
 
 
 def add_const(params: Any, x: np.ndarray, op: str, stats: KernelStats | None) -> np.ndarray | None:
@@ -163,7 +144,7 @@ def add_const(params: Any, x: np.ndarray, op: str, stats: KernelStats | None) ->
             or not 0 <= params.frac_bits <= 62 or int(np.abs(vec).max()) >= 1 << 61):
         return None
     x = checked(x, op, "input", params.in_formats[0])
-    alo, ahi = _clamp_bounds(params.act)
+    alo, ahi = clamp_bounds(params.act)
     return _affine(x, np.array([params.mult[0]]), np.array([params.rshift[0]]), vec, params.frac_bits, alo, ahi,
                    params.out_format, stats)
 
@@ -187,7 +168,7 @@ def mul(params: Any, *inputs: np.ndarray, stats: KernelStats | None = None) -> n
                                                       != a.shape):
         return ref.eval(params, *inputs, stats=stats)
     fmt = params.out_format
-    alo, ahi = _clamp_bounds(params.act)
+    alo, ahi = clamp_bounds(params.act)
     out = np.empty(a.shape, dtype=fmt.dtype)
     r, _, i = _rows(a.shape)
     a2 = np.ascontiguousarray(a).reshape(r, i)
@@ -203,7 +184,7 @@ def mul(params: Any, *inputs: np.ndarray, stats: KernelStats | None = None) -> n
             return ref.eval(params, *inputs, stats=stats)
         b2 = bv.reshape(-1, 1)
     sat = _mul_rows(a2, b2, *args)
-    _count(stats, sat, out.size)
+    count_out(stats, sat, out.size)
     return out
 
 
@@ -224,7 +205,7 @@ def clamp(params: Any, *inputs: np.ndarray, stats: KernelStats | None = None, _o
     out = np.empty(x.shape, dtype=fmt.dtype)
     sat = _mul_rows(flat, np.ones((1, 1), np.int64), np.array([m], np.int64), np.array([s], np.int64),
                     _chunks(1, flat.shape[1]), int(params.lo), int(params.hi), fmt.qmin, fmt.qmax, out.reshape(1, -1))
-    _count(stats, sat, out.size)
+    count_out(stats, sat, out.size)
     return out
 
 

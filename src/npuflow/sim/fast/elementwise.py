@@ -16,18 +16,16 @@ from typing import Any
 
 import numpy as np
 
-from npuflow.sim.fast._common import PlanCache, checked
+from npuflow.sim.fast._common import PlanCache, checked, clamp_bounds, count_out
 from npuflow.sim.fast._nb import HAVE_NUMBA, njit, use_numba
 from npuflow.sim.kernels import KERNELS
 from npuflow.sim.kernels.base import KernelStats
 from npuflow.sim.kernels.elementwise import AddParams
 from npuflow.sim.kernels.lut import LutParams
 
-_NO_CLAMP = 1 << 62
-
 if HAVE_NUMBA:
     from npuflow.sim.fast._nb import numba
-    from npuflow.sim.fast._requant import _rne_shr
+    from npuflow.sim.fast._requant import _rne, _rne_shr
 
     @njit(inline="always")
     def _rne_mul(q: int, m: int, s: int) -> int:  # exact RNE(q * m / 2**s), |q * m| < 2**63
@@ -56,10 +54,8 @@ if HAVE_NUMBA:
         hp = (1 << (p - 1)) - 1
         sat = 0
         for i in numba.prange(a.size):
-            ta = np.int64(a[i]) * ma
-            tb = np.int64(b[i]) * mb
-            acc = ((ta + ha + ((ta >> sa) & 1)) >> sa) + ((tb + hb + ((tb >> sb) & 1)) >> sb) + c
-            v = (acc + hp + ((acc >> p) & 1)) >> p
+            acc = _rne(np.int64(a[i]) * ma, sa, ha) + _rne(np.int64(b[i]) * mb, sb, hb) + c
+            v = _rne(acc, p, hp)
             v = min(max(v, alo), ahi)
             cv = min(max(v, qlo), qhi)
             sat += np.int64(cv != v)
@@ -136,9 +132,7 @@ def requant_array(q: np.ndarray, rq: Any, out_fmt: Any, stats: KernelStats | Non
         n = _requant_copy_f(qc.reshape(-1), mf, float(out_fmt.qmin), float(out_fmt.qmax), out.reshape(-1))
     else:
         n = _requant_copy(qc.reshape(-1), m, sh, out_fmt.qmin, out_fmt.qmax, out.reshape(-1))
-    if stats is not None:
-        stats.out_saturated += int(n)
-        stats.out_elements += int(out.size)
+    count_out(stats, n, out.size)
     return out
 
 
@@ -193,7 +187,7 @@ def add(params: AddParams, *inputs: np.ndarray, stats: KernelStats | None = None
     if out.size == 0:
         return ref.eval(params, *inputs, stats=stats)
     act = params.act
-    alo, ahi = (int(act.lo), int(act.hi)) if act.kind in ("relu", "clip") else (-_NO_CLAMP, _NO_CLAMP)
+    alo, ahi = clamp_bounds(act)
     cc = int(c) if c is not None else 0
     if k == 2:
         sa, sb, pp = params.rshift[0], params.rshift[1], params.frac_bits
@@ -204,9 +198,7 @@ def add(params: AddParams, *inputs: np.ndarray, stats: KernelStats | None = None
     else:
         sat = _add1(qs[0].reshape(-1), params.mult[0], params.rshift[0], cc, params.frac_bits, alo, ahi,
                     fmt.qmin, fmt.qmax, out.reshape(-1))
-    if stats is not None:
-        stats.out_saturated += int(sat)
-        stats.out_elements += int(out.size)
+    count_out(stats, sat, out.size)
     return out
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from npuflow.sim.fast._common import PlanCache, checked
+from npuflow.sim.fast._common import PlanCache, checked, count_out
 from npuflow.sim.fast._nb import HAVE_NUMBA, njit, use_numba
 from npuflow.sim.fast._ort import single_node_session
 from npuflow.sim.kernels import KERNELS
@@ -179,9 +179,7 @@ def _resize_linear(params: ResizeParams, x: np.ndarray, taps: tuple[np.ndarray, 
     out = np.empty(x.shape[:-2] + (oh, ow), dtype=fmt.dtype)
     sat = _linear_hw(np.ascontiguousarray(x).reshape(-1, h, w), *taps, params.mult, s, fmt.qmin, fmt.qmax,
                      out.reshape(-1, oh, ow))
-    if stats is not None:
-        stats.out_saturated += int(sat)
-        stats.out_elements += int(out.size)
+    count_out(stats, sat, out.size)
     return out
 
 
