@@ -3,8 +3,9 @@
     python benchmarks/speed.py                      # efficientnet_lite0 and yolox_nano, KL720
     python benchmarks/speed.py yolox_nano --repeats 5 --calib 8 --out /tmp/speed
 
-For each model (platform 720; int8, then int16 = ``datapath_bitwidth_mode`` and
-``weight_bitwidth_mode`` "int16"), time per input, on the same real evaluation inputs:
+For each model (platform 720; int8; int16 = ``datapath_bitwidth_mode`` and ``weight_bitwidth_mode``
+"int16"; and a16w8 = ``datapath_bitwidth_mode="int16"`` alone, so int16 activations with the
+default int8 weights), time per input, on the same real evaluation inputs:
 
 * ``npuflow fixed b1``: ``ktc.kneron_inference([x], bie_file=..., platform=720)``, one input per
   call with the BIE path given each time (the model cache of kneron_inference keeps it loaded);
@@ -58,7 +59,13 @@ BATCH = 32
 
 
 CONFIGS = ("ort_float_b1", "ort_float_b32", "ort_qdq_b1", "fixed_int8_b1", "fixed_int8_b32",
-           "fixed_int16_b1", "fixed_int16_b32")
+           "fixed_int16_b1", "fixed_int16_b32", "fixed_a16w8_b1", "fixed_a16w8_b32")
+#: analysis() keywords of each simulated configuration
+BITWIDTHS: dict[str, dict[str, str]] = {
+    "int8": {},
+    "int16": {"datapath_bitwidth_mode": "int16", "weight_bitwidth_mode": "int16"},
+    "a16w8": {"datapath_bitwidth_mode": "int16"},  # int16 activations, the default int8 weights
+}
 
 
 def _pass_times(fn: Callable[[], Any], repeats: int) -> list[float]:
@@ -98,16 +105,15 @@ def _analyse(task: Any, bits: str, calib: int, out: Path) -> tuple[str, float]:
 
     feeds = list(task.calib_inputs(calib))
     km = ktc.ModelConfig(40000, "0001", 720, onnx_path=str(task.model_path), input_shapes=task.input_shapes)
-    kw = {} if bits == "int8" else {"datapath_bitwidth_mode": "int16", "weight_bitwidth_mode": "int16"}
     t = time.perf_counter()
     bie = km.analysis({k: [f[k] for f in feeds] for k in feeds[0]}, output_dir=str(out / f"{task.name}_{bits}"),
-                      progress=False, **kw)
+                      progress=False, **BITWIDTHS[bits])
     return bie, time.perf_counter() - t
 
 
 def time_config(config: str, files: dict[str, str], input_name: str, repeats: int) -> dict[str, Any]:
     """Time one configuration in this process: ``files`` has "inputs" (an .npy, N on axis 0),
-    "float" and "qdq" (ONNX models) and "int8"/"int16" (BIEs)."""
+    "float" and "qdq" (ONNX models) and one BIE per :data:`BITWIDTHS` key."""
     xs = np.load(files["inputs"])
     n = len(xs)
     res: dict[str, Any] = {}
@@ -163,7 +169,7 @@ def bench_model(name: str, *, calib: int, repeats: int, rounds: int, out: Path, 
     np.save(files["inputs"], xs)
     ort_quantize(task, "MinMax", calib, model=optimized_model(task), output=files["qdq"])  # writes the file
     row: dict[str, Any] = {"model": name, "inputs": len(xs)}
-    for bits in ("int8", "int16"):
+    for bits in BITWIDTHS:
         files[bits], row[f"analysis_{bits}_s"] = _analyse(task, bits, calib, out)
     per_round: dict[str, list[list[float]]] = {c: [] for c in CONFIGS}
     for r in range(rounds):
@@ -211,10 +217,13 @@ def print_table(rows: Sequence[dict[str, Any]]) -> None:
     line("npuflow fixed int8, b32 (object)", "fixed_int8_b32", "ort_float_b32")
     line("npuflow fixed int16, b1 (ktc)", "fixed_int16_b1", "ort_float_b1")
     line("npuflow fixed int16, b32 (object)", "fixed_int16_b32", "ort_float_b32")
+    line("npuflow fixed a16w8, b1 (ktc)", "fixed_a16w8_b1", "ort_float_b1")
+    line("npuflow fixed a16w8, b32 (object)", "fixed_a16w8_b32", "ort_float_b32")
     lines.append("")
-    for bsz in ("b1", "b32"):
-        cells = "".join(f"{r[f'fixed_int16_{bsz}'] / r[f'fixed_int8_{bsz}']:30.2f}x " for r in rows)
-        lines.append(f"{'int16 / int8, ' + bsz:34s}{cells}")
+    for bits in ("int16", "a16w8"):
+        for bsz in ("b1", "b32"):
+            cells = "".join(f"{r[f'fixed_{bits}_{bsz}'] / r[f'fixed_int8_{bsz}']:30.2f}x " for r in rows)
+            lines.append(f"{bits + ' / int8, ' + bsz:34s}{cells}")
     lines.append("")
     for r in rows:
         lines.append(f"{r['model']}: ORT float batch 32 = {r['ort_float_b32_how']}")

@@ -37,6 +37,7 @@ def test_table_ratios_and_round_ranges(capsys):
     assert "( 4.00x)" in out  # fixed int8 b1 (8.0) over ORT float b1 (2.0)
     assert "1.50x" in out  # int16 / int8 at batch 1: 12 / 8
     assert "1.40x" in out  # and at batch 32: 14 / 10
+    assert "2.00x" in out and "1.80x" in out  # a16w8 / int8: 16 / 8 and 18 / 10
 
 
 def test_sim_models_measures_one_model(shared, tmp_path):

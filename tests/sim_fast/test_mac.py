@@ -95,23 +95,45 @@ def _has_vnni() -> bool:
 @given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 3), c=st.sampled_from([1, 3, 16, 96, 300]),
        cout=st.integers(1, 9), sp=st.sampled_from([(1, 1), (5, 7), (16, 16)]), w_bits=st.sampled_from([4, 8]),
        out_bits=st.sampled_from([8, 16]), big=st.booleans(), bias=st.booleans(), stretch=st.sampled_from([0.02, 1.0, 4.0]),
-       pads=st.sampled_from(["none", "VALID"]), act=act_attrs())
+       pads=st.sampled_from(["none", "VALID"]), act=act_attrs(), x_bits=st.sampled_from([8, 8, 12, 16]))
 def test_pointwise_int8_engine_equals_reference(engine, seed, n, c, cout, sp, w_bits, out_bits, big, bias, stretch,
-                                                pads, act):
-    """1x1 Conv of int8 activations on the int8 matrix-product engine (MatMulInteger, int32 sums):
-    full-scale weights and activations at the int8 limits (the products a saturating int16 pair
-    sum gets wrong), activations, accumulator and output saturation."""
+                                                pads, act, x_bits):
+    """1x1 Conv with at most 8-bit weights on the int8 matrix-product engine (MatMulInteger,
+    int32 sums): int8 activations in one product, 12- and 16-bit ones in two int8 limbs (the
+    low limb's offset folded into the bias); full-scale weights and activations at the limits (the
+    products a saturating int16 pair sum gets wrong), activations, accumulator and output
+    saturation."""
     attrs = {"kernel_shape": [1, 1], "strides": [1, 1], "dilations": [1, 1], "group": 1, **act}
     if pads == "VALID":
         attrs["auto_pad"] = "VALID"
-    case = dict(nd=2, n=n, c=c, cout=cout, cg=c, k=(1, 1), sp=sp, attrs=attrs, x_bits=8, w_bits=w_bits,
+    case = dict(nd=2, n=n, c=c, cout=cout, cg=c, k=(1, 1), sp=sp, attrs=attrs, x_bits=x_bits, w_bits=w_bits,
                 out_bits=out_bits, big=big, bias=bias, stretch=stretch, seed=seed)
     params, x = _conv_params(case)
     plan = fast_conv._PLANS.get(params)
-    assert plan.int8
+    assert plan.int8 if x_bits == 8 else (plan.int16x8 and not plan.int8)
     same("Conv", FAST["Conv"], params, x)
     if int8_engine_exact():
         assert plan.i8 is not None
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_int8_limbs_hand_worked(compiled, monkeypatch):
+    """``x = 256 * hi + lo + 128`` with both limbs int8, at the int16 limits and the byte edges."""
+    from npuflow.sim.fast._common import int8_limbs
+
+    if not compiled:
+        monkeypatch.setenv("NPUFLOW_SIM", "numpy")
+    elif not _requant.HAVE_NUMBA:
+        pytest.skip("numba not installed")
+    x = np.array([-32768, -32767, -257, -256, -255, -129, -128, -1, 0, 1, 127, 128, 255, 256, 32767], np.int16)
+    hi, lo = int8_limbs(x)
+    assert hi.dtype == lo.dtype == np.int8
+    np.testing.assert_array_equal(hi, [-128, -128, -2, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 1, 127])
+    np.testing.assert_array_equal(lo, [-128, -127, 127, -128, -127, -1, 0, 127, -128, -127, -1, 0, 127, -128, 127])
+    np.testing.assert_array_equal(256 * hi.astype(np.int64) + lo + 128, x)
+    every = np.arange(-32768, 32768, dtype=np.int16).reshape(4, -1)
+    h, low = int8_limbs(every)
+    np.testing.assert_array_equal(256 * h.astype(np.int64) + low + 128, every)
 
 
 def test_int8_engine_self_test_and_switch(monkeypatch):

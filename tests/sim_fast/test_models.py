@@ -2,7 +2,8 @@
 equals its samples run one by one.
 
 Each model is analysed on a few calibration inputs (platform 720, int8; efficientnet_lite0 also
-int16), then run on two evaluation inputs with ``NPUFLOW_SIM=reference`` and with the fast path:
+int16; yolox_nano also int16 activations with int8 weights, "a16w8"), then run on two evaluation
+inputs with ``NPUFLOW_SIM=reference`` and with the fast path:
 every tensor (``keep_all``), the per-step counters, and the fused run's outputs must be identical.
 mnist (shipped example), efficientnet_lite0 and yolox_nano run by default; the other shared models
 with NPUFLOW_SLOW=1.
@@ -15,10 +16,10 @@ import pytest
 from npuflow.sim.kernels import KernelStats
 
 CORE = [("mnist_cntk_opt", "int8"), ("efficientnet_lite0", "int8"), ("efficientnet_lite0", "int16"),
-        ("yolox_nano", "int8")]
+        ("yolox_nano", "int8"), ("yolox_nano", "a16w8")]
 SLOW = [("ultraface_rfb_320", "int8"), ("pan_mnv3s_skin_clothes_hair", "int8"),
         ("ch_ppocr_mobile_v2.0_cls_infer", "int8"), ("en_number_mobile_v2.0_rec_infer", "int8"),
-        ("en_PP-OCRv3_det_infer", "int8"), ("yolox_nano", "int16")]
+        ("en_PP-OCRv3_det_infer", "int8"), ("yolox_nano", "int16"), ("efficientnet_lite0", "a16w8")]
 CASES = [pytest.param(*c, id="-".join(c)) for c in CORE] + [
     pytest.param(*c, id="-".join(c), marks=pytest.mark.slow) for c in SLOW]
 
@@ -30,10 +31,11 @@ def _model(task, bits, out):
 
     calib = list(task.calib_inputs(3))
     km = ktc.ModelConfig(40000, "0001", 720, onnx_path=str(task.model_path), input_shapes=task.input_shapes)
-    kw = {} if bits == "int8" else {"datapath_bitwidth_mode": "int16", "weight_bitwidth_mode": "int16"}
+    from benchmarks.speed import BITWIDTHS
+
     try:
         bie = km.analysis({k: [c[k] for c in calib] for k in calib[0]}, output_dir=str(out), threads=2,
-                          progress=False, **kw)
+                          progress=False, **BITWIDTHS[bits])
     except NpuflowError as exc:  # a model the analysis cannot quantize is not this test's subject
         pytest.skip(f"{task.name} cannot be analysed: {exc}")
     return npuflow.load(bie)

@@ -111,19 +111,22 @@ def test_resize_fast_equals_reference(sim, seed, fi, fo, mode, ctm, nm, scales, 
 @pytest.mark.parametrize("sim", ["", "numpy"])
 @FAST_PROP
 @given(seed=st.integers(0, 2**32 - 1), op=st.sampled_from(["Swish", "Sigmoid", "HardSwish"]),
-       out_bits=st.sampled_from([8, 16]), lut_bits=st.sampled_from([8, 16]), act=act_attrs())
-def test_conv_with_fused_table_equals_two_steps(sim, seed, op, out_bits, lut_bits, act, monkeypatch):
+       out_bits=st.sampled_from([8, 16]), lut_bits=st.sampled_from([8, 16]), act=act_attrs(),
+       k=st.sampled_from([1, 3]), x_bits=st.sampled_from([8, 16]))
+def test_conv_with_fused_table_equals_two_steps(sim, seed, op, out_bits, lut_bits, act, k, x_bits, monkeypatch):
+    """3x3 (float32 engine, limbs for int16) and 1x1 (the int8 matrix engine: one product for int8
+    activations, two limbs for int16) convolutions with a table step fused behind."""
     from npuflow.sim.fast.conv import conv_lut
     from npuflow.sim.kernels import KernelStats
 
     if sim:
         monkeypatch.setenv("NPUFLOW_SIM", sim)
     rng = np.random.default_rng(seed)
-    x_fmt = QFormat(8, 5, 1.0)
+    x_fmt = QFormat(x_bits, 5 if x_bits == 8 else 13, 1.0)
     w_fmt = QFormat(8, tuple(int(v) for v in rng.integers(3, 8, 4)), tuple(float(v) for v in rng.uniform(1, 2, 4)), 0)
     c_fmt = QFormat(out_bits, int(rng.integers(0, 10)), 1.5)
-    params = KERNELS["Conv"].prepare({"pads": [1, 1, 1, 1], **act}, [x_fmt, w_fmt], c_fmt,
-                                     {"W": rng.normal(0, 0.3, (4, 3, 3, 3)), "B": rng.normal(0, 1, 4)})
+    params = KERNELS["Conv"].prepare({"pads": [k // 2] * 4, **act}, [x_fmt, w_fmt], c_fmt,
+                                     {"W": rng.normal(0, 0.3, (4, 3, k, k)), "B": rng.normal(0, 1, 4)})
     lp = KERNELS[op].prepare({}, [c_fmt], QFormat(lut_bits, int(rng.integers(2, 12)), 1.0))
     x = rand_q(rng, (2, 3, 5, 6), x_fmt)
     s1, s2, t1, t2 = KernelStats(), KernelStats(), KernelStats(), KernelStats()

@@ -112,7 +112,39 @@ def limbs_f32(x: np.ndarray, bits: int, k: int) -> tuple[np.ndarray, list[int]]:
     return np.stack(limbs).astype(np.float32), shifts
 
 
+def int8_limbs(x: np.ndarray) -> np.ndarray:
+    """Values of at most 16 bits as two int8 limbs on a new leading axis: ``hi = x >> 8`` and
+    ``lo = (x & 255) - 128``, so that ``x = 256 * hi + lo + 128`` (both in ``[-128, 127]``); one
+    compiled pass when numba is available."""
+    from npuflow.sim.fast._nb import use_numba
+
+    out = np.empty((2,) + x.shape, dtype=np.int8)
+    if use_numba() and x.flags.c_contiguous:
+        _int8_limbs_kernel()(x.reshape(-1), out.reshape(2, -1))
+        return out
+    np.right_shift(x, 8, out=out[0], casting="unsafe")  # exact: in [-128, 127]
+    np.subtract(x & 255, 128, out=out[1], casting="unsafe")
+    return out
+
+
 _LIMBS_KERNEL: Any = None
+_INT8_LIMBS_KERNEL: Any = None
+
+
+def _int8_limbs_kernel() -> Any:
+    global _INT8_LIMBS_KERNEL
+    if _INT8_LIMBS_KERNEL is None:
+        from npuflow.sim.fast._nb import numba, njit
+
+        @njit(parallel=True)
+        def kern(x, out):  # pragma: no cover - jitted
+            for i in numba.prange(x.size):
+                v = np.int32(x[i])
+                out[0, i] = v >> 8
+                out[1, i] = (v & 255) - 128
+
+        _INT8_LIMBS_KERNEL = kern
+    return _INT8_LIMBS_KERNEL
 
 
 def _limbs_kernel() -> Any:

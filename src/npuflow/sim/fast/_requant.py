@@ -130,18 +130,23 @@ if HAVE_NUMBA:
 
     @njit(parallel=True)
     def _assemble_kernel(parts, shx, shw, acc):  # pragma: no cover - jitted
+        # one (sample, channel) row at a time, each limb added over the whole row (a loop over
+        # contiguous values that vectorizes)
         lx, n, g, lw, cog, p = parts.shape
         for row in numba.prange(n * g * cog):
             b = row // (g * cog)
             c = row - b * (g * cog)
             gi = c // cog
             j = c - gi * cog
+            dst = acc[b, c]
             for k in range(p):
-                v = 0
-                for i in range(lx):
-                    for jj in range(lw):
-                        v += np.int64(parts[i, b, gi, jj, j, k]) << (shx[i] + shw[jj])
-                acc[b, c, k] = v
+                dst[k] = 0
+            for i in range(lx):
+                for jj in range(lw):
+                    src = parts[i, b, gi, jj, j]
+                    sh = shx[i] + shw[jj]
+                    for k in range(p):
+                        dst[k] += np.int64(src[k]) << sh
 
     @njit(inline="always")
     def _row(x, o, bc, m, s, mn, sn, has_neg, acc_lo, acc_hi, alo, ahi, qlo, qhi, amax):  # pragma: no cover - jitted

@@ -15,12 +15,12 @@ padding is exact).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
-from npuflow.sim.fast._common import PlanCache, checked, limb_bits, max_abs, limbs_f32, split2
+from npuflow.sim.fast._common import PlanCache, checked, int8_limbs, limb_bits, limbs_f32, max_abs, split2
 from npuflow.sim.fast._ort import F32_EXACT, INT8_MAX_K, int8_engine_exact, int8_matmul_session, single_node_session
 from npuflow.sim.fast._nb import use_numba
 from npuflow.sim.fast._requant import mac_output, static_row_bound
@@ -62,19 +62,23 @@ class _Plan:
         self.failed: set[tuple] = set()
         w1 = self.weight_limbs(1).abs_max
         self.static_ok = w1 << (params.in_format.bits - 1) <= F32_EXACT
-        # a 1x1 convolution without padding or stride is a matrix product: when float32 needs
-        # four limb passes, one exact float64 product (sums below 2**53) is cheaper
-        self.pointwise = (not transpose and params.group == 1 and all(k == 1 for k in params.kernel_shape)
-                          and all(v == 1 for v in params.strides) and not any(params.pads)
-                          and params.auto_pad in ("NOTSET", "VALID") and w1 << (params.in_format.bits - 1) <= F64_EXACT)
+        # a 1x1 convolution without padding or stride is a matrix product
+        matrix = (not transpose and params.group == 1 and all(k == 1 for k in params.kernel_shape)
+                  and all(v == 1 for v in params.strides) and not any(params.pads)
+                  and params.auto_pad in ("NOTSET", "VALID"))
+        # when float32 needs four limb passes, one exact float64 product (sums below 2**53) is cheaper
+        self.pointwise = matrix and w1 << (params.in_format.bits - 1) <= F64_EXACT
         self.f64: Any = None
-        # a pointwise convolution of int8 activations with at most 8-bit weights: one exact
-        # int8 matrix product (onnxruntime MatMulInteger, int32 sums) where the engine is exact
-        self.int8 = (not transpose and params.group == 1 and all(k == 1 for k in params.kernel_shape)
-                     and all(v == 1 for v in params.strides) and not any(params.pads)
-                     and params.auto_pad in ("NOTSET", "VALID") and params.in_format.bits <= 8
-                     and params.w_q.dtype.itemsize == 1 and 0 < params.w_q.shape[1] <= INT8_MAX_K)
+        # with at most 8-bit weights: exact int8 matrix products (onnxruntime MatMulInteger, int32
+        # sums) where the engine is exact; int8 activations in one product, activations of 9 to
+        # 16 bits in two (:func:`_pointwise_i8`)
+        int8_w = matrix and params.w_q.dtype.itemsize == 1 and 0 < params.w_q.shape[1] <= INT8_MAX_K
+        self.int8 = int8_w and params.in_format.bits <= 8
+        self.int16x8 = int8_w and 8 < params.in_format.bits <= 16
         self.i8: Any = None
+        # the int16 x int8 product's output stage: the bias plus 128 * (sum of each output
+        # channel's weights), the low limb's offset (built on first use)
+        self.out_lo: Any = None
         self.dw: DepthwisePlan | None = None  # built on first use
         # per output channel: sum |w| * max |x| bounds every accumulator (ConvTranspose: each
         # output sums a subset of those products); lets the output stage skip row maxima
@@ -162,16 +166,31 @@ def _pointwise_f64(plan: _Plan, params: ConvParams, x: np.ndarray, stats: Kernel
 
 def _pointwise_i8(plan: _Plan, params: ConvParams, x: np.ndarray, stats: KernelStats | None,
                   lut: Any = None, lut_stats: KernelStats | None = None) -> np.ndarray:
-    """1x1 Conv of int8 activations as one exact int8 matrix product ``(C_out, C) @ (N, C, P)``:
+    """1x1 Conv with at most 8-bit weights as exact int8 matrix products ``(C_out, C) @ (N, C, P)``:
     the weights as uint8 ``w + 128`` with zero point 128, int32 sums (``|sum| < 2**31``: at most
-    :data:`INT8_MAX_K` products of magnitude at most ``2**14`` each)."""
+    :data:`INT8_MAX_K` products of magnitude at most ``2**14`` each).
+
+    int8 activations: one product. int16 activations: two int8 limbs ``hi = x >> 8`` and
+    ``lo = (x & 255) - 128`` (``x = 256 * hi + lo + 128``), stacked on the batch axis of one call;
+    ``W @ x = 256 * (W @ hi) + W @ lo + 128 * sum(W)``, the last term a constant per output
+    channel that joins the bias (``plan.out_lo``), so the output stage sees the same accumulator."""
     if plan.i8 is None:
         w = params.w_q.reshape(params.w_q.shape[0], -1).astype(np.int16) + 128
         plan.i8 = int8_matmul_session(w.astype(np.uint8), 128)
     n, c = x.shape[:2]
-    (y,) = plan.i8.run(None, {"x": np.ascontiguousarray(x).reshape(n, c, -1)})
-    out = mac_output(y.reshape((1, n, 1, 1) + y.shape[1:]), params.out, stats, lut=lut, lut_stats=lut_stats,
-                     row_bound=plan.row_bound)
+    if x.dtype == np.int8:
+        (y,) = plan.i8.run(None, {"x": np.ascontiguousarray(x).reshape(n, c, -1)})
+        out = mac_output(y.reshape((1, n, 1, 1) + y.shape[1:]), params.out, stats, lut=lut, lut_stats=lut_stats,
+                         row_bound=plan.row_bound)
+        return out.reshape((n, y.shape[1]) + x.shape[2:])
+    if plan.out_lo is None:
+        p = params.out
+        offset = 128 * params.w_q.reshape(params.w_q.shape[0], -1).astype(np.int64).sum(axis=1)
+        plan.out_lo = replace(p, bias=offset if p.bias is None else p.bias.astype(np.int64) + offset)
+    limbs = int8_limbs(np.ascontiguousarray(x).reshape(n, c, -1))
+    (y,) = plan.i8.run(None, {"x": limbs.reshape((2 * n, c, -1))})
+    out = mac_output(y.reshape((2, n, 1, 1) + y.shape[1:]), plan.out_lo, stats, shx=(8, 0), lut=lut,
+                     lut_stats=lut_stats)
     return out.reshape((n, y.shape[1]) + x.shape[2:])
 
 
@@ -207,7 +226,7 @@ def _convt_geometry(params: ConvTransposeParams, sp: tuple[int, ...]) -> tuple[d
 
 def _run(plan: _Plan, params: Any, x: np.ndarray, stats: KernelStats | None, ref: Any,
          lut: Any = None, lut_stats: KernelStats | None = None) -> np.ndarray:
-    if plan.int8 and x.dtype == np.int8 and int8_engine_exact():
+    if ((plan.int8 and x.dtype == np.int8) or (plan.int16x8 and x.dtype == np.int16)) and int8_engine_exact():
         return _pointwise_i8(plan, params, x, stats, lut, lut_stats)
     key = x.shape[2:]
     geom = plan.geom.get(key)
