@@ -128,25 +128,19 @@ if HAVE_NUMBA:
             v = _M61
         return v
 
-    @njit(parallel=True)
-    def _assemble_kernel(parts, shx, shw, acc):  # pragma: no cover - jitted
-        # one (sample, channel) row at a time, each limb added over the whole row (a loop over
-        # contiguous values that vectorizes)
-        lx, n, g, lw, cog, p = parts.shape
-        for row in numba.prange(n * g * cog):
-            b = row // (g * cog)
-            c = row - b * (g * cog)
-            gi = c // cog
-            j = c - gi * cog
-            dst = acc[b, c]
-            for k in range(p):
-                dst[k] = 0
-            for i in range(lx):
-                for jj in range(lw):
-                    src = parts[i, b, gi, jj, j]
-                    sh = shx[i] + shw[jj]
-                    for k in range(p):
-                        dst[k] += np.int64(src[k]) << sh
+    @njit(inline="always")
+    def _assemble_row(parts, b, gi, j, shx, shw, acc):  # pragma: no cover - jitted
+        """``acc[k] = sum_l parts[l..., k] << sh[l]``: the exact int64 accumulator of one (sample,
+        output channel) row, one limb at a time over the row (contiguous: it vectorizes)."""
+        lx, _, _, lw, _, p = parts.shape
+        for k in range(p):
+            acc[k] = 0
+        for i in range(lx):
+            for jj in range(lw):
+                src = parts[i, b, gi, jj, j]
+                sh = shx[i] + shw[jj]
+                for k in range(p):
+                    acc[k] += np.int64(src[k]) << sh
 
     @njit(inline="always")
     def _row(x, o, bc, m, s, mn, sn, has_neg, acc_lo, acc_hi, alo, ahi, qlo, qhi, amax):  # pragma: no cover - jitted
@@ -265,6 +259,48 @@ if HAVE_NUMBA:
             c = row - b * c_out
             tmp = scratch[numba.get_thread_id()]
             na, no = _row(acc3[b, c], tmp, bias[c], mult[c], 31 + shift[c], mult_neg[c], 31 + shift_neg[c],
+                          has_neg, acc_lo, acc_hi, alo, ahi, qlo, qhi, amax[row])
+            counts[row, 0] = na
+            counts[row, 1] = no
+            counts[row, 2] = _table_row(tmp, out[b, c], table, tsat, qlo, count_lut)
+
+    @njit(parallel=True)
+    def _mac_out_limbs_kernel(
+        parts, shx, shw, bias, mult, shift, mult_neg, shift_neg, has_neg, acc_lo, acc_hi, alo, ahi, qlo, qhi, out,
+        counts, amax, scratch,
+    ):  # pragma: no cover - jitted
+        # _mac_out_kernel on limbs: each row's accumulator assembled in a per-thread scratch row
+        # (cache-sized) instead of an int64 tensor of the whole output
+        lx, n, g, lw, cog, p = parts.shape
+        c_out = g * cog
+        for row in numba.prange(n * c_out):
+            b = row // c_out
+            c = row - b * c_out
+            gi = c // cog
+            acc = scratch[numba.get_thread_id(), 0]
+            _assemble_row(parts, b, gi, c - gi * cog, shx, shw, acc)
+            na, no = _row(acc, out[b, c], bias[c], mult[c], 31 + shift[c], mult_neg[c], 31 + shift_neg[c],
+                          has_neg, acc_lo, acc_hi, alo, ahi, qlo, qhi, amax[row])
+            counts[row, 0] = na
+            counts[row, 1] = no
+            counts[row, 2] = 0
+
+    @njit(parallel=True)
+    def _mac_out_limbs_lut_kernel(
+        parts, shx, shw, bias, mult, shift, mult_neg, shift_neg, has_neg, acc_lo, acc_hi, alo, ahi, qlo, qhi, out,
+        counts, amax, scratch, table, tsat, count_lut,
+    ):  # pragma: no cover - jitted
+        lx, n, g, lw, cog, p = parts.shape
+        c_out = g * cog
+        for row in numba.prange(n * c_out):
+            b = row // c_out
+            c = row - b * c_out
+            gi = c // cog
+            t = numba.get_thread_id()
+            acc = scratch[t, 0]
+            tmp = scratch[t, 1]
+            _assemble_row(parts, b, gi, c - gi * cog, shx, shw, acc)
+            na, no = _row(acc, tmp, bias[c], mult[c], 31 + shift[c], mult_neg[c], 31 + shift_neg[c],
                           has_neg, acc_lo, acc_hi, alo, ahi, qlo, qhi, amax[row])
             counts[row, 0] = na
             counts[row, 1] = no
@@ -431,12 +467,21 @@ def mac_output(
     if out.size == 0:
         return out
     pr = prepared(p, c)
-    if lx == 1 and lw == 1 and shx_a[0] == 0 and shw_a[0] == 0:
-        acc3 = parts.reshape(n, c, npos)
-    else:
-        acc3 = np.empty((n, c, npos), dtype=np.int64)
-        _assemble_kernel(parts, shx_a, shw_a, acc3)
     counts = np.empty((n * c, 3), dtype=np.int64)
+    fixed = (pr.bias, pr.mult, pr.shift, pr.mult_neg, pr.shift_neg, pr.has_neg, pr.acc_lo, pr.acc_hi, pr.alo, pr.ahi,
+             fmt.qmin, fmt.qmax, out, counts)
+    if not (lx == 1 and lw == 1 and shx_a[0] == 0 and shw_a[0] == 0):
+        # limbs: assembled row by row inside the kernel (the int64 accumulator has no row maxima
+        # to measure: only a static bound opens the float64 branch)
+        amax = np.tile(row_bound, n) if row_bound is not None and not pr.has_neg else np.full(n * c, np.inf)
+        scratch = np.empty((numba.get_num_threads() + 1, 2 if lut is not None else 1, npos), dtype=np.int64)
+        if lut is None:
+            _mac_out_limbs_kernel(parts, shx_a, shw_a, *fixed, amax, scratch)
+        else:
+            _mac_out_limbs_lut_kernel(parts, shx_a, shw_a, *fixed, amax, scratch, table, tsat, lut_stats is not None)
+        add_counts(counts, out.size, stats, lut_stats if lut is not None else None)
+        return out
+    acc3 = parts.reshape(n, c, npos)
     if pr.has_neg:
         amax = np.full(n * c, np.inf)
     elif row_bound is not None:
@@ -447,12 +492,10 @@ def mac_output(
         amax = _row_abs_max(acc3)
         if pr.rows_open is None:
             pr.rows_open = bool(np.any(amax.reshape(n, c) + np.abs(pr.bias) < pr.gate))
-    args = (acc3, pr.bias, pr.mult, pr.shift, pr.mult_neg, pr.shift_neg, pr.has_neg,
-            pr.acc_lo, pr.acc_hi, pr.alo, pr.ahi, fmt.qmin, fmt.qmax, out, counts, amax)
     if lut is None:
-        _mac_out_kernel(*args)
+        _mac_out_kernel(acc3, *fixed, amax)
     else:
         scratch = np.empty((numba.get_num_threads() + 1, npos), dtype=np.int64)
-        _mac_out_lut_kernel(*args, table, tsat, scratch, lut_stats is not None)
+        _mac_out_lut_kernel(acc3, *fixed, amax, table, tsat, scratch, lut_stats is not None)
     add_counts(counts, out.size, stats, lut_stats if lut is not None else None)
     return out
