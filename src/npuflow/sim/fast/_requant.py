@@ -267,29 +267,11 @@ if HAVE_NUMBA:
     @njit(parallel=True)
     def _mac_out_limbs_kernel(
         parts, shx, shw, bias, mult, shift, mult_neg, shift_neg, has_neg, acc_lo, acc_hi, alo, ahi, qlo, qhi, out,
-        counts, amax, scratch,
+        counts, amax, scratch, table, tsat, use_lut, count_lut,
     ):  # pragma: no cover - jitted
-        # _mac_out_kernel on limbs: each row's accumulator assembled in a per-thread scratch row
-        # (cache-sized) instead of an int64 tensor of the whole output
-        lx, n, g, lw, cog, p = parts.shape
-        c_out = g * cog
-        for row in numba.prange(n * c_out):
-            b = row // c_out
-            c = row - b * c_out
-            gi = c // cog
-            acc = scratch[numba.get_thread_id(), 0]
-            _assemble_row(parts, b, gi, c - gi * cog, shx, shw, acc)
-            na, no = _row(acc, out[b, c], bias[c], mult[c], 31 + shift[c], mult_neg[c], 31 + shift_neg[c],
-                          has_neg, acc_lo, acc_hi, alo, ahi, qlo, qhi, amax[row])
-            counts[row, 0] = na
-            counts[row, 1] = no
-            counts[row, 2] = 0
-
-    @njit(parallel=True)
-    def _mac_out_limbs_lut_kernel(
-        parts, shx, shw, bias, mult, shift, mult_neg, shift_neg, has_neg, acc_lo, acc_hi, alo, ahi, qlo, qhi, out,
-        counts, amax, scratch, table, tsat, count_lut,
-    ):  # pragma: no cover - jitted
+        # _mac_out_kernel (use_lut False: table and tsat unused) or _mac_out_lut_kernel on limbs:
+        # each row's accumulator assembled in a per-thread scratch row (cache-sized) instead of
+        # an int64 tensor of the whole output
         lx, n, g, lw, cog, p = parts.shape
         c_out = g * cog
         for row in numba.prange(n * c_out):
@@ -298,14 +280,18 @@ if HAVE_NUMBA:
             gi = c // cog
             t = numba.get_thread_id()
             acc = scratch[t, 0]
-            tmp = scratch[t, 1]
             _assemble_row(parts, b, gi, c - gi * cog, shx, shw, acc)
-            na, no = _row(acc, tmp, bias[c], mult[c], 31 + shift[c], mult_neg[c], 31 + shift_neg[c],
-                          has_neg, acc_lo, acc_hi, alo, ahi, qlo, qhi, amax[row])
+            if use_lut:
+                tmp = scratch[t, 1]
+                na, no = _row(acc, tmp, bias[c], mult[c], 31 + shift[c], mult_neg[c], 31 + shift_neg[c], has_neg,
+                              acc_lo, acc_hi, alo, ahi, qlo, qhi, amax[row])
+                counts[row, 2] = _table_row(tmp, out[b, c], table, tsat, qlo, count_lut)
+            else:
+                na, no = _row(acc, out[b, c], bias[c], mult[c], 31 + shift[c], mult_neg[c], 31 + shift_neg[c],
+                              has_neg, acc_lo, acc_hi, alo, ahi, qlo, qhi, amax[row])
+                counts[row, 2] = 0
             counts[row, 0] = na
             counts[row, 1] = no
-            counts[row, 2] = _table_row(tmp, out[b, c], table, tsat, qlo, count_lut)
-
 
     def _abs_max_rows_impl(bits, mask, out):  # pragma: no cover - jitted
         # max |x| of each row of a float array viewed as same-width integers: for IEEE floats
@@ -475,10 +461,10 @@ def mac_output(
         # to measure: only a static bound opens the float64 branch)
         amax = np.tile(row_bound, n) if row_bound is not None and not pr.has_neg else np.full(n * c, np.inf)
         scratch = np.empty((numba.get_num_threads() + 1, 2 if lut is not None else 1, npos), dtype=np.int64)
-        if lut is None:
-            _mac_out_limbs_kernel(parts, shx_a, shw_a, *fixed, amax, scratch)
-        else:
-            _mac_out_limbs_lut_kernel(parts, shx_a, shw_a, *fixed, amax, scratch, table, tsat, lut_stats is not None)
+        if lut is None:  # typed placeholders: the kernel reads no table then
+            table, tsat = np.zeros(1, dtype=out.dtype), np.zeros(1, dtype=np.uint8)
+        _mac_out_limbs_kernel(parts, shx_a, shw_a, *fixed, amax, scratch, table, tsat, lut is not None,
+                              lut_stats is not None)
         add_counts(counts, out.size, stats, lut_stats if lut is not None else None)
         return out
     acc3 = parts.reshape(n, c, npos)
