@@ -225,13 +225,15 @@ def test_gemm_fast_equals_reference(engine, seed, m, k, n, trans_a, trans_b, run
 @FAST_PROP
 @given(seed=st.integers(0, 2**32 - 1), m=st.integers(1, 4), k=st.sampled_from([1, 7, 300, 1280]), n=st.integers(1, 9),
        trans_a=st.booleans(), trans_b=st.booleans(), b_bits=st.sampled_from([4, 8]), big=st.booleans(),
-       bias=st.booleans(), act=act_attrs(), op=st.sampled_from(["Gemm", "MatMul"]), lead=st.sampled_from([(), (2,)]))
+       bias=st.booleans(), act=act_attrs(), op=st.sampled_from(["Gemm", "MatMul"]), lead=st.sampled_from([(), (2,)]),
+       a_bits=st.sampled_from([8, 8, 12, 16]), out_bits=st.sampled_from([8, 16]),
+       stretch=st.sampled_from([0.02, 1.0, 4.0]))
 def test_gemm_matmul_int8_engine_equals_reference(engine, seed, m, k, n, trans_a, trans_b, b_bits, big, bias, act,
-                                                  op, lead):
-    """Gemm/MatMul with int8 activations and a constant int8 B on the int8 engine (transposed
-    product), full-scale values included."""
+                                                  op, lead, a_bits, out_bits, stretch):
+    """Gemm/MatMul with int8 (one product) or int16 (two int8 limbs) activations and a constant
+    int8 B on the int8 engine (transposed product), full-scale values included."""
     rng = np.random.default_rng(seed)
-    a_fmt = QFormat(8, int(rng.integers(-2, 9)), 1.3)
+    a_fmt = QFormat(a_bits, int(rng.integers(-2, 9)), 1.3)
     if op == "MatMul":
         trans_a = trans_b = False
         bias = False
@@ -244,7 +246,7 @@ def test_gemm_matmul_int8_engine_equals_reference(engine, seed, m, k, n, trans_a
     weights = {"B": int_weights(rng, b_shape, b_bits, big)}
     if bias:
         weights["C"] = rng.normal(0, 2, n)
-    o_fmt = out_fmt(rng, 8, a_fmt, b_fmt, k, 1.0)
+    o_fmt = out_fmt(rng, out_bits, a_fmt, b_fmt, k, stretch)
     params = KERNELS[op].prepare(attrs, [a_fmt, b_fmt, None], o_fmt, weights)
     a = rand_q(rng, lead + ((k, m) if trans_a else (m, k)), a_fmt, extreme=0.3 if big else 0.0)
     same(op, FAST[op], params, a)

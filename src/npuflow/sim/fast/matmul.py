@@ -7,11 +7,12 @@ runtime B); at most ``2**24`` -> float32, at most ``2**53`` -> float64, else the
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
-from npuflow.sim.fast._common import PlanCache, checked, max_abs
+from npuflow.sim.fast._common import PlanCache, checked, int8_limbs, max_abs
 from npuflow.sim.fast._ort import F32_EXACT, INT8_MAX_K, int8_engine_exact, int8_matmul_session
 from npuflow.sim.fast._requant import mac_output
 from npuflow.sim.kernels import KERNELS
@@ -26,6 +27,7 @@ class _Plan:
         self.b_abs = 0
         self.b = params.b_q
         self.sessions: dict[Any, Any] = {}
+        self.out_lo: Any = None  # the int16 x int8 product's output stage (see _int8_product)
         if params.b_q is not None:
             b = params.b_q.astype(np.int64)
             if b.ndim >= 2:
@@ -96,13 +98,24 @@ def _finish(acc: np.ndarray, params: MatMulParams, stats: KernelStats | None) ->
 
 def _int8_product(plan: _Plan, params: MatMulParams, a: np.ndarray, stats: KernelStats | None) -> np.ndarray:
     """``a @ b`` for int8 ``a`` and a constant int8 ``b`` ``(K, N)`` as the exact int32 product
-    ``(b^T @ a^T)^T`` (the engine wants the constant on the left), output stage per column."""
+    ``(b^T @ a^T)^T`` (the engine wants the constant on the left), output stage per column.
+    int16 ``a``: two int8 limbs in one call, the low limb's offset ``128 * sum_k b[k, n]`` added
+    to the bias, as :func:`npuflow.sim.fast.conv._pointwise_i8` does."""
     k, nc = plan.b.shape
     lead = a.shape[:-1]
     rows = int(np.prod(lead))
-    at = np.ascontiguousarray(a.reshape(rows, k).T).reshape(1, k, rows)
-    (acc,) = plan.int8_session().run(None, {"x": at})  # (1, N, rows) int32
-    out = mac_output(acc.reshape(1, 1, 1, 1, nc, rows), params.out, stats)  # (1, N, rows)
+    if a.dtype == np.int8:
+        at = np.ascontiguousarray(a.reshape(rows, k).T).reshape(1, k, rows)
+        p, shx = params.out, (0,)
+    else:
+        at = np.ascontiguousarray(int8_limbs(np.ascontiguousarray(a).reshape(rows, k)).transpose(0, 2, 1))
+        if plan.out_lo is None:
+            offset = 128 * plan.b.astype(np.int64).sum(axis=0)
+            o = params.out
+            plan.out_lo = replace(o, bias=offset if o.bias is None else o.bias.astype(np.int64) + offset)
+        p, shx = plan.out_lo, (8, 0)
+    (acc,) = plan.int8_session().run(None, {"x": at})  # (limbs, N, rows) int32
+    out = mac_output(acc.reshape(len(shx), 1, 1, 1, nc, rows), p, stats, shx=shx)  # (1, N, rows)
     return np.ascontiguousarray(out.reshape(nc, rows).T).reshape(lead + (nc,))
 
 
@@ -121,7 +134,7 @@ def _run(op: str, params: MatMulParams, inputs: tuple[np.ndarray, ...], stats: K
         b = params.b_q
         if a.ndim < 2 or b.ndim < 2 or a.shape[-1] != b.shape[-2] or a.size == 0:
             return ref.eval(params, *inputs, stats=stats)
-        if (a.dtype == np.int8 and b.dtype == np.int8 and b.ndim == 2 and b.shape[0] <= INT8_MAX_K
+        if (a.dtype in (np.int8, np.int16) and b.dtype == np.int8 and b.ndim == 2 and b.shape[0] <= INT8_MAX_K
                 and int8_engine_exact()):
             return _int8_product(plan, params, a, stats)
         dt = _engine(plan.b_abs << (params.a_format.bits - 1)) or _engine(plan.b_abs * max_abs(a))
