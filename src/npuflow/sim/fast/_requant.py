@@ -20,6 +20,7 @@ check both branches against ``mac_finish`` on random, tie and edge inputs.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -401,6 +402,13 @@ def static_row_bound(p: MacOutput, abs_w_sum: np.ndarray, x_bits: int) -> np.nda
     if np.any(~(bound + bias < pr.gate) & (bias < pr.gate)):
         return None
     return bound.astype(np.float64)
+
+
+def with_bias_offset(p: MacOutput, offset: np.ndarray) -> MacOutput:
+    """``p`` with ``offset`` (int64, per output channel) added to its bias: the output stage of a
+    product computed on offset operands (the low limb of :func:`npuflow.sim.fast._common.int8_limbs`
+    is ``x - 128``), so that it sees the same accumulator."""
+    return replace(p, bias=offset if p.bias is None else p.bias.astype(np.int64) + offset)
 
 
 def add_counts(counts: np.ndarray, size: int, stats: KernelStats | None, lut_stats: KernelStats | None) -> None:

@@ -15,7 +15,7 @@ padding is exact).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,7 +23,7 @@ import numpy as np
 from npuflow.sim.fast._common import PlanCache, checked, int8_limbs, limb_bits, limbs_f32, max_abs, split2
 from npuflow.sim.fast._ort import F32_EXACT, INT8_MAX_K, int8_engine_exact, int8_matmul_session, single_node_session
 from npuflow.sim.fast._nb import use_numba
-from npuflow.sim.fast._requant import mac_output, static_row_bound
+from npuflow.sim.fast._requant import mac_output, static_row_bound, with_bias_offset
 from npuflow.sim.fast.depthwise import DepthwisePlan, depthwise
 from npuflow.sim.fast.depthwise import applies as depthwise_applies
 from npuflow.sim.fast.matmul import F64_EXACT
@@ -178,19 +178,18 @@ def _pointwise_i8(plan: _Plan, params: ConvParams, x: np.ndarray, stats: KernelS
         w = params.w_q.reshape(params.w_q.shape[0], -1).astype(np.int16) + 128
         plan.i8 = int8_matmul_session(w.astype(np.uint8), 128)
     n, c = x.shape[:2]
+    xs = np.ascontiguousarray(x).reshape(n, c, -1)
     if x.dtype == np.int8:
-        (y,) = plan.i8.run(None, {"x": np.ascontiguousarray(x).reshape(n, c, -1)})
-        out = mac_output(y.reshape((1, n, 1, 1) + y.shape[1:]), params.out, stats, lut=lut, lut_stats=lut_stats,
-                         row_bound=plan.row_bound)
-        return out.reshape((n, y.shape[1]) + x.shape[2:])
-    if plan.out_lo is None:
-        p = params.out
-        offset = 128 * params.w_q.reshape(params.w_q.shape[0], -1).astype(np.int64).sum(axis=1)
-        plan.out_lo = replace(p, bias=offset if p.bias is None else p.bias.astype(np.int64) + offset)
-    limbs = int8_limbs(np.ascontiguousarray(x).reshape(n, c, -1))
-    (y,) = plan.i8.run(None, {"x": limbs.reshape((2 * n, c, -1))})
-    out = mac_output(y.reshape((2, n, 1, 1) + y.shape[1:]), plan.out_lo, stats, shx=(8, 0), lut=lut,
-                     lut_stats=lut_stats)
+        p, shx, row_bound = params.out, (0,), plan.row_bound
+    else:
+        xs = int8_limbs(xs).reshape((2 * n, c, -1))
+        if plan.out_lo is None:
+            plan.out_lo = with_bias_offset(
+                params.out, 128 * params.w_q.reshape(params.w_q.shape[0], -1).astype(np.int64).sum(axis=1))
+        p, shx, row_bound = plan.out_lo, (8, 0), None
+    (y,) = plan.i8.run(None, {"x": xs})  # (limbs * N, C_out, P) int32
+    out = mac_output(y.reshape((len(shx), n, 1, 1) + y.shape[1:]), p, stats, shx=shx, lut=lut, lut_stats=lut_stats,
+                     row_bound=row_bound)
     return out.reshape((n, y.shape[1]) + x.shape[2:])
 
 

@@ -7,14 +7,13 @@ runtime B); at most ``2**24`` -> float32, at most ``2**53`` -> float64, else the
 """
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from npuflow.sim.fast._common import PlanCache, checked, int8_limbs, max_abs
 from npuflow.sim.fast._ort import F32_EXACT, INT8_MAX_K, int8_engine_exact, int8_matmul_session
-from npuflow.sim.fast._requant import mac_output
+from npuflow.sim.fast._requant import mac_output, with_bias_offset
 from npuflow.sim.kernels import KERNELS
 from npuflow.sim.kernels.base import KernelStats
 from npuflow.sim.kernels.matmul import MatMulParams
@@ -110,9 +109,7 @@ def _int8_product(plan: _Plan, params: MatMulParams, a: np.ndarray, stats: Kerne
     else:
         at = np.ascontiguousarray(int8_limbs(np.ascontiguousarray(a).reshape(rows, k)).transpose(0, 2, 1))
         if plan.out_lo is None:
-            offset = 128 * plan.b.astype(np.int64).sum(axis=0)
-            o = params.out
-            plan.out_lo = replace(o, bias=offset if o.bias is None else o.bias.astype(np.int64) + offset)
+            plan.out_lo = with_bias_offset(params.out, 128 * plan.b.astype(np.int64).sum(axis=0))
         p, shx = plan.out_lo, (8, 0)
     (acc,) = plan.int8_session().run(None, {"x": at})  # (limbs, N, rows) int32
     out = mac_output(acc.reshape(len(shx), 1, 1, 1, nc, rows), p, stats, shx=shx)  # (1, N, rows)
