@@ -10,8 +10,7 @@ Primary API::
 
 ``import ktc`` offers the original toolchain's names over the same objects.
 """
-__version__ = "0.1.0"
-
+from npuflow._version import __version__  # noqa: E402
 from npuflow.api import clear_cache, kneron_inference  # noqa: E402
 from npuflow.config import ModelConfig  # noqa: E402
 from npuflow.errors import (  # noqa: E402

@@ -51,7 +51,7 @@ def _bitwidth_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from npuflow import __version__
+    from npuflow._version import __version__
 
     parser = argparse.ArgumentParser(prog="npuflow", description="Open toolchain for Kneron-class edge NPUs.")
     parser.add_argument("--version", action="version", version=f"npuflow {__version__}")

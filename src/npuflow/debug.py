@@ -166,7 +166,7 @@ class LayerComparison:
 def _resolve(model: Any, platform: Any) -> tuple[Any, Any]:
     """(program, optimized float model) from a BIE path, a FixedModel, a BIE contents object or a
     ModelConfig after analysis()."""
-    from npuflow.model import FixedModel
+    from npuflow.model import FixedModel, open_bie
 
     if hasattr(model, "analysis_result") and getattr(model, "analysis_result", None) is not None:
         res = model.analysis_result
@@ -175,8 +175,6 @@ def _resolve(model: Any, platform: Any) -> tuple[Any, Any]:
         path = model if isinstance(model, (str, Path)) else model.bie_path
         if not path:
             raise InputError("this ModelConfig has no BIE yet: run analysis() first, or pass a .bie path")
-        from npuflow.bie import open_bie
-
         model = open_bie(path, platform=platform)
     if isinstance(model, FixedModel):
         return model.program, model.bie.float_model

@@ -191,14 +191,19 @@ class FixedModel:
         return self.program.run(self.program.quantize_inputs(feeds), keep_all=True)
 
 
+def open_bie(path: str | os.PathLike, *, platform: int | str | None = None) -> FixedModel:
+    """Open an npuflow BIE (read and checked by ``npuflow.bie``) as a loaded fixed-point model."""
+    from npuflow.bie import read_bie
+
+    return FixedModel(read_bie(path), platform=platform)
+
+
 def load(source: ModelSource, *, threads: int | None = None, platform: int | str | None = None) -> "FloatModel | FixedModel":
     """Load a model for inference. ``.onnx`` (or a ModelProto) -> FloatModel.
 
-    ``.bie`` files are opened by ``npuflow.bie`` (fixed-point models).
+    ``.bie`` files are read by ``npuflow.bie`` and opened as fixed-point models (:func:`open_bie`).
     """
     if not isinstance(source, onnx.ModelProto) and str(source).endswith(".bie"):
-        from npuflow.bie import open_bie
-
         return open_bie(source, platform=platform)
     return FloatModel(source, threads=threads)
 

@@ -165,6 +165,9 @@ def test_node_override_and_options(tmp_path, digits):
 def test_modelconfig_from_bie(bie_int8, tmp_path):
     k = ktc.ModelConfig(40000, "0001", 720, bie_path=bie_int8)
     assert "kdp720/ip_eval/fps" in k.evaluate(output_dir=tmp_path)
+    with pytest.raises(InvalidConfigError, match="built from a BIE: analysis needs the float model"):
+        k.analysis({"Input3": []}, output_dir=tmp_path / "never")
+    assert not (tmp_path / "never").exists()
     with pytest.raises(InvalidConfigError, match="platform 720, not 520"):
         ktc.ModelConfig(40000, "0001", 520, bie_path=bie_int8)
 

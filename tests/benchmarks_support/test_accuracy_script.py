@@ -21,7 +21,10 @@ def test_evaluate_task_mnist(shared, tmp_path):
         assert r["ok"], r.get("error")
         c = r["compare"]
         assert c["n"] == 20 and c["agreement"] >= 0.9 and c["quant_accuracy"] >= 0.85
-        assert len(r["snr_db"]) == 1 and r["snr_db"][0] == pytest.approx(c["output_snr_db"]) and r["snr_db"][0] > 15
+        assert len(r["snr_db"]) == 1 and r["snr_db"][0] == pytest.approx(c["output_snr_db"])
+        # the harness is under test, not the peer's quality: npuflow's bar is ours; ONNX Runtime's
+        # MinMax measured 7.3 dB on these 10/20 digits (ORT 1.30 and 1.32, onnx 1.23, numpy 2.3/2.4)
+        assert r["snr_db"][0] > (15 if label == acc.NPUFLOW_INT8.label else 3)
         assert r["quantize"]["seconds"] > 0 and r["quantize"]["calib_n"] == 10
     r = res["results"]["npuflow bad"]
     assert not r["ok"] and r["error"]["stage"] == "analysis" and "int3" in r["error"]["message"]

@@ -1,15 +1,10 @@
-"""The open quantized-model file (npuflow's ".bie"); see docs/bie-format.md."""
-from __future__ import annotations
+"""The open quantized-model file (npuflow's ".bie"); see docs/bie-format.md.
 
-import os
+This package reads and writes the file; the loaded, runnable model built from it is
+``npuflow.model.FixedModel`` (``npuflow.load(path)`` or ``npuflow.model.open_bie(path)``).
+"""
+from __future__ import annotations
 
 from npuflow.bie.format import BIE_DOMAIN, BIE_FORMAT_VERSION, BieContents, build_bie, read_bie
 
-__all__ = ["BIE_DOMAIN", "BIE_FORMAT_VERSION", "BieContents", "build_bie", "read_bie", "open_bie"]
-
-
-def open_bie(path: str | os.PathLike, *, platform: int | str | None = None):
-    """Open an npuflow BIE as a loaded fixed-point model (``npuflow.model.FixedModel``)."""
-    from npuflow.model import FixedModel
-
-    return FixedModel(read_bie(path), platform=platform)
+__all__ = ["BIE_DOMAIN", "BIE_FORMAT_VERSION", "BieContents", "build_bie", "read_bie"]

@@ -111,7 +111,7 @@ REPORT_SCHEMA: dict[str, Any] = {
 
 
 def _version() -> str:
-    from npuflow import __version__
+    from npuflow._version import __version__
 
     return __version__
 

@@ -1,0 +1,280 @@
+"""The options of ``evaluate()`` and ``analysis()``, each validated in one place into a frozen dataclass.
+
+``ModelConfig.evaluate`` / ``ModelConfig.analysis`` (``npuflow.config``) map the original ktc
+signatures onto :class:`EvaluateOptions` / :class:`AnalysisOptions`; the engines
+(``npuflow.flow.engine``) take only these objects. A new option is a new field here, with its check
+in ``__post_init__`` (and a parameter of the ModelConfig method that passes it on; a test checks the
+two lists agree). Fields keep the values as the user gave them (they are recorded in the report and
+the BIE as given); derived values (bit counts, ``QuantOptions``) are properties.
+
+Warnings raised here point at the user's call (:func:`warn_user`), however deep the call chain.
+"""
+from __future__ import annotations
+
+import os
+import re
+import sys
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Mapping
+
+from npuflow.analysis.bias_adjust import DEFAULT_SAMPLES
+from npuflow.analysis.ranges import NodeOverride, QuantOptions
+from npuflow.errors import CompatibilityWarning, InvalidConfigError, NotAvailableError
+from npuflow.platforms import PLATFORMS, Platform, get_platform
+
+BITWIDTH_MODES = ("datapath", "weight", "model_in", "model_out", "cpu_node")
+MIX_MODES = ("mix balance", "mix light", "mixbw")
+TILINGS = ("default", "deep_search", "partial_graph_search")
+
+#: npuflow's and ktc's source folders: frames there are not the user's
+_PACKAGE_DIRS = tuple(str(d) + os.sep for d in (Path(__file__).resolve().parents[1], Path(__file__).resolve().parents[2] / "ktc"))
+
+
+def warn_user(message: str, category: type[Warning] = CompatibilityWarning) -> None:
+    """``warnings.warn`` attributed to the first caller outside npuflow and ktc (the user's line)."""
+    level, frame = 2, sys._getframe(1)
+    while frame is not None and _ours(frame.f_code):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)
+
+
+def _ours(code: Any) -> bool:
+    """A frame of npuflow's or ktc's code (a dataclass's generated ``__init__`` included)."""
+    if code.co_filename == "<string>" and code.co_name == "__init__":
+        return True
+    return os.path.realpath(code.co_filename).startswith(_PACKAGE_DIRS)
+
+
+def _is_number(v: Any) -> bool:
+    return not isinstance(v, bool) and isinstance(v, (int, float))
+
+
+def check_bitwidth_modes(platform: Platform, modes: Mapping[str, Any]) -> dict[str, str]:
+    """Validate ``{"datapath": "int8", ...}`` against the platform's allowed bit widths."""
+    out = {}
+    for key, mode in modes.items():
+        if not isinstance(mode, str):
+            raise InvalidConfigError(f"{key}_bitwidth_mode must be a string such as 'int8', got {mode!r}")
+        if mode in MIX_MODES:
+            raise NotAvailableError(f"{key}_bitwidth_mode={mode!r}: mixed-precision modes are not available in npuflow yet; "
+                                    "use 'int8' or 'int16' (and per-node overrides)")
+        m = re.fullmatch(r"int(\d+)", mode)
+        bits = int(m.group(1)) if m else None
+        if bits is None or bits not in platform.bitwidths[key]:
+            allowed = [p for p in PLATFORMS if bits is not None and bits in get_platform(p).bitwidths[key]]
+            raise InvalidConfigError(
+                f"{key}_bitwidth_mode={mode!r} is not allowed on platform {platform.id} (allowed there: "
+                + ", ".join(f"int{b}" for b in platform.bitwidths[key]) + ")"
+                + (f"; platforms that allow it: {', '.join(map(str, allowed))}" if allowed else "")
+            )
+        out[key] = mode
+    return out
+
+
+def check_tiling(compiler_tiling: Any, platform: int) -> None:
+    if compiler_tiling not in TILINGS:
+        raise InvalidConfigError(f"compiler_tiling must be one of {list(TILINGS)}, got {compiler_tiling!r}")
+    if compiler_tiling != "default":
+        note = " (the 520 always uses default tiling)" if platform == 520 else ""
+        warn_user(f"compiler_tiling={compiler_tiling!r}: npuflow's cost model has no tiling search; the estimate "
+                  f"assumes default tiling{note}")
+
+
+def check_bandwidths(weight_bandwidth: Any, dma_bandwidth: Any) -> None:
+    for name, bw in (("weight_bandwidth", weight_bandwidth), ("dma_bandwidth", dma_bandwidth)):
+        if bw is not None and (not _is_number(bw) or bw <= 0):
+            raise InvalidConfigError(f"{name} must be a positive number in GB/s, got {bw!r}")
+
+
+def parse_overrides(node_overrides: Any, platform: Platform) -> dict[str, NodeOverride]:
+    """``{"node": {"bits": 16, "weight_bits": 16, "abs_max": x}}`` -> ``{"node": NodeOverride}``, checked."""
+    if node_overrides is None:
+        return {}
+    if not isinstance(node_overrides, dict):
+        raise InvalidConfigError("node_overrides must be a dict {node name: {'bits': 16, 'weight_bits': 16, 'abs_max': x}}")
+    out = {}
+    for name, spec in node_overrides.items():
+        if isinstance(spec, NodeOverride):
+            out[name] = spec
+            continue
+        if not isinstance(spec, dict) or set(spec) - {"bits", "weight_bits", "abs_max"}:
+            raise InvalidConfigError(f"node_overrides[{name!r}] must be a dict with keys among bits, weight_bits, abs_max; got {spec!r}")
+        ov = NodeOverride(**spec)
+        if ov.bits is not None and ov.bits not in platform.bitwidths["datapath"]:
+            raise InvalidConfigError(f"node_overrides[{name!r}]: bits={ov.bits} not allowed on {platform.name} "
+                                     f"(allowed: {list(platform.bitwidths['datapath'])})")
+        if ov.weight_bits is not None and ov.weight_bits not in platform.bitwidths["weight"]:
+            raise InvalidConfigError(f"node_overrides[{name!r}]: weight_bits={ov.weight_bits} not allowed on {platform.name} "
+                                     f"(allowed: {list(platform.bitwidths['weight'])})")
+        if ov.abs_max is not None and not (isinstance(ov.abs_max, (int, float)) and ov.abs_max > 0):
+            raise InvalidConfigError(f"node_overrides[{name!r}]: abs_max must be a positive number")
+        out[name] = ov
+    return out
+
+
+_REMOVED_ANALYSIS_PARAMETERS = {
+    "outlier": "removed in ktc v0.22; use percentage",
+    "bitwidth_mode": "removed; use datapath_bitwidth_mode / weight_bitwidth_mode",
+    "skip_verify": "removed in ktc v0.22",
+    "output_bie": "removed in ktc v0.22; use output_dir (the BIE is named <model>.kdp<platform>.scaled.bie)",
+    "km_cut": "not available in npuflow",
+}
+
+
+def check_legacy_analysis(legacy: Mapping[str, Any]) -> None:
+    """Parameters of older ktc versions passed to ``analysis()``: refused, or (``fm_cut``) warned."""
+    for name in legacy:
+        if name == "fm_cut":
+            warn_user("fm_cut was renamed compiler_tiling (ktc v0.24); npuflow has no tiling search, ignored")
+        elif name in _REMOVED_ANALYSIS_PARAMETERS:
+            raise InvalidConfigError(f"analysis({name}=...): {_REMOVED_ANALYSIS_PARAMETERS[name]}")
+        else:
+            raise InvalidConfigError(f"analysis got unknown parameter {name!r}")
+
+
+@dataclass(frozen=True)
+class _Bitwidths:
+    """The five ``*_bitwidth_mode`` values, checked against the platform."""
+
+    platform: Platform
+    datapath_bitwidth_mode: str = "int8"
+    weight_bitwidth_mode: str = "int8"
+    model_in_bitwidth_mode: str = "int8"
+    model_out_bitwidth_mode: str = "int8"
+    cpu_node_bitwidth_mode: str = "int8"
+
+    def _check_bitwidths(self) -> None:
+        check_bitwidth_modes(self.platform, self.bitwidths)
+
+    @property
+    def bitwidths(self) -> dict[str, str]:
+        """``{"datapath": "int8", "weight": ..., "model_in": ..., "model_out": ..., "cpu_node": ...}``"""
+        return {k: getattr(self, f"{k}_bitwidth_mode") for k in BITWIDTH_MODES}
+
+    @property
+    def bits(self) -> dict[str, int]:
+        """The same as bit counts: ``{"datapath": 8, ...}``."""
+        return {k: int(v[3:]) for k, v in self.bitwidths.items()}
+
+
+@dataclass(frozen=True)
+class EvaluateOptions(_Bitwidths):
+    """``ModelConfig.evaluate()``'s options, validated on construction."""
+
+    output_dir: str | os.PathLike | None = None
+    weight_bandwidth: float | None = None
+    dma_bandwidth: float | None = None
+    compiler_tiling: str = "default"
+    keep_bn: bool = False
+
+    def __post_init__(self) -> None:
+        self._check_bitwidths()
+        check_bandwidths(self.weight_bandwidth, self.dma_bandwidth)
+        check_tiling(self.compiler_tiling, self.platform.id)
+
+    def report_options(self, input_shapes: Any) -> dict[str, Any]:
+        """The ``options`` section of the evaluation report (key order is part of the report)."""
+        return {**{f"{k}_bitwidth_mode": v for k, v in self.bitwidths.items()}, "weight_bandwidth": self.weight_bandwidth,
+                "dma_bandwidth": self.dma_bandwidth, "compiler_tiling": self.compiler_tiling, "keep_bn": self.keep_bn,
+                "input_shapes": input_shapes}
+
+
+@dataclass(frozen=True)
+class AnalysisOptions(_Bitwidths):
+    """``ModelConfig.analysis()``'s options (the ktc parameters and npuflow's keyword-only
+    extensions), validated on construction, in the order ktc's signature lists them."""
+
+    output_dir: str | os.PathLike | None = None
+    threads: int = 4
+    quantize_mode: str = "default"
+    datapath_range_method: str = "percentage"
+    percentage: float = 0.999
+    percentage_16b: float = 0.999999
+    percentile: float = 0.001
+    outlier_factor: float = 1.0
+    compiler_tiling: str = "default"
+    mode: int | None = None
+    optimize: int = 0
+    export_dynasty_dump: bool = False
+    weight_bandwidth: float | None = None
+    dma_bandwidth: float | None = None
+    flops_ratio: float | None = None
+    # npuflow extensions (keyword-only in ModelConfig.analysis)
+    node_overrides: Mapping[str, NodeOverride] = field(default_factory=dict)
+    preprocess: Mapping[str, Any] | None = None
+    progress: bool | None = None
+    report: bool = True
+    report_samples: int = 8
+    weight_rounding: str = "compensated"
+
+    def __post_init__(self) -> None:
+        if self.quantize_mode not in ("default", "post_sigmoid"):
+            raise InvalidConfigError(f"quantize_mode must be 'default' or 'post_sigmoid', got {self.quantize_mode!r}")
+        if self.datapath_range_method not in ("percentage", "mmse"):
+            raise InvalidConfigError(f"datapath_range_method must be 'percentage' or 'mmse', got {self.datapath_range_method!r}")
+        for name, lo, hi in (("percentage", 0.5, 1.0), ("percentage_16b", 0.5, 1.0), ("percentile", 0.0, 0.5),
+                             ("outlier_factor", 0.1, 100.0)):
+            v = getattr(self, name)
+            if not _is_number(v) or not (lo <= v <= hi) or (name == "percentile" and v <= 0):
+                raise InvalidConfigError(f"{name} must be a number in {'(' if name == 'percentile' else '['}{lo}, {hi}], got {v!r}")
+        if self.percentage > self.percentage_16b:
+            raise InvalidConfigError(f"percentage ({self.percentage}) must be <= percentage_16b ({self.percentage_16b})")
+        if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1:
+            raise InvalidConfigError(f"threads must be a positive int, got {self.threads!r}")
+        if self.mode is not None:
+            if self.mode == 0:
+                raise InvalidConfigError("analysis(mode=0) means 'IP evaluator only' in the original: call evaluate() instead")
+            if self.mode not in (1, 2, 3):
+                raise InvalidConfigError(f"mode must be 1, 2 or 3, got {self.mode!r}")
+            if self.mode in (2, 3):
+                warn_user(f"analysis(mode={self.mode}): npuflow has no csim/bit-true-match stage; the report always carries "
+                          "per-layer SNR, so mode is ignored")
+        if self.optimize not in (0, 1, 2, 3, 4):
+            raise InvalidConfigError(f"optimize must be 0..4, got {self.optimize!r}")
+        if self.optimize in (2, 4):
+            warn_user(f"analysis(optimize={self.optimize}): the feature-map-cut search belongs to the compiler, which npuflow "
+                      "does not have yet; running the sequential bias adjustment only (as optimize=3)")
+        if self.weight_rounding not in ("compensated", "nearest"):
+            raise InvalidConfigError(f"weight_rounding must be 'compensated' or 'nearest', got {self.weight_rounding!r}")
+        if not isinstance(self.report, bool):
+            raise InvalidConfigError(f"report must be True or False, got {self.report!r}")
+        if isinstance(self.report_samples, bool) or not isinstance(self.report_samples, int) or self.report_samples < 1:
+            raise InvalidConfigError(f"report_samples must be a positive int (inputs the report measures SNR on), got {self.report_samples!r}")
+        if not isinstance(self.export_dynasty_dump, bool):
+            raise InvalidConfigError(f"export_dynasty_dump must be True or False, got {self.export_dynasty_dump!r}")
+        if self.flops_ratio is not None:
+            raise NotAvailableError("flops_ratio only applies to the 'mixbw' mode, which is not available in npuflow yet")
+        self._check_bitwidths()
+        check_bandwidths(self.weight_bandwidth, self.dma_bandwidth)
+        check_tiling(self.compiler_tiling, self.platform.id)
+        object.__setattr__(self, "node_overrides", MappingProxyType(parse_overrides(self.node_overrides, self.platform)))
+
+    @property
+    def quant(self) -> QuantOptions:
+        """The numerics' options (``npuflow.analysis``)."""
+        bits = self.bits
+        return QuantOptions(
+            datapath_bits=bits["datapath"], weight_bits=bits["weight"], model_in_bits=bits["model_in"],
+            model_out_bits=bits["model_out"], cpu_bits=bits["cpu_node"], range_method=self.datapath_range_method,
+            percentage=float(self.percentage), percentage_16b=float(self.percentage_16b), percentile=float(self.percentile),
+            outlier_factor=float(self.outlier_factor), post_sigmoid=self.quantize_mode == "post_sigmoid",
+            overrides=dict(self.node_overrides), bias_adjust=DEFAULT_SAMPLES if self.optimize else 0,
+            weight_rounding=self.weight_rounding,
+        )
+
+    def record(self, *, bias_adjusted_steps: int, compensated_steps: int, calibration_samples: int) -> dict[str, Any]:
+        """The ``options`` recorded in the BIE and the report (key order is part of the file)."""
+        return {
+            "optimize": self.optimize, "bias_adjusted_steps": bias_adjusted_steps,
+            "weight_rounding": self.weight_rounding, "compensated_steps": compensated_steps,
+            "quantize_mode": self.quantize_mode, "datapath_range_method": self.datapath_range_method,
+            "percentage": self.percentage, "percentage_16b": self.percentage_16b, "percentile": self.percentile,
+            "outlier_factor": self.outlier_factor,
+            **{f"{k}_bitwidth_mode": v for k, v in self.bitwidths.items()}, "compiler_tiling": self.compiler_tiling,
+            "node_overrides": {k: {f: getattr(v, f) for f in ("bits", "weight_bits", "abs_max") if getattr(v, f) is not None}
+                               for k, v in sorted(self.node_overrides.items())},
+            "calibration_samples": calibration_samples,
+        }
