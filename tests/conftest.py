@@ -39,6 +39,15 @@ def mnist_example() -> Path:
     return EXAMPLES / "mnist" / "mnist_cntk_opt.onnx"
 
 
+@pytest.fixture(scope="session")
+def mnist_digits() -> dict:
+    """The shipped real MNIST digits (examples/mnist/digits.npz): calib_x, eval_x, labels."""
+    import numpy as np
+
+    with np.load(EXAMPLES / "mnist" / "digits.npz", allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
 def pytest_addoption(parser):
     parser.addoption(
         "--regen-golden",

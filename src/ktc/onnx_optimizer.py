@@ -1,4 +1,5 @@
-"""``ktc.onnx_optimizer``: the original optimizer entry points over ``npuflow.passes.optimize``."""
+"""``ktc.onnx_optimizer``: the original optimizer entry points over ``npuflow.passes.optimize``, and its model
+editors over ``npuflow.passes.edit``."""
 from __future__ import annotations
 
 import warnings
@@ -7,6 +8,7 @@ from typing import Any
 import onnx
 
 from npuflow.errors import CompatibilityWarning, InvalidConfigError, NotAvailableError
+from npuflow.passes import edit as _edit
 
 # legacy flags that would change the model's meaning or interface: refused rather than ignored
 _REFUSED = {
@@ -43,10 +45,22 @@ def onnx2onnx_flow(m: onnx.ModelProto, disable_fuse_bn: bool = False, *, input_s
     return optimize(m, keep_bn=bool(disable_fuse_bn), input_shapes=input_shapes)
 
 
+#: the exporter each legacy converter's users should run instead (none of them converts without
+#: installing the source framework, which npuflow does not pull in; docs/compatibility.md)
+_EXPORTERS = {
+    "keras2onnx_flow": "tf2onnx (pip install tf2onnx; python -m tf2onnx.convert --keras model.h5 --output model.onnx "
+                       "--opset 13, or tf2onnx.convert.from_keras(model))",
+    "caffe2onnx_flow": "a Caffe-to-ONNX converter run beside Caffe (e.g. the caffe2onnx package), or re-export from the "
+                       "training framework's own ONNX exporter",
+    "tflite2onnx_flow": "tf2onnx (pip install tf2onnx tensorflow; python -m tf2onnx.convert --tflite model.tflite "
+                        "--output model.onnx --opset 13)",
+}
+
+
 def _legacy_converter(name: str):
     def fn(*args: Any, **kwargs: Any) -> onnx.ModelProto:
-        raise NotAvailableError(f"ktc.onnx_optimizer.{name} (framework converter of the legacy base env) is not available in npuflow; "
-                                "export your model to ONNX with its framework's own exporter")
+        raise NotAvailableError(f"ktc.onnx_optimizer.{name} (framework converter of the legacy base env) is not available in "
+                                f"npuflow: convert with {_EXPORTERS[name]}, then pass the .onnx file to npuflow")
     fn.__name__ = name
     return fn
 
@@ -59,3 +73,82 @@ tflite2onnx_flow = _legacy_converter("tflite2onnx_flow")
 def torch_exported_onnx_flow(m: onnx.ModelProto, disable_fuse_bn: bool = False) -> onnx.ModelProto:
     """Legacy name: the same as onnx2onnx_flow for an ONNX model exported by PyTorch."""
     return onnx2onnx_flow(m, disable_fuse_bn=disable_fuse_bn)
+
+
+# --- model editors (legacy ``base`` env, ONNX_Convertor ``editor.py``): thin wrappers over npuflow.passes.edit.
+# Each returns a new model and leaves its argument unchanged, except pixel_modify (see there);
+# differences from the original: docs/compatibility.md, "Model-editing helpers".
+
+
+def delete_nodes(model: onnx.ModelProto, node_names: list[str]) -> onnx.ModelProto:
+    """Return the result onnx model. Delete nodes with the given names (readers are connected to
+    the node's input). The argument is not modified."""
+    return _edit.delete_nodes(model, node_names)
+
+
+def delete_inputs(model: onnx.ModelProto, value_names: list[str]) -> onnx.ModelProto:
+    """Return the result onnx model. Delete specific (unread) inputs. The argument is not modified."""
+    return _edit.delete_inputs(model, value_names)
+
+
+def delete_outputs(model: onnx.ModelProto, value_names: list[str]) -> onnx.ModelProto:
+    """Return the result onnx model. Delete specific outputs. The argument is not modified."""
+    return _edit.delete_outputs(model, value_names)
+
+
+def cut_graph_from_nodes(model: onnx.ModelProto, node_names: list[str]) -> onnx.ModelProto:
+    """Return the result onnx model. Cut the graph from the given nodes: delete them and every node
+    after them. The argument is not modified."""
+    return _edit.cut_graph_from_nodes(model, node_names)
+
+
+def remove_nodes_with_types(model: onnx.ModelProto, type_names: list[str]) -> onnx.ModelProto:
+    """Return the result onnx model. Cut the graph from the nodes with the given op types. The
+    argument is not modified."""
+    return _edit.remove_nodes_with_types(model, type_names)
+
+
+def change_input_output_shapes(model: onnx.ModelProto, input_shape_mapping: dict | None = None,
+                               output_shape_mapping: dict | None = None) -> onnx.ModelProto:
+    """Return the result onnx model. Change input shapes and output shapes. The argument is not modified."""
+    return _edit.change_input_output_shapes(model, input_shape_mapping, output_shape_mapping)
+
+
+def add_conv_after(model: onnx.ModelProto, value_names: list[str]) -> onnx.ModelProto:
+    """Return the result onnx model. Add a do-nothing (depthwise 1x1) Conv node after the given
+    values. The argument is not modified."""
+    return _edit.add_conv_after(model, value_names)
+
+
+def add_bn_after(model: onnx.ModelProto, value_names: list[str]) -> onnx.ModelProto:
+    """Return the result onnx model. Add a do-nothing BatchNormalization node after the given
+    values. The argument is not modified."""
+    return _edit.add_bn_after(model, value_names)
+
+
+def rename_output(model: onnx.ModelProto, old_name: str, new_name: str) -> onnx.ModelProto:
+    """Return the result onnx model. Rename the specific output. The argument is not modified."""
+    return _edit.rename_output(model, old_name, new_name)
+
+
+def pixel_modify(model: onnx.ModelProto, scale: list[float], bias: list[float], *,
+                 input_name: str | None = None) -> onnx.ModelProto:
+    """Add a BatchNormalization node at the input so that ``new(raw) == old(raw * scale + bias)``
+    (one scale and one bias per channel). As in the original, ``model`` itself is edited (the
+    documented usage ignores the return value) and returned."""
+    return _edit.pixel_modify(model, scale, bias, input_name=input_name, in_place=True)
+
+
+def convert_opset_8_to_9(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Return the updated onnx model (opset 8 -> 9). The argument is not modified."""
+    return _edit.convert_opset_8_to_9(model)
+
+
+def convert_opset_9_to_11(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Return the updated onnx model (opset 9 -> 11, IR version 6 at least). The argument is not modified."""
+    return _edit.convert_opset_9_to_11(model)
+
+
+def convert_opset_10_to_11(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Return the updated onnx model (opset 10 -> 11, IR version 6 at least). The argument is not modified."""
+    return _edit.convert_opset_10_to_11(model)

@@ -10,7 +10,7 @@ from npuflow.cli import main as npuflow_main
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m ktc.opt_and_eval", description="Optimize and evaluate an ONNX model (npuflow).")
     p.add_argument("platform", choices=["520", "720", "530", "630", "730"])
-    p.add_argument("path", help=".onnx model")
+    p.add_argument("path", help="ONNX or BIE model file (a BIE, recognized by its content, is evaluated as it is)")
     p.add_argument("-E", "--eval-dir", dest="out", default=None, help="report folder (default ./npuflow_output)")
     a, rest = p.parse_known_args(argv)
     if rest:

@@ -2,8 +2,9 @@
 
 ``kneron_inference`` keeps a small least-recently-used cache of loaded models so that calling it
 once per image (as ktc scripts do) does not re-load and re-prepare the model each time. The cache
-key is the model file's resolved path, size and modification time (ns), plus the kind of model and
-the platform; a changed file (new size or mtime) is loaded afresh. At most ``CACHE_SIZE`` models are
+key is the model file's resolved path, size, modification and change times (ns) and inode
+(``npuflow.model.file_key``: one ``stat``, nothing read), plus the kind of model and the platform; a changed file is loaded afresh,
+also one replaced with the same size and mtime (``cp -p``, ``rsync -t``, tar). At most ``CACHE_SIZE`` models are
 kept; ``clear_cache()`` empties it.
 """
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from npuflow.errors import CompatibilityWarning, InputError, InvalidConfigError, NotAvailableError
-from npuflow.model import FloatModel, file_key, load
+from npuflow.model import FloatModel, file_key, open_bie
 
 CACHE_SIZE = 8
 _cache: "OrderedDict[tuple, Any]" = OrderedDict()
@@ -40,7 +41,8 @@ def _cached(kind: str, path: str, platform: int | None):
         if hit is not None:
             _cache.move_to_end(key)
             return hit
-    model = load(path, platform=platform) if kind == "bie" else FloatModel(path)
+    # the argument names the kind: a float ONNX passed as bie_file (or a BIE as onnx_file) is refused
+    model = open_bie(path, platform=platform) if kind == "bie" else FloatModel(path)
     with _cache_lock:
         _cache[key] = model
         while len(_cache) > CACHE_SIZE:
@@ -111,6 +113,8 @@ def kneron_inference(
                           CompatibilityWarning, stacklevel=2)
         if data_type == "fixed":
             raise InvalidConfigError("data_type='fixed' needs a quantized model (bie_file=...); an ONNX file runs in float")
+        if platform is not None:  # a float model runs the same on every platform, but an invalid value is refused
+            _platform_int(platform)
         model = _cached("onnx", str(onnx_file), None)
         run = model.run_batch if batch else model.run
         return run(pre_results, input_names, reordering=reordering)

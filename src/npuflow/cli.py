@@ -152,21 +152,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load_npy(path: str, name: str) -> np.ndarray:
+def _load_npy(path: str, name: str, spec=None, *, batched: bool = False) -> np.ndarray:
+    """One array from a .npy (or a one-array .npz), its header checked (dtype, declared size and, when
+    the model input ``spec`` is known, shape) before any data is read (``npuflow._io.read_arrays``)."""
+    from npuflow._io import read_arrays
     from npuflow.errors import InputError
+    from npuflow.inputs import shape_error
 
     p = Path(path)
     if not p.is_file():
         raise InputError(f"input file for '{name}' not found: {p}")
-    try:
-        if p.suffix == ".npz":
-            with np.load(p, allow_pickle=False) as z:
-                if len(z.files) != 1:
-                    raise InputError(f"{p} holds {len(z.files)} arrays {z.files}; give a .npz with one array or a .npy")
-                return z[z.files[0]]
-        return np.load(p, allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise InputError(f"cannot read {p} as a numpy .npy/.npz file (pickled objects are refused): {exc}") from None
+    what = f"input '{name}'"
+
+    def check(where: str, shape: tuple[int, ...]) -> None:
+        err = shape_error(spec, shape, where=f"in {where.removeprefix(what + ': ')}", batched=batched)
+        if err is not None:
+            raise err
+
+    return read_arrays(p, what=what, check_shape=check if spec is not None else None, max_arrays=1)[0][1]
 
 
 def _cmd_optimize(a: argparse.Namespace) -> int:
@@ -194,7 +197,10 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="model id .* reserved")
-        km = ModelConfig(32769, "0001", a.platform, onnx_path=a.model, input_shapes=_shapes(a.input_shape))
+        from npuflow.ir.load import is_bie_file
+
+        source = {"bie_path": a.model} if is_bie_file(a.model) else {"onnx_path": a.model}  # a BIE: by content
+        km = ModelConfig(32769, "0001", a.platform, input_shapes=_shapes(a.input_shape), **source)
     text = km.evaluate(
         output_dir=a.output_dir, datapath_bitwidth_mode=a.datapath_bitwidth, weight_bitwidth_mode=a.weight_bitwidth,
         model_in_bitwidth_mode=a.model_in_bitwidth, model_out_bitwidth_mode=a.model_out_bitwidth,
@@ -271,12 +277,13 @@ class _NoSpec:
 _NO_SPEC = _NoSpec()
 
 
-def _load_input(path: str, name: str, model) -> np.ndarray:
+def _load_input(path: str, name: str, model, *, batched: bool = False) -> np.ndarray:
     from npuflow.errors import InputError
 
     suffix = Path(path).suffix.lower()
     if suffix in (".npy", ".npz"):
-        return _load_npy(path, name)
+        spec = next((s for s in getattr(model, "inputs", []) if s.name == name), None)
+        return _load_npy(path, name, spec, batched=batched)
     spec_dict = getattr(getattr(model, "bie", None), "preprocess", None)
     if spec_dict is None:
         why = ("this BIE records no preprocessing spec (run analysis with --preprocess)" if model.kind == "fixed"
@@ -294,8 +301,17 @@ def _cmd_infer(a: argparse.Namespace) -> int:
     save = Path(a.save) if a.save else None
     if save:
         refuse_overwrite(save, a.force)
+    if a.platform is not None:  # refused when invalid, even for a float model (which runs the same on every platform)
+        from npuflow.platforms import get_platform
+
+        get_platform(a.platform)
     model = load(a.model, platform=a.platform)
-    feeds = {name: _load_input(path, name, model) for name, path in a.input}
+    if a.data_type == "fixed" and getattr(model, "kind", "") != "fixed":
+        from npuflow.errors import InvalidConfigError
+
+        raise InvalidConfigError(f"--data-type fixed needs a quantized model (a .bie from analysis); {a.model} is a float "
+                                 "ONNX model, which runs in float: drop --data-type fixed or pass the BIE")
+    feeds = {name: _load_input(path, name, model, batched=a.batch) for name, path in a.input}
     kw = {"data_type": a.data_type} if getattr(model, "kind", "") == "fixed" else {}
     outs = model.run_batch(feeds, **kw) if a.batch else model.run(feeds, **kw)
     for name, y in zip(model.output_names, outs):

@@ -11,16 +11,19 @@ import dataclasses
 import os
 import re
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
 import onnx
 
-from npuflow.errors import CompatibilityWarning, InvalidConfigError
+from npuflow.errors import InvalidConfigError, warn_user
 from npuflow.ir.load import load_model
 
 _VERSION_RE = re.compile(r"^[0-9a-fA-F]{4}$")
+
+
+#: the longest model name used in output file names (the BIE adds ".kdp720.scaled.bie")
+MAX_NAME = 120
 
 
 def _model_name(path: str | None, model: onnx.ModelProto) -> str:
@@ -29,8 +32,23 @@ def _model_name(path: str | None, model: onnx.ModelProto) -> str:
         for suffix in (".onnx", ".bie"):
             if name.endswith(suffix):
                 name = name[: -len(suffix)]
-        return name
-    return model.graph.name or "model"
+        return name  # the user's own file name: kept as it is
+    return safe_name(model.graph.name)
+
+
+def safe_name(name: str) -> str:
+    """A model name from inside a file (a graph's name, a BIE's stored name: untrusted) as a plain
+    file name inside ``output_dir``: every character but letters, digits and ``._+-`` (so path
+    separators, control characters, NUL) becomes ``_``, leading dots are dropped, at most
+    :data:`MAX_NAME` characters; nothing left -> ``"model"``. Nothing can lead outside ``output_dir``."""
+    out = re.sub(r"[^\w.+-]", "_", str(name)).lstrip(".")[:MAX_NAME]
+    return out if out.strip("._-") else "model"
+
+
+#: ``input_fmt`` names of the original (KL730 only; they matter to compile(), which npuflow does not have yet)
+INPUT_FORMATS = ("1W16C8B_CH_COMPACT", "1W16C8BHL_CH_COMPACT", "4W4C8B", "4W4C8BHL", "16W1C8B", "16W1C8BHL", "8W1C16B",
+                 "PS_1W16C24B", "1W16C8B", "1W16C8BHL", "HW4C8B_KEEP_A", "HW4C8B_DROP_A", "HW1C8B", "HW1C16B_LE",
+                 "HW1C16B_BE", "RAW8", "RAW16", "RAW_FLOAT")
 
 
 class ModelConfig:
@@ -40,7 +58,13 @@ class ModelConfig:
 
     npuflow extension (keyword-only): ``input_shapes={"x": [1, 3, 32, 320]}`` fixes dynamic input
     dims for the optimizer.
+
+    ``id``, ``version``, ``platform``, ``debug`` and ``input_fmt`` are checked the same way when a
+    script assigns them later (``km.input_fmt = "4W4C8B"``) as in the constructor.
     """
+
+    #: attributes whose assignment is checked (``_check_<name>`` returns the value to store)
+    _CHECKED = ("id", "version", "platform", "debug", "input_fmt")
 
     def __init__(
         self,
@@ -57,28 +81,16 @@ class ModelConfig:
         *,
         input_shapes: dict[str, list[int]] | None = None,
     ) -> None:
-        from npuflow.platforms import get_platform
-
-        if isinstance(id, bool) or not isinstance(id, int):
-            raise InvalidConfigError(f"id must be an int (the model ID; use one above 32768 for custom models), got {id!r}")
-        if id < 0 or id > 0xFFFF:
-            raise InvalidConfigError(f"id must be in 0..65535, got {id}")
-        if id < 32768:
-            warnings.warn(f"model id {id}: IDs below 32768 are reserved for Kneron models in the original toolchain; "
-                          "use an ID of 32768 or more for custom models", CompatibilityWarning, stacklevel=2)
-        if not isinstance(version, str) or not _VERSION_RE.match(version):
-            raise InvalidConfigError(f"version must be a four-digit hex string such as '0001' or '0a2f', got {version!r}")
-        self.platform = get_platform(platform)
+        self._from_bie = False  # the checks of platform/input_fmt read it
+        self.id = id
+        self.version = version
+        self.platform = platform
         sources = {k: v for k, v in (("onnx_model", onnx_model), ("onnx_path", onnx_path), ("bie_path", bie_path)) if v is not None}
         if len(sources) != 1:
             raise InvalidConfigError(
                 "give exactly one model source: onnx_model (an onnx.ModelProto), onnx_path or bie_path; "
                 f"got {sorted(sources) or 'none'}"
             )
-        if not isinstance(debug, bool):
-            raise InvalidConfigError(f"debug must be True or False, got {debug!r}")
-        self.id = id
-        self.version = version
         self.debug = debug
         self.input_shapes = input_shapes
         self.bie_path: str | None = None
@@ -89,6 +101,7 @@ class ModelConfig:
 
             self.bie = open_bie(bie_path, platform=self.platform.id)
             self.bie_path = str(bie_path)
+            self._from_bie = True
             self.onnx_model = self.bie.bie.float_model  # the optimized float graph stored in the BIE
         else:
             if onnx_model is not None and not isinstance(onnx_model, onnx.ModelProto):
@@ -98,21 +111,69 @@ class ModelConfig:
             if onnx_path is not None:
                 self.onnx_path = str(onnx_path)
             self.onnx_model = load_model(onnx_model if onnx_model is not None else onnx_path, what="onnx_path")
-        self.name = (self.bie.bie.model_name if bie_path is not None else _model_name(self.onnx_path, self.onnx_model))
-        self.input_fmt = None
-        if input_fmt is not None:
-            if self.platform.id != 730:
-                raise InvalidConfigError(f"input_fmt is supported on platform 730 only (this model is for {self.platform.id})")
-            warnings.warn("input_fmt is stored but unused: it only affects compile(), which npuflow does not provide yet",
-                          CompatibilityWarning, stacklevel=2)
-            self.input_fmt = input_fmt
+        self.name = (safe_name(self.bie.bie.model_name) if bie_path is not None
+                     else _model_name(self.onnx_path, self.onnx_model))
+        self.input_fmt = input_fmt
         for name, value in (("radix_json_path", radix_json_path), ("compiler_config_path", compiler_config_path)):
             if value is not None:
-                warnings.warn(f"{name} is accepted but unused: it only affects compile(), which npuflow does not provide yet",
-                              CompatibilityWarning, stacklevel=2)
+                warn_user(f"{name} is accepted but unused: it only affects compile(), which npuflow does not provide yet")
         self.radix_json_path = radix_json_path
         self.compiler_config_path = compiler_config_path
         self._optimized: onnx.ModelProto | None = None
+
+    # -- checked attributes ------------------------------------------------------------------
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in self._CHECKED:
+            value = getattr(self, f"_check_{name}")(value)
+        object.__setattr__(self, name, value)
+
+    @staticmethod
+    def _check_id(id: Any) -> int:
+        if isinstance(id, bool) or not isinstance(id, int):
+            raise InvalidConfigError(f"id must be an int (the model ID; use one above 32768 for custom models), got {id!r}")
+        if id < 0 or id > 0xFFFF:
+            raise InvalidConfigError(f"id must be in 0..65535, got {id}")
+        if id < 32768:
+            warn_user(f"model id {id}: IDs below 32768 are reserved for Kneron models in the original toolchain; "
+                      "use an ID of 32768 or more for custom models")
+        return id
+
+    @staticmethod
+    def _check_version(version: Any) -> str:
+        if not isinstance(version, str) or not _VERSION_RE.match(version):
+            raise InvalidConfigError(f"version must be a four-digit hex string such as '0001' or '0a2f', got {version!r}")
+        return version
+
+    def _check_platform(self, platform: Any) -> Any:
+        from npuflow.platforms import Platform, get_platform
+
+        p = platform if isinstance(platform, Platform) else get_platform(platform)
+        if self.__dict__.get("_from_bie") and p.id != self.bie.platform:
+            raise InvalidConfigError(f"this ModelConfig holds a BIE quantized for platform {self.bie.platform}: it cannot "
+                                     f"become a {p.id} model; re-run analysis() from the float model for {p.id}")
+        if self.__dict__.get("input_fmt") is not None and p.id != 730:
+            raise InvalidConfigError(f"input_fmt is set ({self.input_fmt!r}) and is supported on platform 730 only: "
+                                     f"set km.input_fmt = None before changing the platform to {p.id}")
+        return p
+
+    @staticmethod
+    def _check_debug(debug: Any) -> bool:
+        if not isinstance(debug, bool):
+            raise InvalidConfigError(f"debug must be True or False, got {debug!r}")
+        return debug
+
+    def _check_input_fmt(self, input_fmt: Any) -> Any:
+        if input_fmt is None:
+            return None
+        if self.platform.id != 730:
+            raise InvalidConfigError(f"input_fmt is supported on platform 730 only (this model is for {self.platform.id})")
+        values = list(input_fmt.values()) if isinstance(input_fmt, dict) else [input_fmt]
+        bad = [v for v in values if v not in INPUT_FORMATS]
+        if bad:
+            raise InvalidConfigError(f"input_fmt {bad[0]!r} is not one of the KL730 input formats: {', '.join(INPUT_FORMATS)} "
+                                     "(a format name, or a dict {input name: format name})")
+        warn_user("input_fmt is stored but unused: it only affects compile(), which npuflow does not provide yet")
+        return input_fmt
 
     def __repr__(self) -> str:
         return f"ModelConfig(id={self.id}, version={self.version!r}, platform={self.platform.id}, model={self.name!r})"
@@ -174,6 +235,7 @@ class ModelConfig:
         weight_bandwidth: float | None = None,
         dma_bandwidth: float | None = None,
         flops_ratio: float | None = None,
+        quan_config: dict[str, Any] | None = None,
         *,
         node_overrides: dict[str, Any] | None = None,
         preprocess: dict[str, Any] | None = None,
@@ -187,6 +249,9 @@ class ModelConfig:
         """Fixed-point analysis: calibrate on ``input_mapping`` ({input name: list/iterable of arrays}),
         choose every tensor's format and write ``<model>.kdp<platform>.scaled.bie`` (plus the report)
         into ``output_dir`` (default ``./npuflow_output``). Returns the BIE path.
+
+        ``quan_config={"node name": {"bitwidth": {"all": 16}}}`` (the original's per-node bit widths; also
+        ``"output"``/``"weight"`` keys; docs/compatibility.md) is read as ``node_overrides``.
 
         npuflow extensions (keyword-only): ``node_overrides={"node name": {"bits": 16, "weight_bits": 16,
         "abs_max": 6.0}}`` (any subset), ``preprocess`` (a preprocessing spec dict recorded in the BIE),
@@ -213,7 +278,7 @@ class ModelConfig:
         from npuflow.flow.options import check_legacy_analysis
 
         check_legacy_analysis(legacy)
-        if self.bie_path is not None and self.onnx_path is None:
+        if self._from_bie:
             raise InvalidConfigError("this ModelConfig was built from a BIE: analysis needs the float model (onnx_path/onnx_model)")
         opts = AnalysisOptions(platform=self.platform, **_options_of(AnalysisOptions, locals()))
 

@@ -129,11 +129,15 @@ class LayerComparison:
         return out
 
     def to_csv(self) -> str:
+        """The comparison table as CSV (``layers.csv``, ``npuflow compare --csv``); text cells that a
+        spreadsheet would run as a formula get a leading ``'`` (``npuflow._io.csv_cell``)."""
+        from npuflow._io import csv_row
+
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
         w.writeheader()
         for row in self.rows():
-            w.writerow(row)
+            w.writerow(csv_row(row))
         return buf.getvalue()
 
     def table(self) -> str:

@@ -5,6 +5,12 @@ The CLI prints ``str(error)`` as a single line and exits non-zero; no traceback.
 """
 from __future__ import annotations
 
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
 
 class NpuflowError(Exception):
     """Base class of every error npuflow raises on purpose."""
@@ -52,3 +58,27 @@ class NpuflowWarning(UserWarning):
 
 class CompatibilityWarning(NpuflowWarning):
     """A parameter of the original ktc API is accepted, but npuflow does something else with it."""
+
+
+class OptionEffectWarning(NpuflowWarning):
+    """An option changes nothing on this model, or (a 16-bit datapath) leaves some tensors at 8
+    bits under another rule; the report lists the same (docs/fixed-point.md section 3.7)."""
+
+
+#: npuflow's and ktc's source folders: frames there are not the user's
+_PACKAGE_DIRS = tuple(str(d) + os.sep for d in (Path(__file__).resolve().parent, Path(__file__).resolve().parents[1] / "ktc"))
+
+
+def warn_user(message: str, category: type[Warning] = CompatibilityWarning) -> None:
+    """``warnings.warn`` attributed to the first caller outside npuflow and ktc (the user's line)."""
+    level, frame = 2, sys._getframe(1)
+    while frame is not None and _ours(frame.f_code):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)
+
+
+def _ours(code: Any) -> bool:
+    """A frame of npuflow's or ktc's code (a dataclass's generated ``__init__`` included)."""
+    if code.co_filename == "<string>" and code.co_name == "__init__":
+        return True
+    return os.path.realpath(code.co_filename).startswith(_PACKAGE_DIRS)

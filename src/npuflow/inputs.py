@@ -23,6 +23,17 @@ class InputSpec:
     dtype: np.dtype
 
 
+def _channel_last(expected: tuple[int, ...], given: tuple[int, ...], batched: bool) -> bool:
+    """Whether ``given`` is an NCHW model input ``expected`` = (N, C, H, W), C 1 or 3, laid out channel
+    last: (H, W, C), (N, H, W, C), or with a batch axis in front of those when ``batched``."""
+    if len(expected) != 4 or expected[1] not in (1, 3):
+        return False
+    c, hw = expected[1], expected[2:]
+    tail = given[-3:]
+    fits = len(tail) == 3 and tail[2] == c and all(e in (-1, g) for e, g in zip(hw, tail[:2]))
+    return fits and len(given) in ((3, 4, 5) if batched else (3, 4)) and given[-3:] != tuple(expected[1:])
+
+
 def check_array(spec: InputSpec, value: Any, *, where: str = "", batched: bool = False) -> np.ndarray:
     """Return ``value`` as a contiguous array of ``spec.dtype`` or raise InputError.
 
@@ -45,9 +56,11 @@ def check_array(spec: InputSpec, value: Any, *, where: str = "", batched: bool =
     ok = value.ndim == len(expected) and all(e in (-1, g) for e, g in zip(expected, value.shape))
     shown = "(" + ", ".join("N" if (batched and k == 0) else ("?" if e == -1 else str(e)) for k, e in enumerate(expected)) + ")"
     if not ok:
+        hint = ("; it looks channel-last (the channel axis last): convert it with ktc.convert_channel_last_to_first(x)"
+                if _channel_last(tuple(spec.shape), tuple(value.shape), batched) else "")
         raise InputError(
             f"{label} has shape {tuple(value.shape)}, but the model expects {shown}. "
-            "Inputs must be in ONNX shape (channel first, NCHW)."
+            f"Inputs must be in ONNX shape (channel first, NCHW){hint}."
         )
     if value.dtype != spec.dtype:
         if value.dtype == np.float64 and spec.dtype == np.float32:
@@ -68,6 +81,24 @@ def check_array(spec: InputSpec, value: Any, *, where: str = "", batched: bool =
         kind = "NaN" if np.isnan(value[tuple(bad)]) else "Inf"
         raise InputError(f"{label} contains {kind} (first at index {tuple(int(i) for i in bad)}); inputs must be finite")
     return np.ascontiguousarray(value)
+
+
+def shape_error(spec: InputSpec, shape: Sequence[int], *, where: str = "", batched: bool = False) -> InputError | None:
+    """The InputError :func:`check_array` raises for an array of ``shape`` (None when the shape
+    fits), without the array: for checking a file's header before its data is read."""
+    expected = tuple(spec.shape)
+    if batched and not (len(shape) == len(expected) and len(expected) > 0 and expected[0] in (1, -1)):
+        expected = (-1,) + expected
+    elif batched:
+        expected = (-1,) + expected[1:]
+    if len(shape) == len(expected) and all(e in (-1, g) for e, g in zip(expected, shape)):
+        return None
+    shown = "(" + ", ".join("N" if (batched and k == 0) else ("?" if e == -1 else str(e)) for k, e in enumerate(expected)) + ")"
+    label = f"input '{spec.name}'" + (f" {where}" if where else "")
+    hint = ("; it looks channel-last (the channel axis last): convert it with ktc.convert_channel_last_to_first(x)"
+            if _channel_last(tuple(spec.shape), tuple(shape), batched) else "")
+    return InputError(f"{label} has shape {tuple(shape)}, but the model expects {shown}. "
+                      f"Inputs must be in ONNX shape (channel first, NCHW){hint}.")
 
 
 def bind_inputs(
@@ -118,6 +149,9 @@ def bind_inputs(
         raise InputError(f"missing model input(s) {missing}; input_names must list every model input {list(by_name)}")
     if batched:
         sizes = {n: int(v.shape[0]) for n, v in feeds.items()}
+        empty = [n for n, k in sizes.items() if k == 0]
+        if empty:
+            raise InputError(f"input '{empty[0]}' is an empty batch (N = 0 on its first axis): give at least one input")
         if len(set(sizes.values())) > 1:
             raise InputError(f"batched inputs have different batch sizes: {sizes}")
     return feeds

@@ -201,15 +201,22 @@ def open_bie(path: str | os.PathLike, *, platform: int | str | None = None) -> F
 def load(source: ModelSource, *, threads: int | None = None, platform: int | str | None = None) -> "FloatModel | FixedModel":
     """Load a model for inference. ``.onnx`` (or a ModelProto) -> FloatModel.
 
-    ``.bie`` files are read by ``npuflow.bie`` and opened as fixed-point models (:func:`open_bie`).
+    An npuflow BIE, recognized by its content whatever its extension (and any ``.bie`` file, so that
+    an encrypted Kneron BIE gets its own message), is read by ``npuflow.bie`` and opened as a
+    fixed-point model (:func:`open_bie`).
     """
-    if not isinstance(source, onnx.ModelProto) and str(source).endswith(".bie"):
+    from npuflow.ir.load import is_bie_file
+
+    if not isinstance(source, onnx.ModelProto) and (str(source).endswith(".bie") or is_bie_file(source)):
         return open_bie(source, platform=platform)
     return FloatModel(source, threads=threads)
 
 
-def file_key(path: str | os.PathLike) -> tuple[str, int, int]:
-    """Cache key of a model file: its resolved path, size and modification time (ns)."""
+def file_key(path: str | os.PathLike) -> tuple[str, int, int, int, int]:
+    """Cache key of a model file: its resolved path, size, modification time, change time (ns) and
+    inode. A file replaced with the same size and mtime (``cp -p``, ``rsync -t``, tar) gets a new
+    change time (no user call sets it) or a new inode, so a new key; nothing is read, so a cached
+    model costs one ``stat`` per call."""
     p = Path(path).resolve()
     st = p.stat()
-    return (str(p), st.st_size, st.st_mtime_ns)
+    return (str(p), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)

@@ -60,7 +60,7 @@ ANALYSIS_REFUSALS = [
     (dict(node_overrides={"Convolution28": 16}), InvalidConfigError, "must be a dict with keys among bits"),
     (dict(node_overrides={"Convolution28": {"bits": 12}}), InvalidConfigError, r"bits=12 not allowed on KL720"),
     (dict(node_overrides={"Convolution28": {"weight_bits": 4}}), InvalidConfigError, r"weight_bits=4 not allowed on KL720"),
-    (dict(node_overrides={"Convolution28": {"abs_max": -1.0}}), InvalidConfigError, "abs_max must be a positive number"),
+    (dict(node_overrides={"Convolution28": {"abs_max": -1.0}}), InvalidConfigError, "abs_max must be a positive finite number"),
     (dict(outlier=0.99), InvalidConfigError, r"analysis\(outlier=...\): removed in ktc v0.22"),
     (dict(bitwidth_mode="int8"), InvalidConfigError, "bitwidth_mode=...\\): removed"),
     (dict(skip_verify=True), InvalidConfigError, "skip_verify"),

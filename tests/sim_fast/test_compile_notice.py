@@ -35,3 +35,27 @@ def test_notice_once_when_compiling_none_from_the_cache(tmp_path):
     assert warm.returncode == 0 and COMPILE_NOTICE not in warm.stderr, warm.stderr
     quiet = _run(tmp_path / "other", NPUFLOW_QUIET="1")
     assert quiet.returncode == 0 and COMPILE_NOTICE not in quiet.stderr
+
+
+def test_missing_numba_warns_once_with_the_cost(monkeypatch):
+    """Without numba (no wheel for the platform), the first use of the fast path says so once, with
+    the measured slowdown; choosing the numpy path on purpose (NPUFLOW_SIM) gives no warning."""
+    import warnings
+
+    from npuflow.errors import NpuflowWarning
+    from npuflow.sim.fast import _nb
+
+    monkeypatch.setattr(_nb, "HAVE_NUMBA", False)
+    monkeypatch.setattr(_nb, "_fallback_warned", False)
+    monkeypatch.delenv("NPUFLOW_SIM", raising=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert _nb.use_numba() is False and _nb.use_numba() is False
+    notes = [w for w in caught if issubclass(w.category, NpuflowWarning) and "numba is not installed" in str(w.message)]
+    assert len(notes) == 1 and "pip install numba" in str(notes[0].message) and "slower" in str(notes[0].message)
+    monkeypatch.setattr(_nb, "_fallback_warned", False)
+    monkeypatch.setenv("NPUFLOW_SIM", "numpy")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert _nb.use_numba() is False
+    assert not caught

@@ -12,7 +12,8 @@ A *step* is one quantized node after fusion (spec docs/fixed-point.md, section 2
 4. CPU nodes (placement CPU), and NPU nodes without an integer kernel for their op or for their
    attributes (:func:`integer_form`), are float steps: their inputs are dequantized, the node runs
    in float (onnxruntime, the model's opset), its float outputs are quantized at
-   ``cpu_node_bitwidth_mode`` (``model_out`` for model outputs).
+   ``cpu_node_bitwidth_mode`` (``model_out`` for model outputs and the tensors they carry:
+   :mod:`npuflow.analysis.effects`).
 5. Older-opset nodes get the attributes of the kernel's (opset-13) form (:func:`integer_form`):
    Softmax before opset 13 (axis default 1, input coerced to 2-D: ``coerce_2d = 1``), Resize-10
    and Upsample (``asymmetric`` coordinates, onnxruntime's ``simple`` nearest rounding).

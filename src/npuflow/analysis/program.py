@@ -12,8 +12,9 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import onnx
 
+from npuflow.analysis.effects import FormatNotes, output_chains, post_sigmoid_targets
 from npuflow.analysis.graph import MAC_OPS, PASS_THROUGH, Step
-from npuflow.analysis.ranges import NodeOverride, QuantOptions, choose_abs_max
+from npuflow.analysis.ranges import NodeOverride, QuantOptions, choose_abs_max, range_rule
 from npuflow.calibration.histogram import AbsHistogram
 from npuflow.errors import NpuflowError
 from npuflow.quant.formats import weight_format
@@ -51,6 +52,8 @@ class Program:
     _sessions: dict[int, Any] = field(default_factory=dict, repr=False)
     opset: int = 13
     _fast_plans: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)  # npuflow.sim.fast.runner
+    #: why each format was chosen (``build_program`` only; None for a program read from a BIE)
+    notes: FormatNotes | None = field(default=None, repr=False, compare=False)
 
     # ------------------------------------------------------------------------------------------
     def _float_session(self, k: int, feeds: dict[str, np.ndarray] | None = None):
@@ -399,7 +402,11 @@ def build_program(
 
     Formats follow the steps in order: model inputs (power of two, exact range), then each step's
     outputs (pass-through ops keep their input's format; others get a calibrated range,
-    :func:`npuflow.analysis.ranges.choose_abs_max`, at the bits of their role or override). MAC
+    :func:`npuflow.analysis.ranges.choose_abs_max`, at the bits of their role or override; every
+    tensor a model output carries through pass-through ops and Concats gets the model-output width,
+    :func:`npuflow.analysis.effects.output_chains`; with post_sigmoid the tensors of
+    :func:`npuflow.analysis.effects.post_sigmoid_targets` are capped). ``Program.notes`` records
+    which rule gave each width and range (:class:`npuflow.analysis.effects.FormatNotes`). MAC
     weights get per-channel formats widened so the float bias fits a quarter of the accumulator
     (:func:`npuflow.quant.formats.weight_format`); Conv/Gemm biases are then corrected for the
     weight rounding (:func:`corrected_bias`); spatial convolutions with a second moment in
@@ -414,30 +421,50 @@ def build_program(
     inits = {t.name: t for t in model.graph.initializer}
     by_name = {n.name: n for n in model.graph.node}
     formats: dict[str, QFormat] = {}
+    # the tensors each model output carries through pass-through steps and Concats (spec 3.7)
+    chains = output_chains(steps, output_names)
+    targets, skipped = post_sigmoid_targets(steps, list(output_names), chains) if opts.post_sigmoid else ({}, [])
+    notes = FormatNotes(chains=chains, sigmoid_skipped=skipped)
     for n in input_names:
         formats[n] = QFormat.from_abs_max(choose_abs_max(stats[n], opts.model_in_bits, opts, "input"),
                                           opts.model_in_bits, power_of_two=True)
+        notes.width[n], notes.range[n] = "model_in", "input"
 
     def calibrated(tensor: str, bits: int, node: str) -> QFormat:
         ov = opts.overrides.get(node)
         if ov is not None and ov.abs_max is not None:
+            notes.range[tensor] = "abs_max"
             return QFormat.from_abs_max(float(ov.abs_max), bits)
         role = "output" if tensor in graph_outputs else "internal"
-        return QFormat.from_abs_max(choose_abs_max(stats[tensor], bits, opts, role), bits)
+        notes.range[tensor] = range_rule(bits, opts, role)
+        a = choose_abs_max(stats[tensor], bits, opts, role)
+        if tensor in targets:
+            capped = choose_abs_max(stats[tensor], bits, opts, role, capped=True)
+            notes.capped[tensor] = (a, capped, targets[tensor])
+            a = capped
+        return QFormat.from_abs_max(a, bits)
 
-    def out_bits(y: str, default: int, ov: Any) -> int:
+    def out_bits(y: str, default: str, ov: Any) -> int:
         if ov is not None and ov.bits is not None:
+            notes.width[y] = "override"
             return int(ov.bits)
-        return opts.model_out_bits if y in graph_outputs else default
+        notes.width[y] = "model_out" if y in chains else default
+        return {"model_out": opts.model_out_bits, "datapath": opts.datapath_bits, "cpu_node": opts.cpu_bits}[notes.width[y]]
+
+    def inherit(y: str, x: str) -> QFormat:
+        notes.width[y] = "inherit"
+        notes.inherits[y] = x
+        return formats[x]
 
     def float_step_formats(st: Step, key: str, ov: Any) -> None:
-        src = next((formats[x] for x in st.runtime_inputs if x in formats), None)
+        src = next((x for x in st.runtime_inputs if x in formats), None)
         for y in st.outputs:
             if y and is_float.get(y, True):
+                notes.producer[y] = st.name
                 if y in stats:
-                    formats[y] = calibrated(y, out_bits(y, opts.cpu_bits, ov), key)
+                    formats[y] = calibrated(y, out_bits(y, "cpu_node", ov), key)
                 elif src is not None:  # a data-movement op that fell back to float: its input's format
-                    formats[y] = src
+                    formats[y] = inherit(y, src)
                 else:
                     raise NpuflowError(f"internal: no calibration statistics for {y} (float step {st.name})")
 
@@ -453,10 +480,11 @@ def build_program(
             params.append(None)
             continue
         if st.op_type in PASS_THROUGH:
-            src = formats[st.runtime_inputs[0]]
-            out_fmts = [src for _ in st.outputs]
+            out_fmts = [inherit(y, st.runtime_inputs[0]) for y in st.outputs]
         else:
-            out_fmts = [calibrated(y, out_bits(y, opts.datapath_bits, ov), key) for y in st.outputs]
+            out_fmts = [calibrated(y, out_bits(y, "datapath", ov), key) for y in st.outputs]
+        for y in st.outputs:
+            notes.producer[y] = st.name
         in_formats: list[QFormat | None] = [formats.get(x) if x else None for x in st.inputs]
         try:
             p, out_fmts = _prepared_step(st, in_formats, out_fmts, ov, opts, channel_means, bias_deltas,
@@ -475,5 +503,9 @@ def build_program(
             continue
         for y, f in zip(st.outputs, out_fmts):
             formats[y] = f
+        if st.op_type in MAC_OPS and _weight_input(st) in st.weights:
+            notes.weight[st.name] = "override" if (ov is not None and ov.weight_bits) else "weight"
         params.append(p)
-    return Program(steps, params, formats, list(input_names), list(output_names), is_float, opset=opset)
+    for t in [t for t in notes.width if t not in formats]:  # outputs that are not quantized (shapes, indices)
+        del notes.width[t]
+    return Program(steps, params, formats, list(input_names), list(output_names), is_float, opset=opset, notes=notes)

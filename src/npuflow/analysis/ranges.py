@@ -13,9 +13,11 @@
   so that values a little beyond the calibration range do not saturate; int16 has precision to
   spare (measured: MNIST int16 output SNR went from 25 dB on one evaluation digit whose logit
   exceeded the calibrated range to 90 dB).
-* Model inputs and model outputs are never clipped (their exact abs max), except with
-  ``quantize_mode="post_sigmoid"``, where model outputs (logits whose Sigmoid was removed) are
-  capped at 8 (sigmoid(8) = 0.99966: precision beyond is wasted).
+* Model inputs and model outputs are never clipped (their exact abs max).
+* ``quantize_mode="post_sigmoid"``: the tensors :func:`npuflow.analysis.effects.post_sigmoid_targets`
+  picks (the inputs of the Sigmoids that produce model outputs; the outputs themselves when no
+  Sigmoid produces them: logits whose Sigmoid was removed) are capped at 8 (sigmoid(8) = 0.99966:
+  precision beyond is wasted), before the 16-bit headroom.
 * A per-node ``abs_max`` override replaces all of this (``build_program``).
 """
 from __future__ import annotations
@@ -87,18 +89,30 @@ def _mmse_clip(h: AbsHistogram, bits: int, percentile: float) -> float:
 INT16_HEADROOM = 2.0
 
 
-def choose_abs_max(h: AbsHistogram, bits: int, opts: QuantOptions, role: str) -> float:
-    """``role``: "input", "output" or "internal"."""
+def choose_abs_max(h: AbsHistogram, bits: int, opts: QuantOptions, role: str, *, capped: bool = False) -> float:
+    """``role``: "input", "output" or "internal"; ``capped``: a post_sigmoid target (the range is
+    at most ``POST_SIGMOID_CAP`` before the 16-bit headroom)."""
     if role == "input":
         return h.abs_max
-    if bits > 8:
-        return INT16_HEADROOM * _calibrated(h, bits, opts, role)
-    return _calibrated(h, bits, opts, role)
+    a = _calibrated(h, bits, opts, role)
+    if capped:
+        a = min(a, POST_SIGMOID_CAP)
+    return INT16_HEADROOM * a if bits > 8 else a
+
+
+def range_rule(bits: int, opts: QuantOptions, role: str) -> str:
+    """Which rule gives a tensor's range (for the option-effect notes): "input", "output",
+    "mmse", "percentage" or "percentage_16b"."""
+    if role in ("input", "output"):
+        return role
+    if opts.range_method == "mmse":
+        return "mmse"
+    return "percentage" if bits <= 8 else "percentage_16b"
 
 
 def _calibrated(h: AbsHistogram, bits: int, opts: QuantOptions, role: str) -> float:
     if role == "output":
-        return min(h.abs_max, POST_SIGMOID_CAP) if opts.post_sigmoid else h.abs_max
+        return h.abs_max
     if opts.range_method == "mmse":
         return min(h.abs_max, mmse_clip(h, bits, opts.percentile) * opts.outlier_factor)
     q = opts.percentage if bits <= 8 else opts.percentage_16b

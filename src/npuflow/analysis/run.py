@@ -9,6 +9,7 @@ from typing import Any
 import onnx
 
 from npuflow.analysis.bias_adjust import MEMORY_BUDGET as ADJUST_BUDGET
+from npuflow.analysis.effects import option_effects
 from npuflow.analysis.graph import Step, build_steps
 from npuflow.analysis.program import Program, build_program, mac_inputs, needed_stats, step_override, weight_bits
 from npuflow.analysis.ranges import QuantOptions
@@ -41,6 +42,10 @@ class AnalysisResult:
     #: step name -> second moment of its input (compensated weight rounding): pass them to
     #: ``build_program(weight_moments=)`` to rebuild the same program
     weight_moments: dict[str, Any] = field(default_factory=dict)
+    #: what the options did on this model (:func:`npuflow.analysis.effects.option_effects`): the
+    #: options that change nothing, the tensors that stay 8-bit under a 16-bit datapath, the
+    #: post_sigmoid caps, the model outputs' chains
+    effects: dict[str, Any] = field(default_factory=dict)
 
 
 def analyse(
@@ -65,13 +70,13 @@ def analyse(
     tensors = needed_stats(optimized, steps, input_names)
     # second moments of the inputs of the convolutions that get compensated weight rounding
     # (8-bit and narrower weights only: a 16-bit grid is 256 times finer, nothing to gain)
+    compensable = [st for st in steps if not st.float_step and st.weights.get("W") is not None and st.runtime_inputs
+                   and weight_bits(step_override(st, opts), opts) <= 8
+                   and wr.eligible(st.op_type, st.attrs, st.weights["W"].shape)]
     moments: dict[str, SecondMoment] = {}
     if opts.weight_rounding == "compensated":
-        for st in steps:
-            w = st.weights.get("W")
-            if (not st.float_step and w is not None and st.runtime_inputs and weight_bits(step_override(st, opts), opts) <= 8
-                    and wr.eligible(st.op_type, st.attrs, w.shape)):
-                moments[st.name] = SecondMoment(st.attrs, w.shape)
+        for st in compensable:
+            moments[st.name] = SecondMoment(st.attrs, st.weights["W"].shape)
     collector = StatsCollector(optimized, tensors, threads=max(1, int(threads)),
                                channel_means=mac_inputs(steps) if opts.bias_correction else [],
                                # the exact per-input quantiles only serve the "percentage" method
@@ -112,8 +117,9 @@ def analyse(
                                refs=collector.stashed, weight_moments=weight_moments,
                                progress=show)
     means = {t: m for t in collector.channel_sum if (m := collector.channel_mean(t)) is not None}
+    effects = option_effects(program, opts, program.notes, bias_adjusted=len(deltas), compensable=len(compensable))
     return AnalysisResult(optimized, steps, program, collector.hist, collector.samples, means, kept[:keep_inputs], deltas,
-                          weight_moments)
+                          weight_moments, effects)
 
 
 def _moment_accumulators(steps: list[Step], moments: dict[str, SecondMoment]) -> dict[str, list[SecondMoment]]:

@@ -32,6 +32,7 @@ from onnx import numpy_helper
 
 from npuflow.analysis.graph import Step
 from npuflow.analysis.program import Program
+from npuflow._io import json_dumps
 from npuflow.errors import ModelLoadError
 from npuflow.sim.fixed_point import NUMERICS_VERSION, QFormat
 from npuflow.sim.kernels.base import params_from_dict, params_to_dict
@@ -180,9 +181,9 @@ def build_bie(program: Program, float_model: onnx.ModelProto, *, platform: int, 
         "numerics_version": NUMERICS_VERSION,
         "platform": str(platform),
         "model_name": model_name,
-        "options": json.dumps(options, sort_keys=True),
-        "plan": json.dumps(plan, sort_keys=True, separators=(",", ":")),
-        "preprocess": json.dumps(preprocess, sort_keys=True) if preprocess else "",
+        "options": json_dumps(options, what="the analysis options", sort_keys=True),
+        "plan": json.dumps(plan, sort_keys=True, separators=(",", ":"), allow_nan=False),  # non-finite: a bug
+        "preprocess": json_dumps(preprocess, what="preprocess", sort_keys=True) if preprocess else "",
     }
     for k, v in meta.items():
         e = model.metadata_props.add()

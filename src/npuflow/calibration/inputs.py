@@ -22,6 +22,8 @@ def iter_calibration_inputs(specs: Sequence[InputSpec], input_mapping: Any) -> I
             f"input_mapping must be a dict {{input_name: [arrays...]}}, got {type(input_mapping).__name__}"
         )
     names = [s.name for s in specs]
+    if not names:  # nothing would ever end the loop below
+        raise InputError("the model has no inputs, so there is nothing to calibrate: export the model with its real input")
     for key in input_mapping:
         if key not in names:
             raise InputError(f"input_mapping has key '{key}' which is not a model input; the model's inputs are {names}")

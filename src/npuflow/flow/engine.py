@@ -14,10 +14,11 @@ from typing import Any, Callable
 import onnx
 
 from npuflow._io import atomic_write_bytes, ensure_output_dir
+from npuflow.analysis.effects import no_effect_message, stays_8bit_message
 from npuflow.analysis.run import AnalysisResult, analyse
 from npuflow.bie import build_bie
 from npuflow.calibration.inputs import iter_calibration_inputs
-from npuflow.errors import InputError, InvalidConfigError
+from npuflow.errors import InputError, InvalidConfigError, OptionEffectWarning, warn_user
 from npuflow.evaluate import evaluate_model
 from npuflow.flow.options import AnalysisOptions, EvaluateOptions
 from npuflow.reference.float_runner import input_specs
@@ -66,6 +67,21 @@ class AnalysisOutcome:
         return self.result
 
 
+def warn_option_effects(effects: dict[str, Any], opts: AnalysisOptions) -> None:
+    """At most two warnings (``OptionEffectWarning``, attributed to the user's call): the options
+    that change nothing on this model, and the tensors that stay 8-bit under a 16-bit datapath
+    (docs/fixed-point.md section 3.7; the report lists the same). The options are named with the
+    values the user gave (``effects`` is updated, the report shows the same)."""
+    for e in effects.get("no_effect", []):
+        if e["option"] != "node_overrides" and hasattr(opts, e["option"]):
+            e["value"] = getattr(opts, e["option"])
+    datapath_bits = opts.quant.datapath_bits
+    if effects.get("no_effect"):
+        warn_user(no_effect_message(effects["no_effect"]), OptionEffectWarning)
+    if effects.get("stays_8bit"):
+        warn_user(stays_8bit_message(effects["stays_8bit"], datapath_bits), OptionEffectWarning)
+
+
 def run_analysis(optimized: Optimized, opts: AnalysisOptions, input_mapping: Any, *, report_inputs: Any = None,
                  model_name: str, model_path: str | None, started: float | None = None,
                  on_bie: Callable[[AnalysisOutcome], None] | None = None) -> AnalysisOutcome:
@@ -84,7 +100,8 @@ def run_analysis(optimized: Optimized, opts: AnalysisOptions, input_mapping: Any
     model = optimized()
     unknown = sorted(set(opts.node_overrides) - {n.name for n in model.graph.node})
     if unknown:
-        raise InvalidConfigError(f"node_overrides names {unknown} are not nodes of the optimized model; "
+        raise InvalidConfigError(f"node_overrides{'/quan_config' if opts.quan_config else ''} names {unknown} are not "
+                                 "nodes of the optimized model; "
                                  "node names are listed in the evaluate() report")
     user_feeds = None
     if report_inputs is not None:  # validated like calibration inputs, before any work is done
@@ -96,6 +113,7 @@ def run_analysis(optimized: Optimized, opts: AnalysisOptions, input_mapping: Any
     keep = 0 if user_feeds is not None else (opts.report_samples if (opts.report or opts.export_dynasty_dump) else 0)
     quant = opts.quant
     result = analyse(model, platform, input_mapping, quant, threads=opts.threads, progress=opts.progress, keep_inputs=keep)
+    warn_option_effects(result.effects, opts)
     options = opts.record(bias_adjusted_steps=len(result.bias_deltas), compensated_steps=len(result.weight_moments),
                           calibration_samples=result.samples)
     data = build_bie(result.program, model, platform=platform.id, model_name=model_name, options=options,

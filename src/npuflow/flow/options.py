@@ -7,46 +7,24 @@ in ``__post_init__`` (and a parameter of the ModelConfig method that passes it o
 two lists agree). Fields keep the values as the user gave them (they are recorded in the report and
 the BIE as given); derived values (bit counts, ``QuantOptions``) are properties.
 
-Warnings raised here point at the user's call (:func:`warn_user`), however deep the call chain.
+Warnings raised here point at the user's call (``npuflow.errors.warn_user``), however deep the call chain.
 """
 from __future__ import annotations
 
 import os
 import re
-import sys
-import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
 from npuflow.analysis.bias_adjust import DEFAULT_SAMPLES
 from npuflow.analysis.ranges import NodeOverride, QuantOptions
-from npuflow.errors import CompatibilityWarning, InvalidConfigError, NotAvailableError
+from npuflow.errors import InvalidConfigError, NotAvailableError, warn_user
 from npuflow.platforms import PLATFORMS, Platform, get_platform
 
 BITWIDTH_MODES = ("datapath", "weight", "model_in", "model_out", "cpu_node")
 MIX_MODES = ("mix balance", "mix light", "mixbw")
 TILINGS = ("default", "deep_search", "partial_graph_search")
-
-#: npuflow's and ktc's source folders: frames there are not the user's
-_PACKAGE_DIRS = tuple(str(d) + os.sep for d in (Path(__file__).resolve().parents[1], Path(__file__).resolve().parents[2] / "ktc"))
-
-
-def warn_user(message: str, category: type[Warning] = CompatibilityWarning) -> None:
-    """``warnings.warn`` attributed to the first caller outside npuflow and ktc (the user's line)."""
-    level, frame = 2, sys._getframe(1)
-    while frame is not None and _ours(frame.f_code):
-        frame, level = frame.f_back, level + 1
-    warnings.warn(message, category, stacklevel=level)
-
-
-def _ours(code: Any) -> bool:
-    """A frame of npuflow's or ktc's code (a dataclass's generated ``__init__`` included)."""
-    if code.co_filename == "<string>" and code.co_name == "__init__":
-        return True
-    return os.path.realpath(code.co_filename).startswith(_PACKAGE_DIRS)
-
 
 def _is_number(v: Any) -> bool:
     return not isinstance(v, bool) and isinstance(v, (int, float))
@@ -103,16 +81,98 @@ def parse_overrides(node_overrides: Any, platform: Platform) -> dict[str, NodeOv
         if not isinstance(spec, dict) or set(spec) - {"bits", "weight_bits", "abs_max"}:
             raise InvalidConfigError(f"node_overrides[{name!r}] must be a dict with keys among bits, weight_bits, abs_max; got {spec!r}")
         ov = NodeOverride(**spec)
+        for key in ("bits", "weight_bits"):
+            if isinstance(getattr(ov, key), bool):
+                raise InvalidConfigError(f"node_overrides[{name!r}]: {key} must be an int such as 8 or 16, got {getattr(ov, key)!r}")
         if ov.bits is not None and ov.bits not in platform.bitwidths["datapath"]:
             raise InvalidConfigError(f"node_overrides[{name!r}]: bits={ov.bits} not allowed on {platform.name} "
                                      f"(allowed: {list(platform.bitwidths['datapath'])})")
         if ov.weight_bits is not None and ov.weight_bits not in platform.bitwidths["weight"]:
             raise InvalidConfigError(f"node_overrides[{name!r}]: weight_bits={ov.weight_bits} not allowed on {platform.name} "
                                      f"(allowed: {list(platform.bitwidths['weight'])})")
-        if ov.abs_max is not None and not (isinstance(ov.abs_max, (int, float)) and ov.abs_max > 0):
-            raise InvalidConfigError(f"node_overrides[{name!r}]: abs_max must be a positive number")
+        if ov.abs_max is not None and not (_is_number(ov.abs_max) and 0 < ov.abs_max < float("inf")):
+            raise InvalidConfigError(f"node_overrides[{name!r}]: abs_max must be a positive finite number, got {ov.abs_max!r}")
         out[name] = ov
     return out
+
+
+def parse_quan_config(quan_config: Any, platform: Platform) -> dict[str, NodeOverride]:
+    """The original's per-node ``quan_config`` (``{"523_kn": {"bitwidth": {"all": 8}}}``) as node overrides.
+
+    Read as: ``"bitwidth": {"all": B}`` sets the node's output and its weights to B bits, B 8 or
+    15/16 (the original's example writes 15 for its 16-bit formats, which keep 15 significant bits);
+    ``"output": B`` / ``"weight": B`` set one of the two (weights may be 4 on the 730). Other keys
+    (the original's manual lists ``scale``, ``min``, ``max``, ``radix`` as planned) are refused:
+    ``node_overrides={"node": {"abs_max": x}}`` fixes a node's range."""
+    if not isinstance(quan_config, dict):
+        raise InvalidConfigError('quan_config must be a dict {node name: {"bitwidth": {"all": 8 or 16}}}, got '
+                                 f"{type(quan_config).__name__}")
+    out = {}
+    for name, spec in quan_config.items():
+        where = f"quan_config[{name!r}]"
+        if not isinstance(spec, dict) or set(spec) != {"bitwidth"} or not isinstance(spec["bitwidth"], dict):
+            extra = sorted(set(spec) - {"bitwidth"}) if isinstance(spec, dict) else []
+            raise InvalidConfigError(
+                f'{where} must be {{"bitwidth": {{"all": 8}}}} (keys among all, output, weight)'
+                + (f"; {extra} are not supported (a fixed range is node_overrides={{{name!r}: {{'abs_max': x}}}})" if extra else "")
+                + f", got {spec!r}")
+        bw = spec["bitwidth"]
+        unknown = sorted(set(bw) - {"all", "output", "weight"})
+        if unknown or not bw:
+            raise InvalidConfigError(f"{where}['bitwidth'] keys must be among all, output, weight; got {sorted(bw)}")
+        if "all" in bw and len(bw) > 1:
+            raise InvalidConfigError(f"{where}['bitwidth'] gives 'all' and {sorted(set(bw) - {'all'})}: give 'all' alone, "
+                                     "or 'output'/'weight'")
+
+        def bits(key: str, value: Any) -> int:
+            if isinstance(value, bool) or not isinstance(value, int) or value not in (4, 8, 15, 16):
+                raise InvalidConfigError(f"{where}['bitwidth'][{key!r}] must be 8 or 16 (15 means 16-bit, as in the "
+                                         f"original's example; 4 for weights on the 730), got {value!r}")
+            if value == 4 and key != "weight":
+                raise InvalidConfigError(f"{where}['bitwidth'][{key!r}] = 4: only weights can be 4-bit; use "
+                                         '{"weight": 4}')
+            return 16 if value == 15 else value
+
+        out_bits = bits("all", bw["all"]) if "all" in bw else (bits("output", bw["output"]) if "output" in bw else None)
+        w_bits = bits("all", bw["all"]) if "all" in bw else (bits("weight", bw["weight"]) if "weight" in bw else None)
+        out[name] = {k: v for k, v in (("bits", out_bits), ("weight_bits", w_bits)) if v is not None}
+    return parse_overrides(out, platform)
+
+
+def merge_overrides(a: Mapping[str, NodeOverride], b: Mapping[str, NodeOverride]) -> dict[str, NodeOverride]:
+    """``node_overrides`` and ``quan_config`` together; a field both set to different values is refused."""
+    out = dict(a)
+    for name, ov in b.items():
+        if name not in out:
+            out[name] = ov
+            continue
+        merged = {}
+        for f in ("bits", "weight_bits", "abs_max"):
+            x, y = getattr(out[name], f), getattr(ov, f)
+            if x is not None and y is not None and x != y:
+                raise InvalidConfigError(f"node {name!r}: node_overrides sets {f}={x} but quan_config sets {y}; "
+                                         "give one value (or drop the node from one of them)")
+            merged[f] = x if x is not None else y
+        out[name] = NodeOverride(**merged)
+    return out
+
+
+def check_preprocess(preprocess: Any) -> dict[str, Any] | None:
+    """``analysis(preprocess=...)``: a spec dict (``PreprocessSpec.to_dict()``; ``version`` may be
+    left out), a ``PreprocessSpec`` or its text form (``"imagenet"``, ``"resize=256,crop=224,..."``),
+    checked now (not first at ``npuflow infer``) and recorded in the BIE as the full dict."""
+    if preprocess is None:
+        return None
+    from npuflow.preprocess import PREPROCESS_VERSION, PreprocessSpec, parse
+
+    if isinstance(preprocess, PreprocessSpec):
+        return preprocess.to_dict()
+    if isinstance(preprocess, str):
+        return parse(preprocess).to_dict()
+    if not isinstance(preprocess, Mapping):
+        raise InvalidConfigError("preprocess must be a preprocessing spec: a dict (docs/preprocessing.md), a "
+                                 f"PreprocessSpec or its text form such as 'imagenet'; got {type(preprocess).__name__}")
+    return PreprocessSpec.from_dict({"version": PREPROCESS_VERSION, **preprocess}).to_dict()
 
 
 _REMOVED_ANALYSIS_PARAMETERS = {
@@ -174,6 +234,8 @@ class EvaluateOptions(_Bitwidths):
         self._check_bitwidths()
         check_bandwidths(self.weight_bandwidth, self.dma_bandwidth)
         check_tiling(self.compiler_tiling, self.platform.id)
+        if not isinstance(self.keep_bn, bool):
+            raise InvalidConfigError(f"keep_bn must be True or False, got {self.keep_bn!r}")
 
     def report_options(self, input_shapes: Any) -> dict[str, Any]:
         """The ``options`` section of the evaluation report (key order is part of the report)."""
@@ -202,6 +264,7 @@ class AnalysisOptions(_Bitwidths):
     weight_bandwidth: float | None = None
     dma_bandwidth: float | None = None
     flops_ratio: float | None = None
+    quan_config: Mapping[str, Any] | None = None
     # npuflow extensions (keyword-only in ModelConfig.analysis)
     node_overrides: Mapping[str, NodeOverride] = field(default_factory=dict)
     preprocess: Mapping[str, Any] | None = None
@@ -225,6 +288,8 @@ class AnalysisOptions(_Bitwidths):
         if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1:
             raise InvalidConfigError(f"threads must be a positive int, got {self.threads!r}")
         if self.mode is not None:
+            if isinstance(self.mode, bool):
+                raise InvalidConfigError(f"mode must be 1, 2 or 3, got {self.mode!r}")
             if self.mode == 0:
                 raise InvalidConfigError("analysis(mode=0) means 'IP evaluator only' in the original: call evaluate() instead")
             if self.mode not in (1, 2, 3):
@@ -232,7 +297,7 @@ class AnalysisOptions(_Bitwidths):
             if self.mode in (2, 3):
                 warn_user(f"analysis(mode={self.mode}): npuflow has no csim/bit-true-match stage; the report always carries "
                           "per-layer SNR, so mode is ignored")
-        if self.optimize not in (0, 1, 2, 3, 4):
+        if isinstance(self.optimize, bool) or self.optimize not in (0, 1, 2, 3, 4):
             raise InvalidConfigError(f"optimize must be 0..4, got {self.optimize!r}")
         if self.optimize in (2, 4):
             warn_user(f"analysis(optimize={self.optimize}): the feature-map-cut search belongs to the compiler, which npuflow "
@@ -250,7 +315,14 @@ class AnalysisOptions(_Bitwidths):
         self._check_bitwidths()
         check_bandwidths(self.weight_bandwidth, self.dma_bandwidth)
         check_tiling(self.compiler_tiling, self.platform.id)
-        object.__setattr__(self, "node_overrides", MappingProxyType(parse_overrides(self.node_overrides, self.platform)))
+        object.__setattr__(self, "preprocess", check_preprocess(self.preprocess))
+        overrides = parse_overrides(self.node_overrides, self.platform)
+        if self.quan_config is not None:
+            if self.platform.id != 730:
+                warn_user(f"quan_config is documented for the KL730 only in the original; npuflow applies it on "
+                          f"{self.platform.name} too (as node_overrides)")
+            overrides = merge_overrides(overrides, parse_quan_config(self.quan_config, self.platform))
+        object.__setattr__(self, "node_overrides", MappingProxyType(overrides))
 
     @property
     def quant(self) -> QuantOptions:

@@ -9,6 +9,7 @@ import onnx
 from google.protobuf.message import DecodeError
 
 from npuflow.errors import ModelLoadError
+from npuflow.ir.validate import validate_graph
 
 ModelSource = Union[str, os.PathLike, onnx.ModelProto]
 
@@ -24,6 +25,22 @@ _FOREIGN_MAGIC = {
 }
 
 MAX_SUPPORTED_OPSET = onnx.defs.onnx_opset_version()
+
+#: the metadata key every npuflow BIE carries (docs/bie-format.md): how a file is known to be a BIE,
+#: whatever its extension
+BIE_MARKER = "npuflow.bie.format_version"
+
+
+def is_bie_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is an npuflow BIE, by content (the :data:`BIE_MARKER` key in the file), not by
+    extension. False for a missing or unreadable file (the loader then says what is wrong)."""
+    import mmap
+
+    try:
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+            return m.find(BIE_MARKER.encode()) >= 0
+    except (OSError, ValueError):  # missing, a folder, empty (mmap of 0 bytes)
+        return False
 
 
 def _sniff(path: Path) -> str | None:
@@ -42,7 +59,9 @@ def load_model(source: ModelSource, *, what: str = "model") -> onnx.ModelProto:
 
     Raises ModelLoadError naming the file and the fix for: missing file, directory, empty or
     truncated file, non-ONNX content, a Kneron (encrypted) BIE, an opset newer than this onnx
-    package understands.
+    package understands, external data outside the model's folder, and every invalid graph that
+    :func:`npuflow.ir.validate.validate_graph` refuses (no opset_import, names that are not UTF-8,
+    a tensor defined twice or nowhere, a cycle).
     """
     if isinstance(source, onnx.ModelProto):
         model = source
@@ -65,11 +84,25 @@ def load_model(source: ModelSource, *, what: str = "model") -> onnx.ModelProto:
             raise ModelLoadError(f"{label} is not an ONNX model: it looks like {foreign}. Export the model to ONNX first.")
         try:
             model = onnx.load_model(str(path), load_external_data=True)
+        except onnx.checker.ValidationError as exc:
+            if "outside" not in str(exc):
+                raise ModelLoadError(f"{label} has external data that cannot be read: {str(exc).splitlines()[0]}") from None
+            raise ModelLoadError(
+                f"{label} stores a weight in an external-data file outside the model's folder "
+                f"{path.resolve().parent}; npuflow read nothing from it. Put the external-data files next to the "
+                "model (or in a sub-folder of it) and re-export with relative locations"
+            ) from None
         except (DecodeError, RuntimeError, ValueError, OSError) as exc:
             raise ModelLoadError(
                 f"{label} is not a readable ONNX model (truncated or corrupted file, or another format): {exc}. "
                 "Re-export or re-copy the file."
             ) from exc
+    if any(p.key == BIE_MARKER for p in model.metadata_props):
+        raise ModelLoadError(
+            f"{label} is an npuflow BIE (a quantized model), not a float ONNX model: pass it as a BIE "
+            "(ModelConfig(bie_path=...), kneron_inference(bie_file=...)); analysis() and the optimizer need the float "
+            "ONNX model it came from. npuflow.load() and the CLI recognize a BIE by its content."
+        )
     if not model.graph.node and not model.graph.output:
         raise ModelLoadError(f"{label} holds no ONNX graph (no nodes, no outputs): it is not an ONNX model or it is truncated")
     for imp in model.opset_import:
@@ -78,6 +111,7 @@ def load_model(source: ModelSource, *, what: str = "model") -> onnx.ModelProto:
                 f"{label} uses ONNX opset {imp.version}, newer than the {MAX_SUPPORTED_OPSET} this installation "
                 f"understands (onnx {onnx.__version__}). Upgrade onnx/onnxruntime or export with opset <= {MAX_SUPPORTED_OPSET}."
             )
+    validate_graph(model, label=label)
     return model
 
 

@@ -160,7 +160,7 @@ def optimize_report(
     """
     _check_options(keep_bn, input_shapes, progress)
     m = onnx.ModelProto()
-    m.CopyFrom(load_model(model))
+    m.CopyFrom(load_model(model))  # refuses an invalid graph first (npuflow.ir.validate.validate_graph)
     stats: list[PassStat] = []
     options: dict[str, dict[str, object]] = {"fix_input_shapes": {"input_shapes": input_shapes}}
 

@@ -53,12 +53,9 @@ def subgraphs(node: onnx.NodeProto) -> Iterator[onnx.GraphProto]:
             yield from a.graphs
 
 
-def names_used_in_subgraphs(graph: onnx.GraphProto) -> set[str]:
-    """Every tensor name read by a node inside any subgraph of ``graph`` (recursively).
-
-    Passes use it conservatively: a name in this set may be an outer-scope reference, so it is
-    never renamed or removed.
-    """
+def subgraph_reads(node: onnx.NodeProto) -> set[str]:
+    """Every tensor name read inside the subgraphs of ``node``, recursively (a superset of its
+    outer-scope references)."""
     used: set[str] = set()
 
     def walk(g: onnx.GraphProto) -> None:
@@ -68,10 +65,18 @@ def names_used_in_subgraphs(graph: onnx.GraphProto) -> set[str]:
                 walk(sg)
         used.update(o.name for o in g.output)
 
-    for n in graph.node:
-        for sg in subgraphs(n):
-            walk(sg)
+    for sg in subgraphs(node):
+        walk(sg)
     return used
+
+
+def names_used_in_subgraphs(graph: onnx.GraphProto) -> set[str]:
+    """Every tensor name read by a node inside any subgraph of ``graph`` (recursively).
+
+    Passes use it conservatively: a name in this set may be an outer-scope reference, so it is
+    never renamed or removed.
+    """
+    return set().union(*(subgraph_reads(n) for n in graph.node))
 
 
 def constant_initializers(graph: onnx.GraphProto) -> dict[str, onnx.TensorProto]:

@@ -13,22 +13,7 @@ from __future__ import annotations
 
 import onnx
 
-from npuflow.passes._graph import remove_nodes, subgraphs
-
-
-def _subgraph_reads(node: onnx.NodeProto) -> set[str]:
-    reads: set[str] = set()
-
-    def walk(g: onnx.GraphProto) -> None:
-        for n in g.node:
-            reads.update(i for i in n.input if i)
-            for sg in subgraphs(n):
-                walk(sg)
-        reads.update(o.name for o in g.output)
-
-    for sg in subgraphs(node):
-        walk(sg)
-    return reads
+from npuflow.passes._graph import remove_nodes, subgraph_reads
 
 
 def run(model: onnx.ModelProto) -> tuple[onnx.ModelProto, bool]:
@@ -39,7 +24,7 @@ def run(model: onnx.ModelProto) -> tuple[onnx.ModelProto, bool]:
         if any(o in needed for o in node.output if o):
             live.append(node)
             needed.update(i for i in node.input if i)
-            needed |= _subgraph_reads(node)
+            needed |= subgraph_reads(node)
     live_ids = {id(n) for n in live}
     dead = [n for n in graph.node if id(n) not in live_ids]
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from npuflow._io import read_arrays
 from npuflow.errors import InputError
 from npuflow.preprocess.image import load_image
 from npuflow.preprocess.spec import ARRAY_EXTENSIONS, IMAGE_EXTENSIONS, PreprocessSpec, _is_int
@@ -117,32 +118,21 @@ def check_shape(spec: PreprocessSpec | None, model_shape: Sequence[Any], given: 
 
 
 def _load_arrays(p: Path, model_shape: Sequence[Any]) -> Iterator[np.ndarray]:
-    try:
-        loaded = np.load(p, allow_pickle=False)
-    except ValueError as e:
-        if "allow_pickle" in str(e):
-            raise InputError(f"{p} holds Python objects (pickle), which npuflow never loads; save a numeric array") from None
-        raise InputError(f"{p} is not a readable {p.suffix} file ({e})") from None
-    except Exception as e:
-        raise InputError(f"{p} is not a readable {p.suffix} file ({type(e).__name__}: {e})") from None
-    if isinstance(loaded, np.ndarray):
-        arrays = [(str(p), loaded)]
-    else:
-        with loaded:
-            try:
-                arrays = [(f"{p}[{k}]", loaded[k]) for k in loaded.files]
-            except ValueError as e:
-                raise InputError(f"{p}: {e} (npuflow loads arrays with allow_pickle=False)") from None
-        if not arrays:
-            raise InputError(f"{p} holds no arrays")
+    """The arrays of one .npy/.npz file, read by ``npuflow._io.read_arrays``: every header (dtype,
+    declared size, shape against the model input) is checked before any data is read."""
     expected = list(model_shape)
-    for where, a in arrays:
-        if a.dtype.kind not in "fiub":
-            raise InputError(f"{where}: dtype {a.dtype} is not numeric")
-        if len(expected) >= 1 and a.ndim == len(expected) - 1 and (not _is_int(expected[0]) or int(expected[0]) in (1, -1)):
-            a = a[None]  # saved without the batch axis of 1
-        check_shape(None, expected, a.shape, where=where)
-        yield a
+
+    def batch_fix(shape: Sequence[int]) -> tuple[int, ...]:
+        shape = tuple(shape)
+        if len(expected) >= 1 and len(shape) == len(expected) - 1 and (not _is_int(expected[0]) or int(expected[0]) in (1, -1)):
+            return (1,) + shape  # saved without the batch axis of 1
+        return shape
+
+    def check(where: str, shape: tuple[int, ...]) -> None:
+        check_shape(None, expected, batch_fix(shape), where=where)
+
+    for _where, a in read_arrays(p, check_shape=check):
+        yield a.reshape(batch_fix(a.shape))
 
 
 def iter_folder(

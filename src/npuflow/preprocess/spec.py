@@ -199,7 +199,7 @@ class PreprocessSpec:
         return cls(**kwargs)
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
+        return json.dumps(self.to_dict(), sort_keys=True, allow_nan=False)
 
     def to_text(self) -> str:
         """Canonical compact form; ``parse(spec.to_text()) == spec``."""

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from dataclasses import asdict
 from pathlib import Path
@@ -12,16 +11,19 @@ from typing import Any
 import numpy as np
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from npuflow._io import atomic_write_text, ensure_output_dir
+from npuflow._io import atomic_write_text, csv_row, ensure_output_dir, finite_or_null, json_dumps
 from npuflow.errors import NpuflowError
 from npuflow.evaluate.result import EvalResult
 
-REPORT_SCHEMA_VERSION = "1.1"
+REPORT_SCHEMA_VERSION = "1.2"
 REPORT_FILES = ("model_fx_report.json", "model_fx_report.html", "model_fx_report.csv")
 
 _SNR = {"type": ["number", "null"]}  # null: no error at all (exact)
 _FMT = {"type": "object", "required": ["bits", "per_channel"],
-        "properties": {"bits": {"type": "integer"}, "per_channel": {"type": "boolean"}}}
+        "properties": {"bits": {"type": "integer"}, "per_channel": {"type": "boolean"},
+                       # 1.2 (step outputs, model inputs): the rule that gave the width (docs/fixed-point.md
+                       # 3.7) and, under a 16-bit datapath, the option that keeps the tensor at 8 bits
+                       "width_rule": {"type": "string"}, "stays_8bit": {"type": "string"}}}
 _STEP_FIELDS: dict[str, Any] = {
     "index": {"type": "integer"}, "name": {"type": "string"}, "op_type": {"type": "string"},
     "nodes": {"type": "array", "items": {"type": "string"}}, "placement": {"enum": ["NPU", "CPU"]},
@@ -57,6 +59,31 @@ QUANTIZATION_SCHEMA: dict[str, Any] = {
         "regions_int16": {"type": "array", "items": {"type": "object", "required": ["nodes", "first", "last", "macs_fraction", "measured"]}},
         "histograms": {"type": "array", "items": {"type": "object", "required": ["name", "tensor", "hi", "counts", "chosen", "abs_max"]}},
         "timing_s": {"type": "object"},
+        # 1.2: what the options did (docs/fixed-point.md 3.7, docs/report.md "Option effects")
+        "option_effects": {
+            "type": "object",
+            "required": ["no_effect", "stays_8bit", "post_sigmoid", "post_sigmoid_skipped", "model_out"],
+            "properties": {
+                "no_effect": {"type": "array", "items": {"type": "object", "required": ["option", "value", "reason"],
+                                                         "properties": {"option": {"type": "string"},
+                                                                        "reason": {"type": "string"}}}},
+                "stays_8bit": {"type": "array", "items": {
+                    "type": "object", "required": ["tensor", "producer", "rule", "option", "via"],
+                    "properties": {"tensor": {"type": "string"}, "producer": {"type": ["string", "null"]},
+                                   "rule": {"type": "string"}, "option": {"type": "string"},
+                                   "via": {"type": ["string", "null"]}}}},
+                "post_sigmoid": {"type": "array", "items": {
+                    "type": "object", "required": ["tensor", "calibrated", "capped", "applies", "why"],
+                    "properties": {"tensor": {"type": "string"}, "calibrated": {"type": "number"},
+                                   "capped": {"type": "number"}, "applies": {"type": "boolean"},
+                                   "why": {"type": "string"}}}},
+                "post_sigmoid_skipped": {"type": "array", "items": {"type": "string"}},
+                "model_out": {"type": "array", "items": {
+                    "type": "object", "required": ["output", "bits", "tensors"],
+                    "properties": {"output": {"type": "string"}, "bits": {"type": ["integer", "null"]},
+                                   "tensors": {"type": "array", "items": {"type": "string"}}}}},
+            },
+        },
     },
 }
 
@@ -90,7 +117,8 @@ REPORT_SCHEMA: dict[str, Any] = {
             "required": ["fps", "total_ms", "total_macs", "ddr_read_bytes", "ddr_write_bytes",
                          "weight_bytes", "npu_node_count", "cpu_node_count", "cpu_nodes", "cost_model"],
             "properties": {
-                "fps": {"type": "number"}, "total_ms": {"type": "number"},
+                # null when not finite (no NPU work: 0 ms); null_reasons["summary.fps"] says why
+                "fps": {"type": ["number", "null"]}, "total_ms": {"type": "number"},
                 "total_macs": {"type": "integer"}, "ddr_read_bytes": {"type": "integer"},
                 "ddr_write_bytes": {"type": "integer"}, "weight_bytes": {"type": "integer"},
                 "npu_node_count": {"type": "integer"}, "cpu_node_count": {"type": "integer"},
@@ -106,6 +134,9 @@ REPORT_SCHEMA: dict[str, Any] = {
         "quantization": QUANTIZATION_SCHEMA,
         "files": {"type": "object", "additionalProperties": {"type": ["string", "null"]}},
         "timing_s": {"type": "object", "additionalProperties": {"type": "number"}},
+        # the file is standard JSON (no NaN/Infinity): every figure that is not finite is written as null,
+        # and this maps its path (e.g. "summary.fps", "nodes[3].time_ms") to the reason
+        "null_reasons": {"type": "object", "additionalProperties": {"type": "string"}},
     },
 }
 
@@ -131,6 +162,11 @@ def build_evaluation_report(
         d["outputs"] = list(n.outputs)
         nodes.append(d)
     cpu = [{"name": n.name, "op_type": n.op_type, "reason": n.reason} for n in result.cpu_nodes]
+    fps = float(result.fps)
+    null_reasons = {}
+    if not math.isfinite(fps):
+        null_reasons["summary.fps"] = (f"not finite ({fps}): no NPU work on {platform_name} ({float(result.total_ms)} ms "
+                                       "estimated; only NPU time is estimated)")
     return {
         "schema": "npuflow.model_fx_report",
         "schema_version": REPORT_SCHEMA_VERSION,
@@ -141,7 +177,7 @@ def build_evaluation_report(
         "bitwidths": dict(result.bitwidths),
         "options": options,
         "summary": {
-            "fps": float(result.fps),
+            "fps": fps if math.isfinite(fps) else None,
             "total_ms": float(result.total_ms),
             "total_macs": int(result.total_macs),
             "ddr_read_bytes": int(result.ddr_read_bytes),
@@ -154,6 +190,7 @@ def build_evaluation_report(
         },
         "nodes": nodes,
         "quantization": None,
+        "null_reasons": null_reasons,
     }
 
 
@@ -216,7 +253,9 @@ def _check(value: Any, schema: dict[str, Any], where: str) -> None:
             _check(item, schema["items"], f"{where}[{i}]")
 
 
-def _fmt_fps(fps: float) -> str:
+def _fmt_fps(fps: float | None) -> str:
+    if fps is None:  # not finite: no NPU work (the text keeps the original's parseable "inf")
+        return "inf"
     return f"{fps:.1f}" if fps >= 100 else f"{fps:.4g}"
 
 
@@ -317,19 +356,20 @@ def step_rows_csv(q: dict[str, Any]) -> list[dict[str, Any]]:
 
 def node_table_csv(doc: dict[str, Any]) -> str:
     """The node table: one row per quantized step (after fusion) for an analysis report, one row
-    per ONNX node (placement and cost) for an evaluate() report."""
+    per ONNX node (placement and cost) for an evaluate() report. Text cells that a spreadsheet
+    would run as a formula get a leading ``'`` (``npuflow._io.csv_cell``)."""
     buf = io.StringIO()
     if doc.get("quantization"):
         w = csv.DictWriter(buf, fieldnames=STEP_CSV_FIELDS, lineterminator="\n")
         w.writeheader()
         for row in step_rows_csv(doc["quantization"]):
-            w.writerow(row)
+            w.writerow(csv_row(row))
         return buf.getvalue()
     fields = ["index", *_NODE_FIELDS]
     w = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
     w.writeheader()
     for i, n in enumerate(doc["nodes"]):
-        w.writerow({"index": i, **n})
+        w.writerow(csv_row({"index": i, **n}))
     return buf.getvalue()
 
 
@@ -371,6 +411,17 @@ def _json_default(v: Any) -> Any:
     return str(v)
 
 
+def report_json(doc: dict[str, Any]) -> str:
+    """The JSON text of a report: standard JSON (``allow_nan=False``); every figure that is not
+    finite is written as null, with its reason in ``null_reasons`` (its path -> why)."""
+    clean, found = finite_or_null(doc)
+    reasons = dict(clean.get("null_reasons") or {})
+    for path, value in found.items():
+        reasons.setdefault(path, f"not finite ({value})")
+    clean["null_reasons"] = reasons
+    return json_dumps(clean, what="model_fx_report.json", indent=1, sort_keys=True, default=_json_default) + "\n"
+
+
 def write_report(doc: dict[str, Any], output_dir: str | Path | None) -> dict[str, Path]:
     """Validate and write the JSON, HTML and CSV files atomically; returns their paths."""
     validate_report(doc)
@@ -381,7 +432,7 @@ def write_report(doc: dict[str, Any], output_dir: str | Path | None) -> dict[str
         "csv": out / "model_fx_report.csv",
     }
     html = render_html(doc)
-    atomic_write_text(paths["json"], json.dumps(doc, indent=1, sort_keys=True, default=_json_default) + "\n")
+    atomic_write_text(paths["json"], report_json(doc))
     atomic_write_text(paths["csv"], node_table_csv(doc))
     atomic_write_text(paths["html"], html)
     return paths

@@ -414,7 +414,7 @@ def _rebuild(result: Any, opts: QuantOptions, sugg: Suggestion) -> Program:
         ov[node] = NodeOverride(**spec)
     changes: dict[str, Any] = {"overrides": ov}
     bits = {"cpu_node_bitwidth_mode": "cpu_bits", "model_in_bitwidth_mode": "model_in_bits",
-            "datapath_bitwidth_mode": "datapath_bits"}
+            "datapath_bitwidth_mode": "datapath_bits", "model_out_bitwidth_mode": "model_out_bits"}
     for k, v in sugg.options.items():
         changes[bits[k]] = int(str(v)[3:])
     o2 = dataclasses.replace(opts, **changes)
@@ -611,6 +611,29 @@ class _Measurer:
         self.seconds += time.perf_counter() - t0
 
 
+#: the keys of the report's ``option_effects`` (npuflow.analysis.effects.option_effects)
+EFFECT_KEYS = ("no_effect", "stays_8bit", "post_sigmoid", "post_sigmoid_skipped", "model_out")
+
+
+def _option_effects(result: Any) -> dict[str, Any]:
+    """What the options did (the analysis' ``effects``), with every key present."""
+    eff = getattr(result, "effects", None) or {}
+    return {k: list(eff.get(k) or []) for k in EFFECT_KEYS}
+
+
+def _width_note(program: Program, tensor: str, stays: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """``width_rule`` (which rule gave the tensor's width, docs/fixed-point.md 3.7) and, under a
+    16-bit datapath, ``stays_8bit`` (the option that keeps it at 8 bits)."""
+    notes = getattr(program, "notes", None)
+    out: dict[str, Any] = {}
+    if notes is not None and tensor in notes.width:
+        out["width_rule"] = notes.width[tensor]
+    if tensor in stays:
+        e = stays[tensor]
+        out["stays_8bit"] = e["option"] + (f" (copies {e['via']})" if e.get("via") else "")
+    return out
+
+
 def measure_precision(
     result: Any,
     opts: QuantOptions,
@@ -685,6 +708,8 @@ def measure_precision(
     t_pass1 = time.perf_counter()
 
     # ---- rows
+    effects = _option_effects(result)
+    stays = {e["tensor"]: e for e in effects["stays_8bit"]}
     rows: list[dict[str, Any]] = []
     for k, st in enumerate(steps):
         outs = [y for y in st.outputs if y in fmts and _is_float(program, y)]
@@ -718,7 +743,7 @@ def measure_precision(
             "float_step": bool(st.float_step), "reason": reason,
             "pass_through": (not st.float_step) and st.op_type in PASS_THROUGH,
             "inputs": [{"tensor": x, **(_fmt_desc(fmts[x]) or {})} for x in ins],
-            "outputs": [{"tensor": y, **(_fmt_desc(fmts[y]) or {})} for y in outs],
+            "outputs": [{"tensor": y, **(_fmt_desc(fmts[y]) or {}), **_width_note(program, y, stays)} for y in outs],
             "weight": None if st.float_step else weight_info(st, program.params[k], fmts, opts),
             "range": {
                 "calib_abs_max": None if h is None else float(f"{h.abs_max:.6g}"),
@@ -785,8 +810,12 @@ def measure_precision(
             e["measured"] = measurer.add(e["_primary"])
     reference = None
     if opts.datapath_bits < 16 and 16 in tuple(platform.bitwidths["datapath"]):
-        reference = measurer.add(Suggestion("all16", "every activation in int16: datapath_bitwidth_mode='int16'",
-                                            options={"datapath_bitwidth_mode": "int16"}))
+        # the model outputs and the tensors they carry follow model_out_bitwidth_mode (spec 3.7)
+        wide = {"datapath_bitwidth_mode": "int16"}
+        if opts.model_out_bits < 16 and 16 in tuple(platform.bitwidths["model_out"]):
+            wide["model_out_bitwidth_mode"] = "int16"
+        reference = measurer.add(Suggestion("all16", "every activation in int16: "
+                                            + ", ".join(f"{k}={v!r}" for k, v in wide.items()), options=wide))
     regions = []
     if opts.datapath_bits < 16 and 16 in tuple(platform.bitwidths["datapath"]):
         for g, info in _regions(program, rows, opts):
@@ -840,7 +869,8 @@ def measure_precision(
         if n not in fmts:
             continue
         h = stats.get(n)
-        inputs.append({"name": n, **(_fmt_desc(fmts[n]) or {}), "calib_abs_max": None if h is None else float(f"{h.abs_max:.6g}"),
+        inputs.append({"name": n, **(_fmt_desc(fmts[n]) or {}), **_width_note(program, n, stays),
+                       "calib_abs_max": None if h is None else float(f"{h.abs_max:.6g}"),
                        "snr_db": _r(cum[n].snr()) if n in cum else None})
     return {
         "report_inputs": {"count": len(feeds), "source": "user" if user_inputs else "calibration"},
@@ -854,6 +884,7 @@ def measure_precision(
         "reference_int16": reference,
         "regions_int16": regions,
         "histograms": hists,
+        "option_effects": effects,
         "timing_s": {"measure": round(t_pass1 - t_start, 3), "isolated": round(t_iso, 3),
                      "suggestions": round(measurer.seconds, 3), "total": round(time.perf_counter() - t_start, 3)},
     }

@@ -12,7 +12,7 @@ and bit for bit on the shared models. How they get there:
   onnxruntime's int8 MatMulInteger (int32 sums) where a once-per-process check shows it exact;
   depthwise convolutions sum in integers in one compiled kernel (:mod:`.depthwise`) where
   onnxruntime would need limbs or the layer is small; the integer output stage is compiled with
-  numba when it is installed (``pip install npuflow[fast]``), else the reference ``mac_finish``
+  numba when it is installed (a dependency where numba has wheels), else the reference ``mac_finish``
   runs on the int64 sums.
 * Table, elementwise (Add/Sub, Mul, BatchNormalization, Relu/Clip: :mod:`.affine`) and pooling
   ops are compiled integer loops (numba) with the reference arithmetic; without numba they are

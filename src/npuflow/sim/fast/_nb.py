@@ -1,9 +1,10 @@
-"""Optional numba: ``njit``/``prange`` when numba is installed and not disabled, else ``None``.
+"""numba: ``njit``/``prange`` when numba is installed and not disabled, else ``None``.
 
-numba is an optional dependency (``pip install npuflow[fast]``). Without it every fast kernel
-falls back to vectorised numpy that calls the reference helpers, so results never depend on it;
+numba is a dependency on the platforms it publishes wheels for (pyproject.toml). Where it is
+missing, every fast kernel falls back to vectorised numpy that calls the reference helpers, so
+results never depend on it, and the first simulation says so once (:data:`FALLBACK_NOTICE`);
 ``NPUFLOW_SIM=numpy`` (read at each call) disables numba even when it is installed (the tests run
-both).
+both), without that notice.
 """
 
 from __future__ import annotations
@@ -82,7 +83,31 @@ def njit(*args: Any, **kwargs: Any) -> Any:
     return numba.njit(*args, **kwargs)
 
 
+#: warned once per process when numba is missing and nothing chose the numpy path on purpose
+FALLBACK_NOTICE = ("numba is not installed (no wheel for this platform, or a failed install): npuflow's simulator "
+                   "and calibration run their numpy fallback, which gives the same integers but is several times "
+                   "slower (measured on efficientnet_lite0: kneron_inference 12-13x ONNX Runtime float instead of "
+                   "2.5x; analysis with its report 3.1x ONNX Runtime quantize_static instead of 1.3x). "
+                   "pip install numba to get the fast path")
+_fallback_warned = False
+
+
 def use_numba() -> bool:
     """numba kernels are used: installed, and not switched off by ``NPUFLOW_SIM=numpy`` (read at
     each call, so tests and users can switch at run time)."""
-    return HAVE_NUMBA and os.environ.get("NPUFLOW_SIM", "").strip().lower() not in ("numpy", "reference")
+    chosen = os.environ.get("NPUFLOW_SIM", "").strip().lower()
+    if not HAVE_NUMBA and not chosen:
+        _warn_fallback()
+    return HAVE_NUMBA and chosen not in ("numpy", "reference")
+
+
+def _warn_fallback() -> None:
+    global _fallback_warned
+    if _fallback_warned:
+        return
+    _fallback_warned = True
+    import warnings
+
+    from npuflow.errors import NpuflowWarning
+
+    warnings.warn(FALLBACK_NOTICE, NpuflowWarning, stacklevel=3)

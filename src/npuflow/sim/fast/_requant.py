@@ -78,7 +78,7 @@ if HAVE_NUMBA:
             return v
         return (v + hm1 + ((v >> s) & 1)) >> s
 
-    @njit(inline="always")
+    @njit
     def _mul_rne(acc: int, m: int, s: int) -> int:
         """Exact ``RNE(acc * m / 2**s)`` clamped to ``[-2**61, 2**61 - 1]`` (|acc| <= 2**62, |m| < 2**31)."""
         neg = (acc < 0) != (m < 0)
@@ -143,7 +143,7 @@ if HAVE_NUMBA:
                 for k in range(p):
                     acc[k] += np.int64(src[k]) << sh
 
-    @njit(inline="always")
+    @njit
     def _row(x, o, bc, m, s, mn, sn, has_neg, acc_lo, acc_hi, alo, ahi, qlo, qhi, amax):  # pragma: no cover - jitted
         """One output channel of one sample: ``o[k]`` = the reference output of ``x[k] + bc``;
         ``amax`` = ``max |x[k]|`` (``inf`` when unknown: then the float64 branch is not taken)."""
