@@ -39,7 +39,9 @@ def test_mnist_quantized_accuracy(mnist, method, tmp_path):
     acc = float(np.mean([int(o[0].argmax()) for o in outs] == labels))
     assert acc > 0.95, f"{method}: accuracy {acc}"
     res = task.compare(run_session(start, task.eval_inputs(200)), outs, task.eval_meta(200))
-    assert res["quant_accuracy"] == acc and res["agreement"] > 0.95 and res["output_snr_db"] > 15
+    # the harness is under test, not ONNX Runtime's quality: its per-channel QDQ measured 7.1 dB logits SNR
+    # on this machine (ORT 1.30 and 1.32), so only a floor that a broken harness (wrong outputs) misses
+    assert res["quant_accuracy"] == acc and res["agreement"] > 0.95 and 5 < res["output_snr_db"] < 60
     path, _ = ort_quantize(task, method, calib_count=5, model=start, output=tmp_path / "q.onnx")
     assert path == tmp_path / "q.onnx" and path.is_file()
 
