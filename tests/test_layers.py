@@ -23,6 +23,7 @@ SRC = ROOT / "src"
 LAYERS: list[tuple[str, ...]] = [
     ("errors",),
     ("_io", "_mem", "_version"),
+    ("_outputs",),
     ("inputs", "preprocess"),
     ("ir",),
     ("passes",),
