@@ -210,7 +210,7 @@ def pass_cell(name: str, runs: list[PassStat]) -> str:
         if inits:
             parts.append(f"{inits:+d} initializers")
         return ", ".join(parts) or "–"
-    return f"{n:+d} ({_delta_text(delta)})" if n else "–"
+    return f"{n:+d} ({_delta_text(delta)})" if delta else "–"  # op changes at a constant node count too (Div -> Mul)
 
 
 def markdown(results: list[ModelResult]) -> str:

@@ -17,15 +17,17 @@ from npuflow.passes import MAX_ROUNDS, PASSES, PIPELINE, PassStat, optimize, opt
 
 def test_public_signature():
     sig = inspect.signature(optimize)
-    assert list(sig.parameters) == ["model", "keep_bn", "input_shapes", "progress"]
+    assert list(sig.parameters) == ["model", "keep_bn", "input_shapes", "progress", "platform"]
     assert all(p.kind is p.KEYWORD_ONLY for name, p in sig.parameters.items() if name != "model")
     assert (sig.parameters["keep_bn"].default, sig.parameters["input_shapes"].default,
-            sig.parameters["progress"].default) == (False, None, False)
+            sig.parameters["progress"].default, sig.parameters["platform"].default) == (False, None, False, None)
 
 
 def test_registry_order_and_pipeline():
     assert list(PASSES) == ["name_nodes", "initializers_as_inputs", "fix_input_shapes", "constant_to_initializer",
-                            "shape_inference", "constant_folding", "remove_identity", "fold_batchnorm", "remove_unused"]
+                            "shape_inference", "constant_folding", "remove_identity", "fold_batchnorm",
+                            "fuse_hardswish", "hard_sigmoid", "fuse_silu", "fuse_gelu", "div_to_mul",
+                            "split_global_pool", "remove_unused"]
     setup, rounds, final = PIPELINE
     assert set(setup) | set(rounds) | set(final) == set(PASSES)
     for fn in PASSES.values():

@@ -10,9 +10,16 @@ Pipeline run by :func:`optimize` (``PIPELINE`` below):
 1. ``name_nodes``, ``initializers_as_inputs``, ``fix_input_shapes``, ``constant_to_initializer``
    (once each, in this order);
 2. rounds of ``shape_inference``, ``constant_folding``, ``remove_identity``, ``fold_batchnorm``
-   (skipped with ``keep_bn=True``), ``remove_unused``, repeated until a round changes no node or
+   (skipped with ``keep_bn=True``), the NPU-friendly rewrites ``fuse_hardswish``,
+   ``hard_sigmoid``, ``fuse_silu``, ``fuse_gelu``, ``div_to_mul``, ``split_global_pool`` (skipped
+   without ``platform``), then ``remove_unused``, repeated until a round changes no node or
    initializer (at most ``MAX_ROUNDS``);
 3. a final ``shape_inference``.
+
+``platform`` (optional) is a platform object such as ``npuflow.platforms.get_platform(720)``
+(the optimizer is below ``npuflow.platforms`` in the layers and never imports it): the rewrites
+that depend on the NPU operator table read it (docs/optimizer.md). Without it they choose the
+form every platform with Mul/Add/Clip runs on its NPU and ``split_global_pool`` is skipped.
 """
 from __future__ import annotations
 
@@ -28,15 +35,22 @@ from npuflow.ir.load import dims_of, load_model, model_inputs
 from npuflow.passes import (
     constant_folding,
     constant_to_initializer,
+    div_to_mul,
     fix_input_shapes,
     fold_batchnorm,
+    fuse_gelu,
+    fuse_hardswish,
+    fuse_silu,
+    hard_sigmoid,
     initializers_as_inputs,
     name_nodes,
     remove_identity,
     remove_unused,
     shape_inference,
+    split_global_pool,
 )
 from npuflow.passes._graph import op_counts, static_shape
+from npuflow.passes._rewrite import PlatformLike, is_platform
 
 __all__ = ["PASSES", "PIPELINE", "MAX_ROUNDS", "PassStat", "optimize", "optimize_report"]
 
@@ -54,13 +68,23 @@ PASSES: dict[str, PassFn] = {
     "constant_folding": constant_folding.run,
     "remove_identity": remove_identity.run,
     "fold_batchnorm": fold_batchnorm.run,
+    "fuse_hardswish": fuse_hardswish.run,
+    "hard_sigmoid": hard_sigmoid.run,
+    "fuse_silu": fuse_silu.run,
+    "fuse_gelu": fuse_gelu.run,
+    "div_to_mul": div_to_mul.run,
+    "split_global_pool": split_global_pool.run,
     "remove_unused": remove_unused.run,
 }
+
+#: passes that take the ``platform`` option
+PLATFORM_PASSES = ("fuse_hardswish", "hard_sigmoid", "fuse_gelu", "split_global_pool")
 
 #: (setup passes run once, passes repeated in rounds to a fixed point, final passes).
 PIPELINE: tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]] = (
     ("name_nodes", "initializers_as_inputs", "fix_input_shapes", "constant_to_initializer"),
-    ("shape_inference", "constant_folding", "remove_identity", "fold_batchnorm", "remove_unused"),
+    ("shape_inference", "constant_folding", "remove_identity", "fold_batchnorm", "fuse_hardswish", "hard_sigmoid",
+     "fuse_silu", "fuse_gelu", "div_to_mul", "split_global_pool", "remove_unused"),
     ("shape_inference",),
 )
 MAX_ROUNDS = 8
@@ -133,7 +157,12 @@ def _snapshot(model: onnx.ModelProto) -> _Snapshot:
     )
 
 
-def _check_options(keep_bn: object, input_shapes: object, progress: object) -> None:
+def _check_options(keep_bn: object, input_shapes: object, progress: object, platform: object = None) -> None:
+    if not is_platform(platform):
+        raise InvalidConfigError(
+            "platform must be None or a platform object such as npuflow.platforms.get_platform(720) "
+            f"(the optimizer does not look platforms up by id), got {platform!r}"
+        )
     if not isinstance(keep_bn, bool):
         raise InvalidConfigError(f"keep_bn must be True or False, got {keep_bn!r}")
     if not isinstance(progress, bool):
@@ -152,17 +181,19 @@ def optimize_report(
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     progress: bool = False,
     on_pass: Callable[[PassStat, onnx.ModelProto], None] | None = None,
+    platform: PlatformLike | None = None,
 ) -> tuple[onnx.ModelProto, list[PassStat]]:
     """Run the optimizer and return the optimized model with one :class:`PassStat` per pass run.
 
     ``on_pass(stat, model)`` is called after every pass run with the model as it stands then
     (copy it to keep it: later passes change it). Options as in :func:`optimize`.
     """
-    _check_options(keep_bn, input_shapes, progress)
+    _check_options(keep_bn, input_shapes, progress, platform)
     m = onnx.ModelProto()
     m.CopyFrom(load_model(model))  # refuses an invalid graph first (npuflow.ir.validate.validate_graph)
     stats: list[PassStat] = []
     options: dict[str, dict[str, object]] = {"fix_input_shapes": {"input_shapes": input_shapes}}
+    options.update({name: {"platform": platform} for name in PLATFORM_PASSES})
 
     bar = None
     if progress:
@@ -174,7 +205,7 @@ def optimize_report(
         nonlocal m
         before = _snapshot(m)
         t0 = time.perf_counter()
-        skipped = name == "fold_batchnorm" and keep_bn
+        skipped = (name == "fold_batchnorm" and keep_bn) or (name == "split_global_pool" and platform is None)
         if bar is not None:
             bar.set_postfix_str(name)
         if skipped:
@@ -225,14 +256,18 @@ def optimize(
     keep_bn: bool = False,
     input_shapes: dict[str, list[int]] | None = None,
     progress: bool = False,
+    platform: PlatformLike | None = None,
 ) -> onnx.ModelProto:
     """Return an optimized copy of ``model``; ``model`` itself is not changed.
 
     ``keep_bn``: leave BatchNormalization nodes unfolded. ``input_shapes``: input name -> full
     shape for inputs with dynamic dims (a dynamic batch dim alone defaults to 1; any other
     dynamic dim without an entry raises DynamicShapeError). ``progress``: show a progress bar on
-    stderr. The result is deterministic (same input, same options: byte-identical output),
-    every node has a unique name, every intermediate tensor of a supported model has a static
-    shape, and ``onnx.checker.check_model`` accepts it.
+    stderr. ``platform``: a platform object (``npuflow.platforms.get_platform(720)``) for the
+    rewrites that depend on the NPU operator table (docs/optimizer.md). The result is
+    deterministic (same input, same options: byte-identical output), every node has a unique name,
+    every intermediate tensor of a supported model has a static shape, and
+    ``onnx.checker.check_model`` accepts it.
     """
-    return optimize_report(model, keep_bn=keep_bn, input_shapes=input_shapes, progress=progress)[0]
+    return optimize_report(model, keep_bn=keep_bn, input_shapes=input_shapes, progress=progress,
+                           platform=platform)[0]
