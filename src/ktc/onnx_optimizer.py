@@ -13,7 +13,7 @@ from npuflow.passes import edit as _edit
 # legacy flags that would change the model's meaning or interface: refused rather than ignored
 _REFUSED = {
     "bgr": "channel swap in the model", "norm": "input normalisation in the model",
-    "rgba2yynn": "RGBA to YYNN conversion", "eliminate_tail": "removal of trailing NPU-unsupported nodes",
+    "rgba2yynn": "RGBA to YYNN conversion",
 }
 # legacy flags that only tuned the old optimizer: accepted, with a warning saying what npuflow does
 _WARNED = {
@@ -26,13 +26,23 @@ _WARNED = {
 
 
 def onnx2onnx_flow(m: onnx.ModelProto, disable_fuse_bn: bool = False, *, input_shapes: dict | None = None,
-                   **legacy: Any) -> onnx.ModelProto:
+                   eliminate_tail: bool = False, **legacy: Any) -> onnx.ModelProto:
     """Optimize an ONNX model (shape inference, Constant folding, Identity/Dropout removal, BN folding
-    unless ``disable_fuse_bn``). Returns a new ModelProto; the argument is not modified."""
+    unless ``disable_fuse_bn``). Returns a new ModelProto; the argument is not modified.
+
+    ``eliminate_tail=True`` (as the original) then removes the trailing nodes the original removes
+    (from the outputs backwards: Reshape, Flatten, Transpose, Squeeze, Unsqueeze, Identity, Dropout,
+    Constant, Softmax), their inputs becoming the outputs; the removed nodes must run in your
+    post-processing. A warning names them and the new outputs;
+    ``npuflow.passes.edit.cut_model(optimized, new_outputs)`` (CLI ``npuflow cut``) returns them as a
+    tail model. npuflow's analysis() does not need this: it keeps such tails inside the BIE (in
+    float where measured to help, docs/fixed-point.md section 10.1)."""
     from npuflow.passes import optimize
 
     if not isinstance(m, onnx.ModelProto):
         raise InvalidConfigError(f"onnx2onnx_flow expects an onnx.ModelProto (load it with onnx.load), got {type(m).__name__}")
+    if not isinstance(eliminate_tail, bool):
+        raise InvalidConfigError(f"onnx2onnx_flow(eliminate_tail=...) must be True or False, got {eliminate_tail!r}")
     for name, value in legacy.items():
         if name in _REFUSED:
             if value:
@@ -42,7 +52,30 @@ def onnx2onnx_flow(m: onnx.ModelProto, disable_fuse_bn: bool = False, *, input_s
                 warnings.warn(f"onnx2onnx_flow({name}=True): {_WARNED[name]}", CompatibilityWarning, stacklevel=2)
         else:
             raise InvalidConfigError(f"onnx2onnx_flow got unknown parameter {name!r}")
-    return optimize(m, keep_bn=bool(disable_fuse_bn), input_shapes=input_shapes)
+    out = optimize(m, keep_bn=bool(disable_fuse_bn), input_shapes=input_shapes)
+    return _eliminate_tail(out) if eliminate_tail else out
+
+
+def _eliminate_tail(m: onnx.ModelProto) -> onnx.ModelProto:
+    """``onnx2onnx_flow(eliminate_tail=True)``'s last step (see there)."""
+    from npuflow.analysis.tails import trailing_nodes
+    from npuflow.errors import NpuflowWarning, warn_user
+
+    removed, first = trailing_nodes(m)
+    if not removed:
+        return m
+    head = _edit.cut_graph_from_nodes(m, first)
+    kept = {o.name for o in m.graph.output}
+    new = [o.name for o in head.graph.output if o.name not in kept]
+    at = [o.name for o in head.graph.output]  # the tail takes every head output (kept ones pass through)
+    ops = {n.name: n.op_type for n in m.graph.node}
+    warn_user(f"onnx2onnx_flow(eliminate_tail=True) removed {len(removed)} trailing node(s): "
+                  + ", ".join(f"{n} ({ops[n]})" for n in removed)
+                  + f"; new outputs: {', '.join(new)}. Run them in your post-processing: "
+                  f"npuflow.passes.edit.cut_model(optimized_model, {at!r}) returns them as a tail model "
+                  f"(CLI: npuflow cut OPTIMIZED.onnx --at {','.join(at)} -o HEAD.onnx --tail TAIL.onnx)",
+                  NpuflowWarning)
+    return head
 
 
 #: the exporter each legacy converter's users should run instead (none of them converts without

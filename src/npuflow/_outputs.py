@@ -16,9 +16,9 @@ set: the previous one, or the new one. Files of an earlier set that the new one 
 example the report of a run with ``report=False``, or another model's BIE in a shared folder) are
 left as they are; the manifest says which files belong to the latest set.
 
-Concurrent runs on one ``output_dir`` are refused: each run holds an exclusive ``flock`` on
-``output_dir/.npuflow.lock`` from start to commit (an OS lock: it dies with its process, so a crash
-leaves nothing that blocks the next run). Ctrl-C during step 3 is held back until the moves are done.
+Concurrent runs on one ``output_dir`` are refused: each run holds an exclusive ``flock`` on the
+folder itself from start to commit (an OS lock: it dies with its process, so a crash leaves nothing
+that blocks the next run, and no lock file). Ctrl-C during step 3 is held back until the moves are done.
 """
 from __future__ import annotations
 
@@ -38,7 +38,6 @@ from npuflow.errors import OutputError
 
 MANIFEST = "npuflow_manifest.json"
 COMMIT_DIR = ".npuflow-commit"
-LOCK_FILE = ".npuflow.lock"
 STAGING_PREFIX = ".npuflow-staging-"
 MANIFEST_FORMAT = 1
 
@@ -83,7 +82,7 @@ def verify(output_dir: str | os.PathLike) -> list[str]:
 def _lock(out: Path) -> Iterator[None]:
     import fcntl
 
-    fd = os.open(out / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(out, os.O_RDONLY)  # the folder itself is locked: no lock file is ever left behind
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="input .onnx file")
     p.add_argument("-o", "--output", help="output .onnx file (default: MODEL with .opt.onnx next to it)")
     p.add_argument("--keep-bn", action="store_true", help="do not fold BatchNormalization into Conv")
+    p.add_argument("-p", "--platform", default=None,
+                   help="rewrite for this platform's NPU operator table (" + PLATFORM_HELP.split(": ")[-1]
+                        + "); without it the NPU-friendly rewrites choose a form the 720/530/630/730 all run")
     p.add_argument("--input-shape", action="append", type=_shape_arg, metavar="NAME=D0,D1,...",
                    help="fix the dims of a dynamic input (repeat per input), e.g. x=1,3,32,320")
     p.add_argument("--force", action="store_true", help="replace the output file if it exists")
@@ -119,6 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", action=argparse.BooleanOptionalAction, default=True,
                    help="write model_fx_report.html/.json/.csv (per-layer precision, measured suggestions) after the "
                         "BIE (default: yes; --no-report skips it)")
+    p.add_argument("--auto-precision", action=argparse.BooleanOptionalAction, default=True,
+                   help="automatic precision choices measured on the calibration inputs: a float tail after the last "
+                        "MAC layer (e.g. a box decode) that raises an output's SNR runs in float as host "
+                        "post-processing (docs/fixed-point.md section 10.1; default: yes; --no-auto-precision keeps "
+                        "every tail quantized)")
 
     p = sub.add_parser("infer", help="run a float ONNX model or a quantized BIE on inputs",
                        description="Run a float ONNX model (onnxruntime) or an npuflow BIE (bit-exact integer simulator) on "
@@ -149,6 +157,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dump", metavar="DIR", help="write float.npz, fixed.npz, dequantized.npz and layers.csv into DIR")
     p.add_argument("--csv", metavar="FILE", help="write the comparison table to this CSV file")
     p.add_argument("--force", action="store_true", help="replace --csv's file if it exists")
+
+    p = sub.add_parser("check", help="validate an npuflow BIE (structure, spec bounds, consistency) without running it",
+                       description="Read an npuflow BIE and run the validator every load runs (docs/bie-format.md, "
+                                   "'What the validator guarantees'): exit 0 and a one-line summary when the file is "
+                                   "valid, exit 2 and the error (file, step, field) when it is not.")
+    p.add_argument("model", help="the BIE file to check (any extension: a BIE is recognized by its content)")
+
+    p = sub.add_parser("cut", help="cut a model at tensors into a head and a tail (e.g. post-processing)",
+                       description="Cut an ONNX model at the given tensors into a head (the model inputs to those "
+                                   "tensors, its outputs in the given order) and a tail (those tensors to the model "
+                                   "outputs), so that running the tail on the head's outputs gives the model's "
+                                   "outputs; e.g. to run a decode tail as post-processing. Tensor names are node "
+                                   "outputs (the report's node table lists the nodes).")
+    p.add_argument("model", help=".onnx file (cut as given; pass the .opt.onnx of evaluate --debug to cut the optimized graph)")
+    p.add_argument("--at", required=True, metavar="TENSOR[,TENSOR...]",
+                   help="the tensors to cut at (comma list); every path from an input to an output must cross one")
+    p.add_argument("-o", "--output", required=True, metavar="HEAD.onnx", help="the head model to write")
+    p.add_argument("--tail", required=True, metavar="TAIL.onnx", help="the tail model to write")
+    p.add_argument("--force", action="store_true", help="replace the output files if they exist")
     return parser
 
 
@@ -182,7 +209,13 @@ def _cmd_optimize(a: argparse.Namespace) -> int:
     src = Path(a.model)
     out = Path(a.output) if a.output else src.with_name(src.name[:-5] + ".opt.onnx" if src.name.endswith(".onnx") else src.name + ".opt.onnx")
     refuse_overwrite(out, a.force)
-    model = optimize(load_model(src), keep_bn=a.keep_bn, input_shapes=_shapes(a.input_shape), progress=sys.stderr.isatty())
+    platform = None
+    if a.platform is not None:
+        from npuflow.platforms import get_platform
+
+        platform = get_platform(a.platform)
+    model = optimize(load_model(src), keep_bn=a.keep_bn, input_shapes=_shapes(a.input_shape), progress=sys.stderr.isatty(),
+                     platform=platform)
     atomic_write_bytes(out, model.SerializeToString())
     ops: dict[str, int] = {}
     for n in model.graph.node:
@@ -251,7 +284,7 @@ def _cmd_analysis(a: argparse.Namespace) -> int:
         weight_bitwidth_mode=a.weight_bitwidth, model_in_bitwidth_mode=a.model_in_bitwidth,
         model_out_bitwidth_mode=a.model_out_bitwidth, cpu_node_bitwidth_mode=a.cpu_node_bitwidth,
         node_overrides=overrides or None, preprocess=spec.to_dict() if spec else None, report=a.report,
-        optimize=a.optimize, weight_rounding=a.weight_rounding,
+        optimize=a.optimize, weight_rounding=a.weight_rounding, auto_precision=a.auto_precision,
     )
     print(f"wrote {bie}")
     if a.report and km.report_paths:
@@ -358,8 +391,45 @@ def _cmd_compare(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_check(a: argparse.Namespace) -> int:
+    from npuflow.bie import check_bie
+
+    print(check_bie(a.model))
+    return 0
+
+
+def _cmd_cut(a: argparse.Namespace) -> int:
+    from npuflow._io import atomic_write_bytes, refuse_overwrite
+    from npuflow.errors import InputError
+    from npuflow.ir.load import load_model
+    from npuflow.passes.edit import cut_model
+
+    src, head_path, tail_path = Path(a.model), Path(a.output), Path(a.tail)
+    tensors = [t.strip() for t in a.at.split(",") if t.strip()]
+    if not tensors:
+        raise InputError(f"--at names no tensor ({a.at!r}); give TENSOR[,TENSOR...]")
+    if head_path.resolve() == tail_path.resolve():
+        raise InputError(f"-o and --tail are the same file ({head_path}); give two paths")
+    for out in (head_path, tail_path):
+        if src.exists() and out.resolve() == src.resolve():
+            raise InputError(f"{out} is the model being cut; write the head and the tail elsewhere")
+        refuse_overwrite(out, a.force)
+    head, tail = cut_model(load_model(src), tensors)
+    atomic_write_bytes(head_path, head.SerializeToString())
+    atomic_write_bytes(tail_path, tail.SerializeToString())
+
+    def desc(m) -> str:
+        weights = {t.name for t in m.graph.initializer}
+        ins = ", ".join(i.name for i in m.graph.input if i.name not in weights)
+        return f"{len(m.graph.node)} nodes; inputs {ins}; outputs {', '.join(o.name for o in m.graph.output)}"
+
+    print(f"wrote {head_path} (head: {desc(head)})")
+    print(f"wrote {tail_path} (tail: {desc(tail)})")
+    return 0
+
+
 _COMMANDS = {"optimize": _cmd_optimize, "evaluate": _cmd_evaluate, "analysis": _cmd_analysis, "infer": _cmd_infer,
-             "compare": _cmd_compare}
+             "compare": _cmd_compare, "check": _cmd_check, "cut": _cmd_cut}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -126,6 +126,8 @@ class ModelConfig:
         if name in self._CHECKED:
             value = getattr(self, f"_check_{name}")(value)
         object.__setattr__(self, name, value)
+        if name == "platform":  # the optimizer's NPU-friendly rewrites depend on the platform
+            object.__setattr__(self, "_optimized", None)
 
     @staticmethod
     def _check_id(id: Any) -> int:
@@ -180,14 +182,14 @@ class ModelConfig:
 
     # ------------------------------------------------------------------------------------------
     def optimized_model(self, *, keep_bn: bool = False) -> onnx.ModelProto:
-        """The model after npuflow's optimizer (cached for the default options)."""
+        """The model after npuflow's optimizer for this platform (cached for the default options)."""
         from npuflow.passes import optimize
 
         assert self.onnx_model is not None
         if keep_bn:
-            return optimize(self.onnx_model, keep_bn=True, input_shapes=self.input_shapes)
+            return optimize(self.onnx_model, keep_bn=True, input_shapes=self.input_shapes, platform=self.platform)
         if self._optimized is None:
-            self._optimized = optimize(self.onnx_model, input_shapes=self.input_shapes)
+            self._optimized = optimize(self.onnx_model, input_shapes=self.input_shapes, platform=self.platform)
         return self._optimized
 
     def evaluate(
@@ -207,10 +209,15 @@ class ModelConfig:
         """IP evaluator: placement and estimated speed per node; writes model_fx_report.{html,json,csv}
         into ``output_dir`` (default ``./npuflow_output``) and returns the text summary."""
         from npuflow.flow import EvaluateOptions, run_evaluate
+        from npuflow.flow.engine import host_nodes_of
 
         opts = EvaluateOptions(platform=self.platform, **_options_of(EvaluateOptions, locals()))
+        # after analysis() (or from a BIE), the float tails it runs as host post-processing are CPU nodes
+        source = self.bie if self._from_bie else getattr(self, "analysis_result", None)
+        host = host_nodes_of(source, self.platform.id) if source is not None and not opts.keep_bn else None
         return run_evaluate(lambda: self.optimized_model(keep_bn=opts.keep_bn), opts, model_name=self.name,
-                            model_path=self.onnx_path, input_shapes=self.input_shapes, write_optimized=self.debug)
+                            model_path=self.onnx_path, input_shapes=self.input_shapes, write_optimized=self.debug,
+                            host=host)
 
     def analysis(
         self,
@@ -244,6 +251,7 @@ class ModelConfig:
         report_inputs: Any = None,
         report_samples: int = 8,
         weight_rounding: str = "compensated",
+        auto_precision: bool = True,
         **legacy: Any,
     ) -> str:
         """Fixed-point analysis: calibrate on ``input_mapping`` ({input name: list/iterable of arrays}),
@@ -258,6 +266,10 @@ class ModelConfig:
         ``weight_rounding``: ``"compensated"`` (default: the weights of spatial convolutions are rounded
         with their errors compensated through the second moment of the layer's calibration inputs,
         docs/fixed-point.md §3.6) or ``"nearest"`` (every weight to its nearest grid point).
+        ``auto_precision`` (default True): automatic precision choices measured on the calibration
+        inputs: a float tail after the last MAC layer (e.g. a detector's box decode) that raises an
+        output's SNR runs as float host post-processing inside the BIE (docs/fixed-point.md §10.1),
+        listed in one warning and in the report; False keeps every tail quantized.
 
         The fixed-point report (docs/report.md): after the BIE, ``model_fx_report.{html,json,csv}`` are
         written into ``output_dir`` (``report=False`` skips them). Its SNR figures are measured on
@@ -282,7 +294,7 @@ class ModelConfig:
             raise InvalidConfigError("this ModelConfig was built from a BIE: analysis needs the float model (onnx_path/onnx_model)")
         opts = AnalysisOptions(platform=self.platform, **_options_of(AnalysisOptions, locals()))
 
-        def keep_bie(outcome: Any) -> None:  # kept even if the report fails
+        def keep_bie(outcome: Any) -> None:  # once the set (BIE, report, dump) is committed
             self.bie_path, self.analysis_result, self.analysis_timing = outcome.bie_path, outcome.result, outcome.timing
             self.report_paths = None
 

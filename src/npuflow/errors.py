@@ -65,6 +65,12 @@ class OptionEffectWarning(NpuflowWarning):
     bits under another rule; the report lists the same (docs/fixed-point.md section 3.7)."""
 
 
+class AutoPrecisionWarning(NpuflowWarning):
+    """``analysis(auto_precision=True)`` (the default) changed the precision of part of the model on
+    its own, where measured to help (float tails: docs/fixed-point.md section 10.1); one warning
+    lists every such choice, the report the same; ``auto_precision=False`` turns them off."""
+
+
 #: npuflow's and ktc's source folders: frames there are not the user's
 _PACKAGE_DIRS = tuple(str(d) + os.sep for d in (Path(__file__).resolve().parent, Path(__file__).resolve().parents[1] / "ktc"))
 

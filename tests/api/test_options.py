@@ -41,6 +41,7 @@ ANALYSIS_REFUSALS = [
     (dict(optimize=5), InvalidConfigError, r"optimize must be 0..4"),
     (dict(optimize="3"), InvalidConfigError, r"optimize must be 0..4"),
     (dict(weight_rounding="stochastic"), InvalidConfigError, "weight_rounding must be 'compensated' or 'nearest'"),
+    (dict(auto_precision="no"), InvalidConfigError, "auto_precision must be True or False"),
     (dict(report="yes"), InvalidConfigError, "report must be True or False"),
     (dict(report_samples=0), InvalidConfigError, "report_samples must be a positive int"),
     (dict(report_samples=True), InvalidConfigError, "report_samples must be a positive int"),

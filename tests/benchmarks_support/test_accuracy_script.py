@@ -2,6 +2,7 @@
 subprocess step with its memory measurement, failure reporting, and the table formatting."""
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -22,15 +23,17 @@ def test_evaluate_task_mnist(shared, tmp_path):
         c = r["compare"]
         assert c["n"] == 20 and c["agreement"] >= 0.9 and c["quant_accuracy"] >= 0.85
         assert len(r["snr_db"]) == 1 and r["snr_db"][0] == pytest.approx(c["output_snr_db"])
-        # the harness is under test, not the peer's quality: npuflow's bar is ours; ONNX Runtime's
-        # MinMax measured 7.3 dB on these 10/20 digits (ORT 1.30 and 1.32, onnx 1.23, numpy 2.3/2.4)
-        assert r["snr_db"][0] > (15 if label == acc.NPUFLOW_INT8.label else 3)
+        # ORT's QDQ model runs its own arithmetic (graph optimization BASIC): 7.3 dB through ORT's fused
+        # int8 kernels on this AVX2 CPU (u8s8 saturation), about 22 dB as the QDQ model defines it
+        assert r["snr_db"][0] > 15
         assert r["quantize"]["seconds"] > 0 and r["quantize"]["calib_n"] == 10
     r = res["results"]["npuflow bad"]
     assert not r["ok"] and r["error"]["stage"] == "analysis" and "int3" in r["error"]["message"]
     # the tables and the failure section are built without error and name the failure
-    table = "\n".join(acc.models_table([res]))
-    assert "mnist_cntk_opt" in table and "10 / 20" in table and "accuracy" in table
+    table = "\n".join(acc.models_table([res], [acc.NPUFLOW_INT8, acc.ORT_MINMAX, bad]))
+    assert "mnist_cntk_opt (10 / 20)" in table and "accuracy" in table
+    board = "\n".join(acc.scoreboard_table([res], [acc.NPUFLOW_INT8, acc.ORT_MINMAX, bad]))
+    assert "| mnist_cntk_opt | 10 / 20 | argmax agreement |" in board and "FAILED analysis" in board
     details = "\n".join(acc.failure_details([res]))
     assert "npuflow bad" in details and "analysis failed" in details
 
@@ -85,3 +88,40 @@ def test_efficientnet_tables_and_targets():
     res["results"][acc.NPUFLOW_INT8.label]["warmup_s"] = 1.25
     note = acc.warmup_note(res, {"ok": True, "seconds": 30.0})
     assert "30.0 s" in note and "npuflow int8 1.25 s" in note
+
+
+def test_scoreboard_main_on_a_zoo_model(shared, tmp_path):
+    """The whole script (one process per model, a subprocess per quantization) on dlib_gender_v1 with
+    a few face crops: the four rows, the Markdown and JSON files."""
+    rc = acc.main(["--parts", "models", "--models", "dlib_gender_v1", "--calib-count", "6", "--eval-count", "6",
+                   "--threads", "1", "--no-warmup", "--shared", str(shared), "--out", str(tmp_path)])
+    assert rc == 0
+    md = (tmp_path / "accuracy-full.md").read_text(encoding="utf-8")
+    data = json.loads((tmp_path / "accuracy-full.json").read_text(encoding="utf-8"))
+    row = next(line for line in md.splitlines() if line.startswith("| dlib_gender_v1 | 6 / 6 |"))
+    assert row.count("SNR") == 4, row  # npuflow int8, int16, ORT MinMax, ORT Percentile all ran
+    (res,) = data["models"]
+    assert res["task"] == "dlib_gender_v1" and set(res["results"]) == {c.label for c in acc.SCOREBOARD_CONFIGS}
+    for label, r in res["results"].items():
+        assert r["ok"], (label, r.get("error"))
+        assert r["compare"]["n"] == 6 and r["compare"]["agreement"] >= 0.5
+    assert res["results"]["npuflow int16"]["snr_db"][0] > res["results"]["npuflow int8"]["snr_db"][0] + 10
+    assert "quant_pre_process" in md and "### Failures and refusals" in md
+
+
+def test_refusal_is_shown_as_a_refusal():
+    from npuflow.errors import UnsupportedOperatorError
+
+    def build(node):
+        raise UnsupportedOperatorError("GRU", node, "no NPU or CPU implementation")
+
+    try:
+        build("gru_3")
+    except UnsupportedOperatorError as exc:
+        e = acc.describe_exception(exc, "analysis")
+    assert e["refusal"] and (e["node"], e["op"]) == ("gru_3", "GRU")
+    assert acc._short_error(e).startswith("REFUSED: GRU at node gru_3")
+    res = {"task": "gtcrn_simple", "calib_n": 2, "eval_n": 2, "calib_split": 2, "eval_split": 2,
+           "results": {acc.NPUFLOW_INT8.label: {"ok": False, "quantize": {}, "error": e}}}
+    assert "REFUSED: GRU at node gru_3" in "\n".join(acc.scoreboard_table([res]))
+    assert "refused by npuflow" in "\n".join(acc.failure_details([res]))

@@ -172,3 +172,16 @@ def test_classification_metrics():
     assert m["logits_snr_db"] == pytest.approx(snr_db(f, q))
     with pytest.raises(ValueError, match="3 float, 3 quantized outputs and 2 labels"):
         classification_metrics(f, q, [1, 0])
+
+
+def test_f1_binary_and_psnr():
+    from benchmarks.tasks import f1_binary, psnr_db
+
+    ref = np.array([[1, 1, 0, 0]], bool)
+    r = f1_binary(ref, np.array([[1, 0, 1, 0]], bool))
+    assert (r["tp"], r["fp"], r["fn"]) == (1, 1, 1) and r["f1"] == pytest.approx(0.5)
+    assert f1_binary(np.zeros(3, bool), np.zeros(3, bool))["f1"] == 1.0
+    assert f1_binary(ref, ref)["f1"] == 1.0
+    assert psnr_db([np.ones(4)], [np.ones(4)]) == math.inf
+    # mse 0.01 over all elements, peak 1 -> 20 dB; pooled over both arrays
+    assert psnr_db([np.zeros(2), np.zeros(2)], [np.full(2, 0.1), np.full(2, 0.1)]) == pytest.approx(20.0)

@@ -1,4 +1,5 @@
-"""benchmarks/ort_quant.py: ORT static int8 QDQ quantization of MNIST runs and stays accurate."""
+"""benchmarks/ort_quant.py: ORT static int8 QDQ quantization of MNIST, from the original file after
+ORT's quant_pre_process, runs and stays accurate when its QDQ arithmetic is run."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,14 +7,30 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from benchmarks.ort_quant import gemm_bias_1d, optimized_model, ort_quantize, prepare_for_ort, run_session
+from benchmarks.ort_quant import gemm_bias_1d, original_model, ort_quantize, ort_start, prepare_for_ort, run_session
 from benchmarks.tasks import get_task
 
 
 @pytest.fixture(scope="module")
 def mnist(shared):
     task = get_task("mnist_cntk_opt", shared)
-    return task, optimized_model(task)
+    return task, ort_start(task)
+
+
+def test_ort_starts_from_the_original_file(mnist):
+    task, start = mnist
+    orig = onnx.load(str(task.model_path))
+    # the original graph (not npuflow's optimizer output): its node names are all there, the opset is
+    # raised to 13 for per-channel QDQ, and ORT's pre-processing added shape information
+    assert {n.name for n in orig.graph.node if n.name} <= {n.name for n in start.graph.node}
+    assert start.opset_import[0].version == 13 and len(start.graph.value_info) > 0
+    dims = [d.dim_value for d in start.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == task.input_shapes["Input3"]
+    x = list(task.eval_inputs(3))
+    for a, b in zip(run_session(str(task.model_path), x), run_session(start, x)):
+        np.testing.assert_allclose(a[0], b[0], rtol=1e-5, atol=1e-5)
+    dyn = original_model(get_task("en_PP-OCRv3_det_infer", task.shared))  # fully dynamic input dims fixed
+    assert [d.dim_value for d in dyn.graph.input[0].type.tensor_type.shape.dim] == [1, 3, 640, 640]
 
 
 @pytest.mark.parametrize("method", ["MinMax", "Percentile"])
@@ -34,28 +51,30 @@ def test_mnist_quantized_accuracy(mnist, method, tmp_path):
     zps = [onnx.numpy_helper.to_array(inits[n.input[2]]) for n in m.graph.node
            if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2 and n.input[2] in inits]
     assert zps and all(np.all(z == 0) for z in zps)
-    outs = run_session(qdq, task.eval_inputs(200))
+    outs = run_session(qdq, task.eval_inputs(200), qdq=True)
     labels = np.array([x["label"] for x in task.eval_meta(200)])
     acc = float(np.mean([int(o[0].argmax()) for o in outs] == labels))
     assert acc > 0.95, f"{method}: accuracy {acc}"
-    res = task.compare(run_session(start, task.eval_inputs(200)), outs, task.eval_meta(200))
-    # the harness is under test, not ONNX Runtime's quality: its per-channel QDQ measured 7.1 dB logits SNR
-    # on this machine (ORT 1.30 and 1.32), so only a floor that a broken harness (wrong outputs) misses
-    assert res["quant_accuracy"] == acc and res["agreement"] > 0.95 and 5 < res["output_snr_db"] < 60
+    res = task.compare(run_session(str(task.model_path), task.eval_inputs(200)), outs, task.eval_meta(200))
+    # the QDQ arithmetic (qdq=True) measured 21.7-22.0 dB; through ORT's fused int8 kernels on an AVX2
+    # CPU without VNNI it gave 7.1 dB (u8s8 saturation): a harness that runs those again fails here
+    assert res["quant_accuracy"] == acc and res["agreement"] > 0.95 and 15 < res["output_snr_db"] < 60
     path, _ = ort_quantize(task, method, calib_count=5, model=start, output=tmp_path / "q.onnx")
     assert path == tmp_path / "q.onnx" and path.is_file()
 
 
 def test_prepare_for_ort_keeps_outputs(mnist):
-    task, start = mnist
+    task, _ = mnist
+    start = original_model(task)
     fixed, n = gemm_bias_1d(start)
     assert n == 1
     prepared = prepare_for_ort(start)
     assert prepared.opset_import[0].version == 13
     x = list(task.eval_inputs(3))
-    for a, b in zip(run_session(start, x), run_session(prepared, x)):
-        np.testing.assert_array_equal(a[0], b[0])
+    for a, b in zip(run_session(start, x), run_session(prepared, x)):  # same up to float rounding
+        np.testing.assert_allclose(a[0], b[0], rtol=1e-5, atol=1e-5)
     assert [list(t.dims) for t in start.graph.initializer if t.name == "Parameter194"] == [[1, 10]]  # input untouched
+    assert [list(t.dims) for t in fixed.graph.initializer if t.name == "Parameter194"] == [[10]]
 
 
 def test_errors(mnist):
@@ -74,3 +93,32 @@ def test_run_session_accepts_path_and_proto(mnist, tmp_path):
     b = run_session(start, x, threads=1)
     c = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"]).run(None, x[0])
     assert len(a) == 2 and np.array_equal(a[0][0], b[0][0]) and np.array_equal(a[0][0], c[0])
+
+
+def test_pre_process_failure_falls_back_and_says_so(shared):
+    """quant_pre_process's symbolic shape inference fails on the paddle2onnx angle classifier: ORT
+    then starts without that step (or without pre-processing) and the note says why; with
+    fallback=False the error is raised."""
+    pytest.importorskip("sympy", reason="without sympy quant_pre_process skips the symbolic step that fails here")
+    task = get_task("ch_ppocr_mobile_v2.0_cls_infer", shared)
+    notes: list[str] = []
+    start = ort_start(task, notes=notes)
+    assert notes and notes[0].startswith("quant_pre_process failed (")
+    x = list(task.eval_inputs(1))
+    np.testing.assert_allclose(run_session(start, x)[0][0], run_session(str(task.model_path), x)[0][0], rtol=1e-4, atol=1e-5)
+    with pytest.raises(Exception):  # noqa: B017 - whatever ORT raises
+        ort_start(task, fallback=False)
+
+
+def test_prepare_for_ort_upgrades_an_ir3_model():
+    """waifu2x UpConv7 (IR 3, opset 8) keeps its weights as initializers that are not graph inputs,
+    which onnx's version converter rejects unless the IR version is raised first."""
+    from benchmarks.tasks import ASSETS
+
+    path = ASSETS / "waifu2x_upconv7_photo_2x" / "model.onnx"
+    m = onnx.load(str(path))
+    assert m.ir_version == 3 and m.opset_import[0].version == 8
+    p = prepare_for_ort(m)
+    assert p.opset_import[0].version == 13
+    x = [{"input": np.random.default_rng(0).random((1, 3, 30, 30), dtype=np.float32)}]
+    np.testing.assert_array_equal(run_session(path, x)[0][0], run_session(p, x)[0][0])

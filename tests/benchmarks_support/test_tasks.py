@@ -20,13 +20,34 @@ COUNTS = {
     "ch_ppocr_mobile_v2.0_cls_infer": (6, 2),
     "en_PP-OCRv3_det_infer": (6, 2),
     "en_number_mobile_v2.0_rec_infer": (6, 2),
+    # the zoo (MANIFEST.md "Zoo"): face crops found by UltraFace in faces/calib.txt / eval.txt; audio halves
+    "open_nsfw": (200, 800),
+    "ddddocr_common_det": (5, 3),
+    "dlib_age_v1": (92, 27),
+    "dlib_gender_v1": (92, 27),
+    "basic_pitch_nmp": (19, 19),
+    "gtcrn_simple": (1876, 1876),
+    # extra models kept in benchmarks/assets/
+    "waifu2x_upconv7_photo_2x": (60, 40),
+    "waifu2x_cunet_art_2x": (60, 40),
 }
 
 
-def test_every_shared_model_has_a_task():
+def test_every_model_has_a_task(shared):
     assert set(TASKS) == set(COUNTS)
     with pytest.raises(KeyError, match="unknown task 'resnet'"):
         get_task("resnet")
+    # every real model of the shared folder (top level and zoo) has a task
+    files = {p.stem for p in (shared / "models").glob("*.onnx")} | {p.stem for p in (shared / "models" / "zoo").glob("*.onnx")}
+    assert files == {n for n in TASKS if not getattr(TASKS[n], "extra", False)}
+    extra = [n for n in TASKS if getattr(TASKS[n], "extra", False)]
+    for n in extra:  # kept in the repository with their licence and provenance
+        d = get_task(n, shared).model_path.parent
+        assert d.parent.name == "assets" and (d / "LICENSE").is_file() and (d / "README.md").is_file()
+        assert d.joinpath("model.onnx").stat().st_size <= 10 * 2**20
+        import hashlib
+
+        assert hashlib.sha256(d.joinpath("model.onnx").read_bytes()).hexdigest() in d.joinpath("README.md").read_text()
 
 
 @pytest.mark.parametrize("name", sorted(COUNTS))
@@ -37,15 +58,16 @@ def test_splits_and_shapes(shared, name):
     assert (len(calib), len(ev)) == COUNTS[name]
     assert not set(calib) & set(ev), "calibration and evaluation items overlap"
     assert len(set(calib)) == len(calib) and len(set(ev)) == len(ev)
-    if name.startswith(("ch_ppocr", "en_")):
+    if name.startswith(("ch_ppocr", "en_", "ddddocr")):
         assert sorted(calib + ev) == sorted(OCR_IMAGES)
-    (input_name, shape), = task.input_shapes.items()
-    for feeds in (next(task.calib_inputs()), next(task.eval_inputs())):
-        assert list(feeds) == [input_name]
-        x = feeds[input_name]
-        assert x.dtype == np.float32 and list(x.shape) == shape and np.isfinite(x).all()
+    for feeds in (next(task.calib_inputs(2)), next(task.eval_inputs(2))):
+        assert list(feeds) == list(task.input_shapes)
+        for name, shape in task.input_shapes.items():
+            x = feeds[name]
+            assert x.dtype == np.float32 and list(x.shape) == shape and np.isfinite(x).all()
     assert len(list(task.eval_inputs(2))) == 2 and len(task.eval_meta(2)) == 2
-    assert len(task.eval_meta()) == len(ev)
+    if name != "gtcrn_simple":  # 1876 frames: enough to count the items
+        assert len(task.eval_meta()) == len(ev)
 
 
 def test_labels(shared):
@@ -66,13 +88,16 @@ def test_labels(shared):
 
 def _float_outputs(task, count):
     s = ort.InferenceSession(str(task.model_path), providers=["CPUExecutionProvider"])
+    if getattr(task, "stateful", False):
+        return task.rollout(lambda f: s.run(None, f), "eval", count)[0]
     return [s.run(None, x) for x in task.eval_inputs(count)]
 
 
 @pytest.mark.parametrize("name", sorted(COUNTS))
 def test_compare_float_against_itself(shared, name):
     task = get_task(name, shared)
-    count = 2 if name not in ("efficientnet_lite0", "mnist_cntk_opt") else 20
+    count = {"efficientnet_lite0": 20, "mnist_cntk_opt": 20, "gtcrn_simple": 40, "dlib_age_v1": 10,
+             "dlib_gender_v1": 10}.get(name, 2)
     ref = _float_outputs(task, count)
     meta = task.eval_meta(count)
     out = task.compare(ref, ref, meta)
@@ -96,6 +121,17 @@ def test_compare_float_against_itself(shared, name):
         assert out["float_correct"] == 2
     if name == "efficientnet_lite0":
         assert out["top1_drop"] == 0 and out["float_top1"] > 0.7
+    if name == "ddddocr_common_det":
+        assert out["float_detections"] == 16 + 31  # MANIFEST (verify_zoo.py): ch_en_num 16, en 31 boxes
+    if name == "dlib_age_v1":
+        assert out["mean_abs_age_diff_years"] == 0 and 10 < out["float_mean_age"] < 60
+    if name == "basic_pitch_nmp":
+        assert out["note_f1"] == 1.0 and out["frames"] == 2 * (172 - 30)
+    if name == "gtcrn_simple":
+        assert out["waveform_snr_vs_float_db"] == math.inf
+        assert out["float_snr_vs_clean_db"] > out["noisy_snr_vs_clean_db"]  # the float model denoises
+    if name.startswith("waifu2x_"):
+        assert out["psnr_vs_float_db"] == math.inf and out["float_psnr_vs_gt_db"] > 20
     # a perturbed copy is measurably worse
     noisy = [[o + np.float32(0.05) * np.abs(o).max() * np.sin(np.arange(o.size, dtype=np.float32)).reshape(o.shape)
               for o in outs] for outs in ref]
@@ -103,3 +139,25 @@ def test_compare_float_against_itself(shared, name):
     assert all(math.isfinite(v) for k, v in worse.items() if k.endswith("snr_db"))
     with pytest.raises(ValueError, match="aligned"):
         task.compare(ref, ref[:1], meta)
+
+
+def test_gtcrn_rollout_feeds_each_model_its_own_states(shared):
+    """A stateful task: frame t gets the caches the *same* model returned at t-1 (zeros at t = 0), so a
+    quantized model never runs on float states."""
+    task = get_task("gtcrn_simple", shared)
+    seen = []
+
+    def fake(feed):  # returns caches = input caches + 1, enh = the mix
+        seen.append({k: v.copy() for k, v in feed.items()})
+        return [feed["mix"]] + [feed[k] + 1 for k, _ in task.STATES]
+
+    outs, feeds = task.rollout(fake, "eval", 4, keep_feeds=True)
+    assert len(outs) == 4 and len(feeds) == 4
+    for t, f in enumerate(seen):
+        for k, _ in task.STATES:
+            assert f[k].shape == tuple(task.input_shapes[k]) and np.all(f[k] == t)
+    np.testing.assert_array_equal(outs[2][0], seen[2]["mix"])
+    # calibration feeds are the float model's own rollout over the first half: states not all zero
+    calib = list(task.calib_inputs(5))
+    assert len(calib) == 5 and not np.any(calib[0]["conv_cache"]) and np.any(calib[4]["conv_cache"])
+    assert not np.array_equal(calib[0]["mix"], next(task.eval_inputs(1))["mix"])  # the two halves differ

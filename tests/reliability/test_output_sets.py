@@ -28,7 +28,7 @@ def _write_set(out, tag, names=("model.bie", "model_fx_report.json", "layer_dump
 
 def _contents(out):
     return {p.relative_to(out).as_posix(): p.read_text() for p in out.rglob("*") if p.is_file()
-            and p.name not in (MANIFEST, ".npuflow.lock")}
+            and p.name != MANIFEST}
 
 
 def test_commit_writes_the_set_and_its_manifest(tmp_path):
@@ -120,3 +120,25 @@ def test_ctrl_c_during_the_moves_is_held_back(tmp_path):
             time.sleep(0.05)
             done = True  # reached: the interrupt waited for the block's end
     assert done
+
+
+def test_analysis_interrupted_in_the_report_phase_keeps_the_previous_set(tmp_path, monkeypatch, mnist_digits):
+    """The issue's case: Ctrl-C while the report is written must not leave a new BIE beside an old report."""
+    import ktc
+    from npuflow.report import analysis_report
+    from tests.conftest import EXAMPLES
+
+    km = ktc.ModelConfig(40000, "0001", 720, onnx_path=str(EXAMPLES / "mnist" / "mnist_cntk_opt.onnx"))
+    cal = {"Input3": list(mnist_digits["calib_x"][:4])}
+    bie = km.analysis(cal, output_dir=tmp_path, threads=1, report_samples=2)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    assert verify(tmp_path) == [] and len(before) == 5
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(analysis_report, "write_analysis_report", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        km.analysis({"Input3": list(mnist_digits["calib_x"][4:8])}, output_dir=tmp_path, threads=1, report_samples=2)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
+    assert verify(tmp_path) == [] and km.bie_path == bie and not list(tmp_path.glob(".npuflow-*"))

@@ -36,8 +36,12 @@ def doc(mnist_analysis):
 def test_files_written_next_to_the_bie(mnist_analysis, doc):
     km, out = mnist_analysis
     assert sorted(os.listdir(out)) == sorted(["mnist_cntk_opt.kdp720.scaled.bie", "model_fx_report.json",
-                                              "model_fx_report.html", "model_fx_report.csv"])
+                                              "model_fx_report.html", "model_fx_report.csv", "npuflow_manifest.json"])
     assert doc["files"]["bie"] == km.bie_path
+    from npuflow._outputs import read_manifest, verify
+
+    assert set(read_manifest(out)["files"]) == set(os.listdir(out)) - {"npuflow_manifest.json"} and verify(out) == []
+    assert {doc["files"][k] for k in ("json", "html", "csv")} == {str(p) for p in km.report_paths.values()}
     assert set(km.analysis_timing) == {"analysis", "report"}
     assert doc["timing_s"]["analysis"] > 0 and doc["timing_s"]["report"] > 0
 

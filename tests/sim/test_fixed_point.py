@@ -40,7 +40,7 @@ def rne(fr: Fraction) -> int:
 
 
 def test_version_matches_doc():
-    assert NUMERICS_VERSION == "1.1"
+    assert NUMERICS_VERSION == "1.2"
     from pathlib import Path
 
     doc = (Path(__file__).resolve().parents[2] / "docs" / "fixed-point.md").read_text()

@@ -93,15 +93,25 @@ def post_sigmoid_targets(steps: list[Step], output_names: list[str],
       readers would be clipped too: that Sigmoid is listed as skipped).
     * A model output whose chain holds no Sigmoid output: every calibrated tensor of its chain
       (the values are logits whose Sigmoid was removed from the model, ktc's documented case).
+    * A model output computed by a float tail (host steps, spec 10.1): the inputs of the tail's
+      Sigmoids that come from the NPU, as in the first rule; its float values are not capped.
     """
     prod, cons = _producers(steps), _consumers(steps)
     outputs = set(output_names)
     targets: dict[str, str] = {}
     skipped: list[str] = []
     for o in output_names:
-        tensors = [t for t, outs in chains.items() if o in outs]
-        sigmoids = [t for t in tensors if t in prod and steps[prod[t]].op_type == "Sigmoid"]
-        if not sigmoids:
+        k = prod.get(o)
+        if k is not None and steps[k].host:
+            # a float tail (spec 10.1) computes this output: the inputs of its Sigmoids that come
+            # from the NPU are capped; its own values are float, nothing to cap
+            sigmoids = [t for t in _host_upstream(steps, prod, o) if steps[prod[t]].op_type == "Sigmoid"]
+            if not sigmoids:
+                skipped.append(f"model output {o!r} is computed in float on the host (a float tail): not capped")
+        else:
+            tensors = [t for t, outs in chains.items() if o in outs]
+            sigmoids = [t for t in tensors if t in prod and steps[prod[t]].op_type == "Sigmoid"]
+        if not sigmoids and not (k is not None and steps[k].host):
             for t in tensors:
                 k = prod.get(t)
                 if k is None or (not steps[k].float_step and steps[k].op_type in PASS_THROUGH):
@@ -119,6 +129,8 @@ def post_sigmoid_targets(steps: list[Step], output_names: list[str],
                     why = f"its input {x} is a model output"
                 elif x not in prod:
                     why = f"its input {x} is a model input (never clipped)"
+                elif steps[prod[x]].host:
+                    why = f"its input {x} is computed in float on the host (a float tail)"
                 else:
                     ps = steps[prod[x]]
                     if not ps.float_step and ps.op_type in PASS_THROUGH and ps.inputs and ps.inputs[0]:
@@ -132,6 +144,21 @@ def post_sigmoid_targets(steps: list[Step], output_names: list[str],
             else:
                 targets.setdefault(x, f"the input of {sig.name}, a Sigmoid whose output reaches model output {o!r}")
     return targets, skipped
+
+
+def _host_upstream(steps: list[Step], prod: Mapping[str, int], tensor: str) -> list[str]:
+    """The outputs of the host steps (float tails) that ``tensor`` is computed from, ``tensor`` included."""
+    out: list[str] = []
+    stack, seen = [tensor], set()
+    while stack:
+        t = stack.pop()
+        k = prod.get(t)
+        if t in seen or k is None or not steps[k].host:
+            continue
+        seen.add(t)
+        out.append(t)
+        stack += steps[k].runtime_inputs
+    return out
 
 
 @dataclass
@@ -172,7 +199,7 @@ def _changed(opts: QuantOptions, name: str) -> bool:
 
 
 def option_effects(program: Any, opts: QuantOptions, notes: FormatNotes | None, *, bias_adjusted: int = 0,
-                   compensable: int = 0) -> dict[str, Any]:
+                   compensable: int = 0, tail_candidates: int | None = None) -> dict[str, Any]:
     """What the options did on this model (spec 3.7), for the warnings and the report:
 
     * ``no_effect``: ``[{"option", "value", "reason"}]``, every option set to a non-default value
@@ -185,7 +212,7 @@ def option_effects(program: Any, opts: QuantOptions, notes: FormatNotes | None, 
     * ``model_out``: per model output, its width and the tensors of its chain that the width reaches.
 
     ``bias_adjusted``: steps the sequential bias adjustment changed; ``compensable``: steps eligible
-    for compensated weight rounding."""
+    for compensated weight rounding; ``tail_candidates``: float tails the model has (None: unknown)."""
     notes = notes or FormatNotes()
     fmts = program.formats
     rules = set(notes.width.values())
@@ -246,6 +273,9 @@ def option_effects(program: Any, opts: QuantOptions, notes: FormatNotes | None, 
     if opts.weight_rounding == "nearest" and not compensable:
         no_effect("weight_rounding", "nearest", "no convolution would get compensated rounding (it applies to "
                                                 "spatial 8-bit or int4 Conv weights)")
+    if not opts.auto_precision and tail_candidates == 0:
+        no_effect("auto_precision", False, "the model has no float tail after its last MAC layer that auto_precision "
+                                           "would measure (docs/fixed-point.md section 10.1)")
     # per-node overrides that change nothing
     for node, ov in sorted(opts.overrides.items()):
         step = next((st for st in program.steps if node in st.nodes), None)

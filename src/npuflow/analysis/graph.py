@@ -50,6 +50,9 @@ class Step:
     float_step: bool = False  # runs in float between dequantize/quantize
     reason: str = ""  # why a float step (CPU placement, or no integer kernel)
     onnx_node: onnx.NodeProto | None = None  # the original node, for float steps
+    #: a float step of a float tail (host post-processing, :mod:`npuflow.analysis.tails`): its
+    #: float outputs are not quantized (docs/fixed-point.md section 10.1)
+    host: bool = False
     #: derived values that only depend on the step's own constants (e.g. weight formats), kept
     #: across the report's program rebuilds; keys name the constants they used
     memo: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)

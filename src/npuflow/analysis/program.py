@@ -279,6 +279,25 @@ def as_float_step(st: Step, node: onnx.NodeProto, inits: dict[str, onnx.TensorPr
     st.float_step, st.reason, st.onnx_node = True, reason, node
 
 
+#: numerics version of a program without host steps: its BIE can be read by npuflow versions that
+#: implement 1.1 (every 1.1 rule is a 1.2 rule)
+BASE_NUMERICS_VERSION = "1.1"
+
+
+def required_numerics_version(program: Program) -> str:
+    """The numerics version a BIE of ``program`` records: the lowest whose rules it uses.
+    ``NUMERICS_VERSION`` (1.2) when a float step leaves a float output unquantized (host
+    post-processing, spec 10.1), else 1.1, so that BIEs of models without a float tail are the
+    files they were (and older readers open them)."""
+    from npuflow.sim.fixed_point import NUMERICS_VERSION
+
+    for st in program.steps:
+        if st.float_step and any(y and y not in program.formats and program.float_dtypes.get(y, True)
+                                 for y in st.outputs):
+            return NUMERICS_VERSION
+    return BASE_NUMERICS_VERSION
+
+
 def override_key(st: Step, opts: QuantOptions) -> str:
     """The name ``opts.overrides`` is looked up under for step ``st``: the first of its ONNX nodes
     that has an override (a fused MAC: the MAC's, else the activation's), else the step's name."""
@@ -421,7 +440,8 @@ def build_program(
     inits = {t.name: t for t in model.graph.initializer}
     by_name = {n.name: n for n in model.graph.node}
     formats: dict[str, QFormat] = {}
-    # the tensors each model output carries through pass-through steps and Concats (spec 3.7)
+    # the tensors each model output carries through pass-through steps and Concats (spec 3.7); a
+    # float tail's host steps carry nothing (spec 10.1: the head is the same program either way)
     chains = output_chains(steps, output_names)
     targets, skipped = post_sigmoid_targets(steps, list(output_names), chains) if opts.post_sigmoid else ({}, [])
     notes = FormatNotes(chains=chains, sigmoid_skipped=skipped)
@@ -461,6 +481,8 @@ def build_program(
         for y in st.outputs:
             if y and is_float.get(y, True):
                 notes.producer[y] = st.name
+                if st.host:  # host post-processing: its float outputs stay float (spec 10.1)
+                    continue
                 if y in stats:
                     formats[y] = calibrated(y, out_bits(y, "cpu_node", ov), key)
                 elif src is not None:  # a data-movement op that fell back to float: its input's format

@@ -65,6 +65,9 @@ class QuantOptions:
     #: "compensated" (spec 3.6: error-compensating rounding of spatial convolutions' weights)
     #: or "nearest" (every weight rounded on its own)
     weight_rounding: str = "compensated"
+    #: automatic precision choices measured on the calibration inputs (float tails:
+    #: :mod:`npuflow.analysis.tails`); ``analysis(auto_precision=False)`` turns them off
+    auto_precision: bool = True
     overrides: Mapping[str, NodeOverride] = field(default_factory=dict)
 
 

@@ -13,9 +13,11 @@ from npuflow.analysis.effects import option_effects
 from npuflow.analysis.graph import Step, build_steps
 from npuflow.analysis.program import Program, build_program, mac_inputs, needed_stats, step_override, weight_bits
 from npuflow.analysis.ranges import QuantOptions
+from npuflow.analysis.tails import TAIL_SAMPLES, choose_tails, find_tails, logit_tails, unmeasured_record
 from npuflow.calibration.collector import StatsCollector
 from npuflow.calibration.inputs import iter_calibration_inputs, length_hint
 from npuflow.evaluate.placement import place_model
+from npuflow.platforms import get_platform
 from npuflow.quant import weight_rounding as wr
 from npuflow.quant.weight_rounding import SecondMoment
 from npuflow.reference.float_runner import input_specs
@@ -46,6 +48,12 @@ class AnalysisResult:
     #: options that change nothing, the tensors that stay 8-bit under a 16-bit datapath, the
     #: post_sigmoid caps, the model outputs' chains
     effects: dict[str, Any] = field(default_factory=dict)
+    #: the automatic precision choices (``opts.auto_precision``): ``enabled`` and ``float_tails``,
+    #: one record per candidate tail measured (:func:`npuflow.analysis.tails.choose_tails`),
+    #: kept or not
+    auto_precision: dict[str, Any] = field(default_factory=dict)
+    #: the platform id the analysis placed the nodes for
+    platform_id: int | None = None
 
 
 def analyse(
@@ -64,6 +72,9 @@ def analyse(
     (memory: N inputs; the rest are streamed and dropped as before)."""
     placements = place_model(optimized, platform)
     steps = build_steps(optimized, placements, set(KERNELS))
+    # float tails after the last MAC layer (docs/fixed-point.md 10.1): found now, measured once the
+    # program is built, on the first calibration inputs (kept for it)
+    candidates = find_tails(optimized, steps)
     specs = input_specs(optimized)
     input_names = [s.name for s in specs]
     output_names = [o.name for o in optimized.graph.output]
@@ -95,7 +106,7 @@ def analyse(
         bar = tqdm(total=total, desc="calibration", unit="input", file=sys.stderr)
     try:
         kept: list[dict[str, Any]] = []
-        keep = max(keep_inputs, opts.bias_adjust)
+        keep = max(keep_inputs, opts.bias_adjust, TAIL_SAMPLES if (candidates and opts.auto_precision) else 0)
         for feeds in iter_calibration_inputs(specs, input_mapping):
             collector.feed(feeds)
             if len(kept) < keep:
@@ -116,10 +127,28 @@ def analyse(
         deltas = adjust_biases(optimized, program, opts, kept[:opts.bias_adjust], channel_means=collector.channel_mean,
                                refs=collector.stashed, weight_moments=weight_moments,
                                progress=show)
+    records: list[dict[str, Any]] = []
+    measured = candidates
+    if opts.post_sigmoid and opts.auto_precision:  # outputs the option caps as logits stay quantized
+        logits = logit_tails(optimized, candidates)
+        records = [unmeasured_record(optimized, t, "not measured: quantize_mode='post_sigmoid' takes its outputs as "
+                                                   "logits to cap") for t in logits]
+        measured = [t for t in candidates if t not in logits]
+    if measured and opts.auto_precision and kept:
+        def build(variant: list[Step]) -> Program:
+            return build_program(optimized, variant, collector.hist, opts, input_names, output_names,
+                                 channel_means=collector.channel_mean, weight_moments=weight_moments,
+                                 bias_deltas=deltas or None)
+
+        steps, program, chosen = choose_tails(optimized, steps, program, measured, kept[:TAIL_SAMPLES], build,
+                                              threads=max(1, int(threads) // 2))
+        records += chosen
     means = {t: m for t in collector.channel_sum if (m := collector.channel_mean(t)) is not None}
-    effects = option_effects(program, opts, program.notes, bias_adjusted=len(deltas), compensable=len(compensable))
+    effects = option_effects(program, opts, program.notes, bias_adjusted=len(deltas), compensable=len(compensable),
+                             tail_candidates=len(candidates))
     return AnalysisResult(optimized, steps, program, collector.hist, collector.samples, means, kept[:keep_inputs], deltas,
-                          weight_moments, effects)
+                          weight_moments, effects, {"enabled": opts.auto_precision, "float_tails": records},
+                          get_platform(platform).id)
 
 
 def _moment_accumulators(steps: list[Step], moments: dict[str, SecondMoment]) -> dict[str, list[SecondMoment]]:

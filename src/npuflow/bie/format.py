@@ -30,12 +30,11 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx import numpy_helper
 
-from npuflow.analysis.graph import Step
-from npuflow.analysis.program import Program
 from npuflow._io import json_dumps
+from npuflow.analysis.program import Program, required_numerics_version
 from npuflow.errors import ModelLoadError
-from npuflow.sim.fixed_point import NUMERICS_VERSION, QFormat
-from npuflow.sim.kernels.base import params_from_dict, params_to_dict
+from npuflow.sim.fixed_point import QFormat
+from npuflow.sim.kernels.base import params_to_dict
 
 BIE_FORMAT_VERSION = "1.0"
 BIE_DOMAIN = "ai.npuflow"
@@ -48,16 +47,6 @@ def _pack_int4(a: np.ndarray) -> np.ndarray:
     if flat.size % 2:
         flat = np.append(flat, np.uint8(0))
     return (flat[0::2] | (flat[1::2] << 4)).astype(np.uint8)
-
-
-def _unpack_int4(packed: np.ndarray, shape: list[int]) -> np.ndarray:
-    lo = (packed & 0xF).astype(np.int16)
-    hi = (packed >> 4).astype(np.int16)
-    flat = np.empty(packed.size * 2, dtype=np.int16)
-    flat[0::2], flat[1::2] = lo, hi
-    flat = np.where(flat >= 8, flat - 16, flat)
-    n = int(np.prod(shape)) if shape else 1
-    return flat[:n].astype(np.int8).reshape(shape)
 
 
 class _Arrays:
@@ -84,24 +73,6 @@ class _Arrays:
         return v
 
 
-def _internalize(v: Any, inits: dict[str, onnx.TensorProto]) -> Any:
-    if isinstance(v, dict):
-        if "__init__" in v:
-            t = inits.get(v["__init__"])
-            if t is None:
-                raise ModelLoadError(f"BIE is corrupted: parameter tensor {v['__init__']} is missing")
-            arr = numpy_helper.to_array(t)
-            if v.get("int4"):
-                arr = _unpack_int4(arr, v["shape"])
-            arr = arr.astype(np.dtype(v["dtype"]))
-            # a flat array, not a list: params_from_dict takes either
-            return {"__ndarray__": arr.dtype.str, "shape": list(arr.shape), "data": arr.ravel()}
-        return {k: _internalize(e, inits) for k, e in v.items()}
-    if isinstance(v, list):
-        return [_internalize(e, inits) for e in v]
-    return v
-
-
 def _fmt_str(f: QFormat | None) -> str:
     if f is None:
         return "raw"
@@ -112,6 +83,46 @@ def _fmt_str(f: QFormat | None) -> str:
 
 def _serialize(model: onnx.ModelProto) -> bytes:
     return model.SerializeToString(deterministic=True)
+
+
+def _without_checksum(model: onnx.ModelProto) -> None:
+    items = [(m.key, m.value) for m in model.metadata_props if m.key != KEY + "checksum"]
+    del model.metadata_props[:]
+    for k, v in items:
+        e = model.metadata_props.add()
+        e.key, e.value = k, v
+
+
+def _digest(model: onnx.ModelProto) -> str:
+    """sha256 of the deterministic serialization of ``model`` without its checksum entry."""
+    check = onnx.ModelProto()
+    check.CopyFrom(model)
+    _without_checksum(check)
+    return hashlib.sha256(_serialize(check)).hexdigest()
+
+
+def _checksum_ok(data: bytes, model: onnx.ModelProto, stored: str) -> bool:
+    """Whether ``stored`` is the checksum of the file ``data`` (parsed: ``model``). A file written by
+    :func:`seal` is the deterministic serialization without the checksum entry followed by that entry
+    (the last field it writes), so the bytes before it are hashed as they are; any other layout is
+    serialized again (the definition)."""
+    tail = onnx.ModelProto()
+    e = tail.metadata_props.add()
+    e.key, e.value = KEY + "checksum", stored
+    t = tail.SerializeToString()
+    if data.endswith(t) and hashlib.sha256(memoryview(data)[: len(data) - len(t)]).hexdigest() == stored:
+        return True
+    return _digest(model) == stored
+
+
+def seal(model: onnx.ModelProto) -> bytes:
+    """The BIE bytes of ``model``: its ``npuflow.checksum`` entry (re)computed, last. The one
+    writer of the integrity field (``build_bie`` ends with it; tests write edited files with it)."""
+    _without_checksum(model)
+    digest = hashlib.sha256(_serialize(model)).hexdigest()
+    e = model.metadata_props.add()
+    e.key, e.value = KEY + "checksum", digest
+    return _serialize(model)
 
 
 def build_bie(program: Program, float_model: onnx.ModelProto, *, platform: int, model_name: str,
@@ -178,7 +189,7 @@ def build_bie(program: Program, float_model: onnx.ModelProto, *, platform: int, 
     }
     meta = {
         "bie.format_version": BIE_FORMAT_VERSION,
-        "numerics_version": NUMERICS_VERSION,
+        "numerics_version": required_numerics_version(program),  # 1.1 unless a float tail needs 1.2
         "platform": str(platform),
         "model_name": model_name,
         "options": json_dumps(options, what="the analysis options", sort_keys=True),
@@ -188,47 +199,26 @@ def build_bie(program: Program, float_model: onnx.ModelProto, *, platform: int, 
     for k, v in meta.items():
         e = model.metadata_props.add()
         e.key, e.value = KEY + k, v
-    digest = hashlib.sha256(_serialize(model)).hexdigest()
-    e = model.metadata_props.add()
-    e.key, e.value = KEY + "checksum", digest
-    return _serialize(model)
+    return seal(model)
 
 
 class BieContents:
-    """A parsed, verified BIE."""
+    """A parsed BIE, checked by the validator (:mod:`npuflow.bie.validate`)."""
 
     def __init__(self, model: onnx.ModelProto, meta: dict[str, str], path: str) -> None:
+        from npuflow.bie.validate import read_contents
+
         self.model = model
         self.meta = meta
         self.path = path
-        self.platform = int(meta[KEY + "platform"])
-        self.model_name = meta.get(KEY + "model_name", "model")
-        self.options = json.loads(meta.get(KEY + "options") or "{}")
-        self.preprocess = json.loads(meta[KEY + "preprocess"]) if meta.get(KEY + "preprocess") else None
-        self.numerics_version = meta.get(KEY + "numerics_version")
-        inits = {t.name: t for t in model.graph.initializer}
-        fm = inits.get("npuflow.float_model")
-        if fm is None:
-            raise ModelLoadError(f"{path}: BIE is corrupted (no npuflow.float_model)")
-        self.float_model = onnx.load_model_from_string(numpy_helper.to_array(fm).tobytes())
-        plan = json.loads(meta[KEY + "plan"])
-        steps, params = [], []
-        for e in plan["steps"]:
-            inputs = [x or None for x in e["inputs"]]
-            if e["float_step"]:
-                node = onnx.NodeProto()
-                node.ParseFromString(base64.b64decode(e["onnx_node"]))
-                weights = {s: numpy_helper.to_array(inits[n]) for s, n in e["weights"].items()}
-                steps.append(Step(e["name"], e["op_type"], tuple(e["nodes"]), inputs, e["outputs"], {}, weights,
-                                  dict(e["weights"]), True, e["reason"], node))
-                params.append(None)
-            else:
-                steps.append(Step(e["name"], e["op_type"], tuple(e["nodes"]), inputs, e["outputs"], {}, {}, {},
-                                  False, e["reason"], None))
-                params.append(params_from_dict(_internalize(e["params"], inits)))
-        formats = {t: QFormat.from_dict(d) for t, d in plan["formats"].items()}
-        self.program = Program(steps, params, formats, plan["input_names"], plan["output_names"],
-                               plan.get("float_dtypes", {}), opset=int(plan.get("opset", 13)))
+        c = read_contents(model, meta, path)
+        self.platform: int = c["platform"]
+        self.model_name: str = c["model_name"]
+        self.options: dict[str, Any] = c["options"]
+        self.preprocess: dict[str, Any] | None = c["preprocess"]
+        self.numerics_version: str = c["numerics_version"]
+        self.float_model: onnx.ModelProto = c["float_model"]
+        self.program: Program = c["program"]
 
 
 def read_bie(path: str | os.PathLike) -> BieContents:
@@ -255,25 +245,12 @@ def read_bie(path: str | os.PathLike) -> BieContents:
             )
         raise ModelLoadError(f"{p} is a plain ONNX model, not an npuflow BIE (no '{KEY}bie.format_version' metadata): "
                              "pass it as onnx_path/onnx_file")
-    version = meta[KEY + "bie.format_version"]
-    major = version.split(".")[0]
-    if major != BIE_FORMAT_VERSION.split(".")[0] or version > BIE_FORMAT_VERSION:
-        raise ModelLoadError(f"{p} is an npuflow BIE of format version {version}, newer than the {BIE_FORMAT_VERSION} "
-                             "this npuflow reads: upgrade npuflow")
-    nv = meta.get(KEY + "numerics_version", "")
-    if nv.split(".")[0] != NUMERICS_VERSION.split(".")[0] or nv > NUMERICS_VERSION:
-        raise ModelLoadError(f"{p} uses numerics version {nv}; this npuflow implements {NUMERICS_VERSION}: upgrade npuflow")
+    from npuflow.bie.validate import check_version
+
+    check_version(str(p), "format", meta[KEY + "bie.format_version"], BIE_FORMAT_VERSION)
     stored = meta.get(KEY + "checksum")
-    check = onnx.ModelProto()
-    check.CopyFrom(model)
-    kept = [m for m in check.metadata_props if m.key != KEY + "checksum"]
-    del check.metadata_props[:]
-    check.metadata_props.extend(kept)
-    if stored is None or hashlib.sha256(_serialize(check)).hexdigest() != stored:
+    if stored is None or not _checksum_ok(data, model, stored):
         raise ModelLoadError(f"{p}: BIE checksum mismatch: the file is corrupted or was edited. Re-run analysis().")
-    try:
-        return BieContents(model, meta, str(p))
-    except ModelLoadError:
-        raise
-    except (KeyError, ValueError, TypeError) as exc:
-        raise ModelLoadError(f"{p}: BIE is corrupted ({type(exc).__name__}: {exc})") from exc
+    # the checksum catches accidental damage only (anyone can recompute it): the validator checks
+    # everything the file says before any kernel sees it (docs/bie-format.md)
+    return BieContents(model, meta, str(p))

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import Mapping
 
 import onnx
 
 from npuflow.errors import InvalidConfigError
 from npuflow.evaluate.cost import CostConstants, node_terms, node_time
 from npuflow.evaluate.graph import GraphView, ensure_shapes
-from npuflow.evaluate.placement import place_nodes
+from npuflow.evaluate.placement import CPU, Placement, place_nodes
 from npuflow.evaluate.result import EvalResult, NodeEval
 from npuflow.platforms import Platform, cost_model_spec, get_platform
 
@@ -46,6 +47,7 @@ def evaluate_model(
     weight_bits: int | str = 8,
     weight_bandwidth: float | None = None,
     dma_bandwidth: float | None = None,
+    host_nodes: Mapping[str, str] | None = None,
 ) -> EvalResult:
     """Estimate where each node runs and how long the NPU takes for one inference.
 
@@ -54,6 +56,10 @@ def evaluate_model(
     platform's weight-fetch and activation DMA bandwidths, in GB/s. Only NPU time is estimated:
     CPU nodes get time 0 (as in the original toolchain). Raises UnsupportedOperatorError for an op that
     neither the NPU nor the CPU fallback can run, InvalidConfigError for bad arguments.
+
+    ``host_nodes``: ONNX node name -> reason for the nodes a fixed-point analysis runs as host
+    post-processing (float tails, docs/fixed-point.md section 10.1): they are CPU nodes with that
+    reason (no NPU time, like every CPU node), whatever the platform's table says.
     """
     if not isinstance(model, onnx.ModelProto):
         raise InvalidConfigError(f"model must be an onnx.ModelProto, got {type(model).__name__}")
@@ -68,6 +74,9 @@ def evaluate_model(
     spec = cost_model_spec()
     view = GraphView.build(ensure_shapes(model))
     placements = place_nodes(view, plat)
+    if host_nodes:
+        placements = [Placement(p.name, p.op_type, CPU, host_nodes[p.name]) if p.name in host_nodes else p
+                      for p in placements]
     terms = node_terms(view, placements, plat, datapath_bits=dp, weight_bits=wb, spec=spec)
     consts = CostConstants.for_platform(plat, weight_bandwidth=wbw, dma_bandwidth=dbw, spec=spec)
 

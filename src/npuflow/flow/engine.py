@@ -13,12 +13,14 @@ from typing import Any, Callable
 
 import onnx
 
-from npuflow._io import atomic_write_bytes, ensure_output_dir
+from npuflow._io import atomic_write_bytes
+from npuflow._outputs import OutputSet
 from npuflow.analysis.effects import no_effect_message, stays_8bit_message
 from npuflow.analysis.run import AnalysisResult, analyse
+from npuflow.analysis.tails import auto_precision_message, host_nodes
 from npuflow.bie import build_bie
 from npuflow.calibration.inputs import iter_calibration_inputs
-from npuflow.errors import InputError, InvalidConfigError, OptionEffectWarning, warn_user
+from npuflow.errors import AutoPrecisionWarning, InputError, InvalidConfigError, OptionEffectWarning, warn_user
 from npuflow.evaluate import evaluate_model
 from npuflow.flow.options import AnalysisOptions, EvaluateOptions
 from npuflow.reference.float_runner import input_specs
@@ -29,26 +31,31 @@ Optimized = Callable[[], onnx.ModelProto]
 
 
 def run_evaluate(optimized: Optimized, opts: EvaluateOptions, *, model_name: str, model_path: str | None,
-                 input_shapes: Any = None, write_optimized: bool = False) -> str:
+                 input_shapes: Any = None, write_optimized: bool = False,
+                 host: dict[str, str] | None = None) -> str:
     """IP evaluator: placement and estimated speed of the model on ``opts.platform``; writes
     model_fx_report.{html,json,csv} (and ``<name>.opt.onnx`` with ``write_optimized``) into
     ``opts.output_dir`` and returns the text summary.
 
     ``optimized()`` returns the optimized float model; it is called after the output folder is
-    checked (ModelConfig caches it)."""
-    out_dir = ensure_output_dir(opts.output_dir)
-    model = optimized()
-    bits = opts.bits
-    result = evaluate_model(model, opts.platform, model_name=model_name, datapath_bits=bits["datapath"],
-                            weight_bits=bits["weight"], weight_bandwidth=opts.weight_bandwidth,
-                            dma_bandwidth=opts.dma_bandwidth)
-    result = type(result)(**{**result.__dict__, "bitwidths": opts.bitwidths})
-    doc = build_evaluation_report(result, model_path=model_path, options=opts.report_options(input_shapes),
-                                  platform_name=opts.platform.name)
-    if write_optimized:
-        atomic_write_bytes(out_dir / f"{model_name}.opt.onnx", model.SerializeToString())
-    paths = write_report(doc, out_dir)
-    return summary_text(doc, str(paths["html"]))
+    checked (ModelConfig caches it). ``host``: ONNX node name -> reason, the nodes an analysis runs
+    as host post-processing (float tails, :func:`host_nodes_of`): CPU nodes with that reason."""
+    with OutputSet(opts.output_dir, run="evaluate") as staged:  # the files appear together (npuflow._outputs)
+        model = optimized()
+        bits = opts.bits
+        names = {n.name for n in model.graph.node}
+        host = {k: v for k, v in (host or {}).items() if k in names}
+        result = evaluate_model(model, opts.platform, model_name=model_name, datapath_bits=bits["datapath"],
+                                weight_bits=bits["weight"], weight_bandwidth=opts.weight_bandwidth,
+                                dma_bandwidth=opts.dma_bandwidth, host_nodes=host or None)
+        result = type(result)(**{**result.__dict__, "bitwidths": opts.bitwidths})
+        doc = build_evaluation_report(result, model_path=model_path, options=opts.report_options(input_shapes),
+                                      platform_name=opts.platform.name)
+        if write_optimized:
+            atomic_write_bytes(staged.staging / f"{model_name}.opt.onnx", model.SerializeToString())
+        paths = write_report(doc, staged.staging)
+        staged.commit()
+    return summary_text(doc, str(staged.final(paths["html"])))
 
 
 @dataclass
@@ -82,6 +89,29 @@ def warn_option_effects(effects: dict[str, Any], opts: AnalysisOptions) -> None:
         warn_user(stays_8bit_message(effects["stays_8bit"], datapath_bits), OptionEffectWarning)
 
 
+def host_nodes_of(source: Any, platform_id: int | None = None) -> dict[str, str]:
+    """The nodes run as host post-processing (float tails, docs/fixed-point.md 10.1) by an
+    ``AnalysisResult`` (for ``platform_id`` when given) or a loaded BIE's program; {} otherwise."""
+    if isinstance(source, AnalysisResult):
+        if platform_id is not None and source.platform_id not in (None, platform_id):
+            return {}
+        return host_nodes(source.steps)
+    program = getattr(source, "program", None)
+    if program is None:
+        return {}
+    from npuflow.analysis.tails import host_steps_of
+
+    return {n: program.steps[k].reason for k in host_steps_of(program) for n in program.steps[k].nodes}
+
+
+def warn_auto_precision(result: AnalysisResult) -> None:
+    """One ``AutoPrecisionWarning`` (attributed to the user's call) listing the automatic precision
+    choices that were kept (float tails); none when there is none."""
+    msg = auto_precision_message((result.auto_precision or {}).get("float_tails", []))
+    if msg:
+        warn_user(msg, AutoPrecisionWarning)
+
+
 def run_analysis(optimized: Optimized, opts: AnalysisOptions, input_mapping: Any, *, report_inputs: Any = None,
                  model_name: str, model_path: str | None, started: float | None = None,
                  on_bie: Callable[[AnalysisOutcome], None] | None = None) -> AnalysisOutcome:
@@ -90,13 +120,28 @@ def run_analysis(optimized: Optimized, opts: AnalysisOptions, input_mapping: Any
     ``<model_name>.kdp<platform>.scaled.bie`` into ``opts.output_dir``, then (``opts.report``) the
     fixed-point report and (``opts.export_dynasty_dump``) the layer dump.
 
-    ``on_bie(outcome)`` is called as soon as the BIE is written, before the report, so that a
-    caller keeps the BIE even when the report fails. ``started``: the ``time.perf_counter()`` at
-    which the caller's ``analysis()`` began (the report's "analysis" time counts from there).
+    Every file is written into a staging folder and the set is committed at the end
+    (``npuflow._outputs``): after a failure or Ctrl-C, ``output_dir`` holds the previous outputs,
+    never a new BIE beside an old report. ``on_bie(outcome)`` is called once the set is committed.
+    ``started``: the ``time.perf_counter()`` at which the caller's ``analysis()`` began (the
+    report's "analysis" time counts from there).
     """
     t_start = time.perf_counter() if started is None else started
+    with OutputSet(opts.output_dir, run="analysis") as staged:
+        outcome = _analysis_set(staged, optimized, opts, input_mapping, report_inputs=report_inputs,
+                                model_name=model_name, model_path=model_path, t_start=t_start)
+        staged.commit()
+    if on_bie is not None:
+        on_bie(outcome)
+    return outcome
+
+
+def _analysis_set(staged: OutputSet, optimized: Optimized, opts: AnalysisOptions, input_mapping: Any, *,
+                  report_inputs: Any, model_name: str, model_path: str | None, t_start: float) -> AnalysisOutcome:
+    """The work of :func:`run_analysis`, writing every file under ``staged.staging``; the paths it
+    records (in the outcome and the report) are the final ones in ``staged.output_dir``."""
     platform = opts.platform
-    out_dir = ensure_output_dir(opts.output_dir)
+    out_dir, stage = staged.output_dir, staged.staging
     model = optimized()
     unknown = sorted(set(opts.node_overrides) - {n.name for n in model.graph.node})
     if unknown:
@@ -114,16 +159,16 @@ def run_analysis(optimized: Optimized, opts: AnalysisOptions, input_mapping: Any
     quant = opts.quant
     result = analyse(model, platform, input_mapping, quant, threads=opts.threads, progress=opts.progress, keep_inputs=keep)
     warn_option_effects(result.effects, opts)
+    warn_auto_precision(result)
+    kept_tails = [t for t in (result.auto_precision or {}).get("float_tails", []) if t.get("kept")]
     options = opts.record(bias_adjusted_steps=len(result.bias_deltas), compensated_steps=len(result.weight_moments),
-                          calibration_samples=result.samples)
+                          calibration_samples=result.samples, float_tails=kept_tails)
     data = build_bie(result.program, model, platform=platform.id, model_name=model_name, options=options,
                      preprocess=opts.preprocess)
     bie_path = out_dir / f"{model_name}.kdp{platform.id}.scaled.bie"
-    atomic_write_bytes(bie_path, data)
+    atomic_write_bytes(stage / bie_path.name, data)
     analysis_s = time.perf_counter() - t_start
     outcome = AnalysisOutcome(bie_path=str(bie_path), result=result, timing={"analysis": analysis_s})
-    if on_bie is not None:
-        on_bie(outcome)
     feeds = user_feeds if user_feeds is not None else result.kept_inputs
     if opts.report:
         from npuflow.report.analysis_report import write_analysis_report
@@ -131,12 +176,13 @@ def run_analysis(optimized: Optimized, opts: AnalysisOptions, input_mapping: Any
         t0 = time.perf_counter()
         outcome.report, outcome.report_paths = write_analysis_report(
             result, platform=platform, opts=quant, bitwidths=opts.bitwidths, options=options, model_name=model_name,
-            model_path=model_path, feeds=feeds, user_inputs=user_feeds is not None, output_dir=out_dir,
+            model_path=model_path, feeds=feeds, user_inputs=user_feeds is not None, output_dir=stage, files_dir=out_dir,
             bie_path=str(bie_path), analysis_s=analysis_s, threads=opts.threads,
             weight_bandwidth=opts.weight_bandwidth, dma_bandwidth=opts.dma_bandwidth)
+        outcome.report_paths = {k: staged.final(v) for k, v in outcome.report_paths.items()}
         outcome.timing["report"] = time.perf_counter() - t0
     if opts.export_dynasty_dump and feeds:
         from npuflow.debug import compare_layers
 
-        compare_layers(outcome, feeds[0]).dump(out_dir / "layer_dump")
+        compare_layers(outcome, feeds[0]).dump(stage / "layer_dump")
     return outcome

@@ -272,6 +272,7 @@ class AnalysisOptions(_Bitwidths):
     report: bool = True
     report_samples: int = 8
     weight_rounding: str = "compensated"
+    auto_precision: bool = True
 
     def __post_init__(self) -> None:
         if self.quantize_mode not in ("default", "post_sigmoid"):
@@ -304,6 +305,9 @@ class AnalysisOptions(_Bitwidths):
                       "does not have yet; running the sequential bias adjustment only (as optimize=3)")
         if self.weight_rounding not in ("compensated", "nearest"):
             raise InvalidConfigError(f"weight_rounding must be 'compensated' or 'nearest', got {self.weight_rounding!r}")
+        if not isinstance(self.auto_precision, bool):
+            raise InvalidConfigError(f"auto_precision must be True or False (False: no automatic float tails, "
+                                     f"docs/fixed-point.md section 10.1), got {self.auto_precision!r}")
         if not isinstance(self.report, bool):
             raise InvalidConfigError(f"report must be True or False, got {self.report!r}")
         if isinstance(self.report_samples, bool) or not isinstance(self.report_samples, int) or self.report_samples < 1:
@@ -334,11 +338,19 @@ class AnalysisOptions(_Bitwidths):
             percentage=float(self.percentage), percentage_16b=float(self.percentage_16b), percentile=float(self.percentile),
             outlier_factor=float(self.outlier_factor), post_sigmoid=self.quantize_mode == "post_sigmoid",
             overrides=dict(self.node_overrides), bias_adjust=DEFAULT_SAMPLES if self.optimize else 0,
-            weight_rounding=self.weight_rounding,
+            weight_rounding=self.weight_rounding, auto_precision=self.auto_precision,
         )
 
-    def record(self, *, bias_adjusted_steps: int, compensated_steps: int, calibration_samples: int) -> dict[str, Any]:
-        """The ``options`` recorded in the BIE and the report (key order is part of the file)."""
+    def record(self, *, bias_adjusted_steps: int, compensated_steps: int, calibration_samples: int,
+               float_tails: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """The ``options`` recorded in the BIE and the report (key order is part of the file).
+        ``auto_precision`` is recorded when False and ``float_tails`` (the kept tails: outputs and
+        nodes) when there is one, so that the BIE of a model without a float tail is unchanged."""
+        extra: dict[str, Any] = {}
+        if not self.auto_precision:
+            extra["auto_precision"] = False
+        if float_tails:
+            extra["float_tails"] = [{"outputs": list(t["outputs"]), "nodes": list(t["nodes"])} for t in float_tails]
         return {
             "optimize": self.optimize, "bias_adjusted_steps": bias_adjusted_steps,
             "weight_rounding": self.weight_rounding, "compensated_steps": compensated_steps,
@@ -349,4 +361,5 @@ class AnalysisOptions(_Bitwidths):
             "node_overrides": {k: {f: getattr(v, f) for f in ("bits", "weight_bits", "abs_max") if getattr(v, f) is not None}
                                for k, v in sorted(self.node_overrides.items())},
             "calibration_samples": calibration_samples,
+            **extra,
         }

@@ -51,7 +51,9 @@ def input_specs(model: onnx.ModelProto, *, allow_dynamic: bool = False) -> list[
         dims = dims_of(vi)
         elem = vi.type.tensor_type.elem_type
         if not vi.type.HasField("tensor_type") or elem not in _ONNX_TO_NP and elem != onnx.TensorProto.UNDEFINED:
-            kind = onnx.TensorProto.DataType.Name(elem) if vi.type.HasField("tensor_type") else vi.type.WhichOneof("value")
+            kind = ((onnx.TensorProto.DataType.Name(elem) if elem in onnx.TensorProto.DataType.values()
+                     else f"unknown element type {elem}")
+                    if vi.type.HasField("tensor_type") else vi.type.WhichOneof("value"))
             raise ModelLoadError(
                 f"{label}: input '{vi.name}' has type {kind}; npuflow feeds tensors of numpy's numeric types only (float16/32/64, "
                 "int8..int64, uint8..uint64, bool): export the model with a numeric input (do string/sequence handling outside the model)"
@@ -102,7 +104,14 @@ class FloatRunner:
         self.label = label
 
     def run(self, feeds: dict[str, np.ndarray], output_names: list[str] | None = None) -> list[np.ndarray]:
-        return self.session.run(output_names or self.output_names, feeds)
+        try:
+            return self.session.run(output_names or self.output_names, feeds)
+        except Exception as exc:  # onnxruntime's own types: a model whose nodes disagree (shapes, values)
+            if type(exc).__module__.startswith("onnxruntime"):
+                raise ModelLoadError(f"onnxruntime cannot run {self.label}: {str(exc).splitlines()[0][:500]} (the "
+                                     "model's nodes disagree with each other or with the inputs: check or re-export "
+                                     "the model)") from exc
+            raise
 
 
 def check_threads(threads: object) -> None:

@@ -26,6 +26,7 @@ def write_analysis_report(
     user_inputs: bool,
     output_dir: str | Path,
     bie_path: str | None,
+    files_dir: str | Path | None = None,
     analysis_s: float | None = None,
     threads: int = 1,
     weight_bandwidth: float | None = None,
@@ -37,9 +38,13 @@ def write_analysis_report(
     from npuflow.report.precision import measure_precision
 
     t0 = time.perf_counter()
+    from npuflow.analysis.tails import host_nodes
+
+    # the float tails run as host post-processing are CPU nodes (docs/fixed-point.md 10.1)
     ev = evaluate_model(result.optimized, platform, model_name=model_name,
                         datapath_bits=int(bitwidths["datapath"][3:]), weight_bits=int(bitwidths["weight"][3:]),
-                        weight_bandwidth=weight_bandwidth, dma_bandwidth=dma_bandwidth)
+                        weight_bandwidth=weight_bandwidth, dma_bandwidth=dma_bandwidth,
+                        host_nodes=host_nodes(result.steps) or None)
     ev = type(ev)(**{**ev.__dict__, "bitwidths": dict(bitwidths)})
     try:
         q = measure_precision(result, opts, feeds, platform=platform, eval_nodes={n.name: n for n in ev.nodes},
@@ -47,8 +52,9 @@ def write_analysis_report(
     finally:  # the measured variants' parameters (and their simulator sessions) go with the report
         forget_prepared(result.steps, result.program.params)
     out = Path(output_dir)
-    files = {"bie": bie_path, "json": str(out / "model_fx_report.json"), "html": str(out / "model_fx_report.html"),
-             "csv": str(out / "model_fx_report.csv")}
+    named = Path(files_dir) if files_dir is not None else out  # where the files will be (a staged set: its final folder)
+    files = {"bie": bie_path, "json": str(named / "model_fx_report.json"), "html": str(named / "model_fx_report.html"),
+             "csv": str(named / "model_fx_report.csv")}
     timing: dict[str, float] = {}
     if analysis_s is not None:
         timing["analysis"] = analysis_s

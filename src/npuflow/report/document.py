@@ -12,10 +12,11 @@ import numpy as np
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from npuflow._io import atomic_write_text, csv_row, ensure_output_dir, finite_or_null, json_dumps
+from npuflow.analysis.tails import HOST_REASON
 from npuflow.errors import NpuflowError
 from npuflow.evaluate.result import EvalResult
 
-REPORT_SCHEMA_VERSION = "1.2"
+REPORT_SCHEMA_VERSION = "1.3"
 REPORT_FILES = ("model_fx_report.json", "model_fx_report.html", "model_fx_report.csv")
 
 _SNR = {"type": ["number", "null"]}  # null: no error at all (exact)
@@ -36,6 +37,8 @@ _STEP_FIELDS: dict[str, Any] = {
     "cumulative": {"type": "object", "required": ["snr_db", "cosine"], "properties": {"snr_db": _SNR}},
     "saturated": {"type": "object", "required": ["acc", "out"]},
     "macs": {"type": "integer"}, "time_ms": {"type": "number"},
+    # 1.3: a float tail's step, run as host post-processing (docs/fixed-point.md 10.1)
+    "host": {"type": "boolean"},
 }
 #: the ``quantization`` section (analysis only; null in evaluate()'s report)
 QUANTIZATION_SCHEMA: dict[str, Any] = {
@@ -49,7 +52,8 @@ QUANTIZATION_SCHEMA: dict[str, Any] = {
         "model_output_snr_db": _SNR,
         "outputs": {"type": "array", "items": {"type": "object", "required": ["name", "snr_db", "cosine"]}},
         "inputs": {"type": "array", "items": {"type": "object", "required": ["name", "bits"]}},
-        "steps": {"type": "array", "items": {"type": "object", "required": list(_STEP_FIELDS), "properties": _STEP_FIELDS}},
+        "steps": {"type": "array", "items": {"type": "object", "required": [k for k in _STEP_FIELDS if k != "host"],
+                                                     "properties": _STEP_FIELDS}},
         "ranking": {"type": "array", "items": {
             "type": "object", "required": ["rank", "index", "name", "op_type", "isolated_snr_db", "cause", "suggestions", "measured"],
             "properties": {"rank": {"type": "integer"}, "index": {"type": "integer"}, "suggestions": {"type": "array"},
@@ -59,6 +63,16 @@ QUANTIZATION_SCHEMA: dict[str, Any] = {
         "regions_int16": {"type": "array", "items": {"type": "object", "required": ["nodes", "first", "last", "macs_fraction", "measured"]}},
         "histograms": {"type": "array", "items": {"type": "object", "required": ["name", "tensor", "hi", "counts", "chosen", "abs_max"]}},
         "timing_s": {"type": "object"},
+        # 1.3: the automatic precision choices (docs/fixed-point.md 10.1, docs/report.md "Automatic precision")
+        "auto_precision": {
+            "type": "object", "required": ["enabled", "float_tails"],
+            "properties": {"enabled": {"type": "boolean"}, "float_tails": {"type": "array", "items": {
+                "type": "object",
+                "required": ["outputs", "nodes", "inputs", "ops", "snr_quantized_db", "snr_float_db", "gain_db",
+                             "samples", "kept", "why"],
+                "properties": {"kept": {"type": "boolean"}, "gain_db": {"type": ["number", "null"]},
+                               "nodes": {"type": "array", "items": {"type": "string"}},
+                               "outputs": {"type": "array", "items": {"type": "string"}}}}}}},
         # 1.2: what the options did (docs/fixed-point.md 3.7, docs/report.md "Option effects")
         "option_effects": {
             "type": "object",
@@ -123,6 +137,8 @@ REPORT_SCHEMA: dict[str, Any] = {
                 "ddr_write_bytes": {"type": "integer"}, "weight_bytes": {"type": "integer"},
                 "npu_node_count": {"type": "integer"}, "cpu_node_count": {"type": "integer"},
                 "cpu_nodes": {"type": "array", "items": {"type": "object"}},
+                # 1.3: CPU nodes that are host post-processing (float tails, docs/fixed-point.md 10.1)
+                "host_node_count": {"type": "integer"},
                 "cost_model": {"type": "object"},
             },
         },
@@ -162,6 +178,7 @@ def build_evaluation_report(
         d["outputs"] = list(n.outputs)
         nodes.append(d)
     cpu = [{"name": n.name, "op_type": n.op_type, "reason": n.reason} for n in result.cpu_nodes]
+    host = [c for c in cpu if c["reason"].startswith(HOST_REASON)]
     fps = float(result.fps)
     null_reasons = {}
     if not math.isfinite(fps):
@@ -186,6 +203,7 @@ def build_evaluation_report(
             "npu_node_count": len(result.npu_nodes),
             "cpu_node_count": len(cpu),
             "cpu_nodes": cpu,
+            "host_node_count": len(host),
             "cost_model": dict(result.cost_model),
         },
         "nodes": nodes,
@@ -285,6 +303,9 @@ def summary_text(doc: dict[str, Any], report_path: str | None = None) -> str:
         f"{p}/ip_eval/MACs(G): {s['total_macs'] / 1e9:.4f}",
         f"{p}/cpu_node: " + (", ".join(f"{c['name']}({c['op_type']})" for c in s["cpu_nodes"]) or "N/A"),
     ]
+    host = [c for c in s["cpu_nodes"] if c.get("reason", "").startswith(HOST_REASON)]
+    if host:  # float tails an analysis runs in float (docs/fixed-point.md 10.1); also among the cpu_node line
+        lines.append(f"{p}/{HOST_REASON}: " + ", ".join(f"{c['name']}({c['op_type']})" for c in host))
     if report_path:
         lines.append(f"gen fx model report: {report_path}")
     lines.append(", node, node origin, type, node backend, time(ms), reason,")

@@ -244,6 +244,12 @@ def _is_float(program: Program, name: str) -> bool:
     return bool(program.float_dtypes.get(name, True))
 
 
+def _deq(program: Program, name: str, v: np.ndarray) -> np.ndarray:
+    """A tensor's value: dequantized, or as it is for a float tail's float output (no format)."""
+    f = program.formats.get(name)
+    return f.dequantize(v) if f is not None else np.asarray(v, dtype=np.float64)
+
+
 def _compared(program: Program) -> list[str]:
     """Every quantized float tensor the report compares: model inputs, then step outputs in order."""
     names = [n for n in program.input_names if n in program.formats]
@@ -585,7 +591,7 @@ class _Measurer:
                 for i, feed in enumerate(self.feeds):
                     res = sub.run(envs[i] if g.start > 0 else p2.quantize_inputs(feed))
                     for n in self.out_names:
-                        accs[j][n].add(self.ref_out[i][n], p2.formats[n].dequantize(res[n]))
+                        accs[j][n].add(self.ref_out[i][n], _deq(p2, n, res[n]))
 
             with ThreadPoolExecutor(max_workers=2) as pool:
                 for j, _ in enumerate(pool.map(measure, range(len(self.pending)))):
@@ -599,7 +605,7 @@ class _Measurer:
             for j, (_, g, p2, sub) in enumerate(self.pending):
                 res = sub.run(env if g.start > 0 else p2.quantize_inputs(feed))
                 for n in self.out_names:
-                    accs[j][n].add(self.ref_out[i][n], p2.formats[n].dequantize(res[n]))
+                    accs[j][n].add(self.ref_out[i][n], _deq(p2, n, res[n]))
             del env
             if progress:
                 progress(f"suggestions {i + 1}/{len(self.feeds)}")
@@ -619,6 +625,13 @@ def _option_effects(result: Any) -> dict[str, Any]:
     """What the options did (the analysis' ``effects``), with every key present."""
     eff = getattr(result, "effects", None) or {}
     return {k: list(eff.get(k) or []) for k in EFFECT_KEYS}
+
+
+def _auto_precision(result: Any) -> dict[str, Any]:
+    """The automatic precision choices of the analysis (docs/fixed-point.md 10.1): ``enabled`` and
+    ``float_tails`` (every candidate measured, kept or not)."""
+    ap = getattr(result, "auto_precision", None) or {}
+    return {"enabled": bool(ap.get("enabled", True)), "float_tails": list(ap.get("float_tails") or [])}
 
 
 def _width_note(program: Program, tensor: str, stays: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -659,9 +672,11 @@ def measure_precision(
     fmts = program.formats
     stats = result.stats
     names = _compared(program)
+    # model outputs: quantized ones, and the float outputs of float tails (spec 10.1)
+    out_names = [n for n in program.output_names if _is_float(program, n) and n not in program.input_names]
     inner = [n for n in names if n not in program.input_names]
+    inner += [n for n in out_names if n not in names]
     runner = FloatRunner(expose_tensors(result.optimized, inner), label="report float model", threads=threads)
-    out_names = [n for n in program.output_names if n in fmts and _is_float(program, n)]
 
     def float_run(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         fl = dict(zip(inner, runner.run(feed, inner))) if inner else {}
@@ -686,6 +701,8 @@ def measure_precision(
         # non-float runtime tensors (shapes, indices) come from the float model too
         sfl = {n: _sampled(fl[n]) for n in names}  # per-layer statistics on a fixed subset (SAMPLE)
         for k, st in enumerate(steps):
+            if st.host:  # a float tail's step: nothing quantized to measure (its float inputs are not exposed)
+                continue
             for y, q in _isolated(program, k, st, fl):
                 iso[k].add(sfl[y], fmts[y].dequantize(_sampled(q)))
         t_iso += time.perf_counter() - t0
@@ -694,8 +711,8 @@ def measure_precision(
         env = program.run(program.quantize_inputs(feed), keep_all=True, stats=kstats)
         for n in names:
             cum[n].add(sfl[n], fmts[n].dequantize(_sampled(env[n])))
-            if n in base_out:
-                base_out[n].add(fl[n], fmts[n].dequantize(env[n]))
+        for n in out_names:
+            base_out[n].add(fl[n], _deq(program, n, env[n]))
         size = sum(v.nbytes for v in env.values() if isinstance(v, np.ndarray))
         if kept_bytes + size <= KEEP_BYTES:  # the suggestions re-run from these tensors (else recomputed)
             kept_env.append(env)
@@ -740,7 +757,7 @@ def measure_precision(
             cum_row = {"snr_db": _r(out_snr), "cosine": round(acc.cosine(), 6), "drop_db": _r(drop)}
         row: dict[str, Any] = {
             "index": k, "name": st.name, "op_type": st.op_type, "nodes": list(st.nodes), "placement": placement,
-            "float_step": bool(st.float_step), "reason": reason,
+            "float_step": bool(st.float_step), "reason": reason, "host": bool(st.host),
             "pass_through": (not st.float_step) and st.op_type in PASS_THROUGH,
             "inputs": [{"tensor": x, **(_fmt_desc(fmts[x]) or {})} for x in ins],
             "outputs": [{"tensor": y, **(_fmt_desc(fmts[y]) or {}), **_width_note(program, y, stays)} for y in outs],
@@ -885,6 +902,7 @@ def measure_precision(
         "regions_int16": regions,
         "histograms": hists,
         "option_effects": effects,
+        "auto_precision": _auto_precision(result),
         "timing_s": {"measure": round(t_pass1 - t_start, 3), "isolated": round(t_iso, 3),
                      "suggestions": round(measurer.seconds, 3), "total": round(time.perf_counter() - t_start, 3)},
     }

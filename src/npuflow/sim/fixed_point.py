@@ -22,8 +22,10 @@ from typing import Any, Union
 
 import numpy as np
 
-NUMERICS_VERSION = "1.1"
-"""Version of ``docs/fixed-point.md`` implemented by this package; a BIE records it."""
+NUMERICS_VERSION = "1.2"
+"""Version of ``docs/fixed-point.md`` implemented by this package; a BIE records the lowest version
+whose rules it uses (``npuflow.analysis.program.required_numerics_version``: 1.1 unless it has a
+float tail, spec section 10.1)."""
 
 RADIX_MIN = -128
 """Smallest radix :func:`choose_radix_scale` produces (values beyond 2**135 saturate)."""
