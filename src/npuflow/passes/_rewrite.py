@@ -23,6 +23,8 @@ from npuflow.passes._graph import (
     all_tensor_names,
     constant_initializers,
     consumers,
+    drop_value_info,
+    ensure_ir_version,
     is_default_domain,
     known_static_shapes,
     names_used_in_subgraphs,
@@ -239,6 +241,23 @@ class Index:
         """Add the new initializers to the graph."""
         self.graph.initializer.extend(self.new_initializers)
         self.new_initializers = []
+
+
+def apply_plan(model: onnx.ModelProto, plan: Sequence[tuple[Sequence[onnx.NodeProto], Sequence[onnx.NodeProto]]],
+               idx: Any = None, stale: Iterable[str] = ()) -> tuple[onnx.ModelProto, bool]:
+    """The end of every rewrite pass: apply ``plan`` (:func:`replace_in_place`), add the new
+    constants of ``idx`` (its ``finish()``), drop the value_info of the ``stale`` tensors, and keep
+    the IR version valid; returns the pass result ``(model, modified)``."""
+    if not plan:
+        return model, False
+    replace_in_place(model.graph, plan)
+    if idx is not None:
+        idx.finish()
+    stale = set(stale)
+    if stale:
+        drop_value_info(model.graph, stale)
+    ensure_ir_version(model)
+    return model, True
 
 
 def close(value: float | None, expected: float, rtol: float = CONST_RTOL) -> bool:

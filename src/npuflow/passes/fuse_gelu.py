@@ -32,13 +32,12 @@ import math
 import onnx
 from onnx import helper
 
-from npuflow.passes._graph import drop_value_info, ensure_ir_version
 from npuflow.passes._rewrite import (
     Index,
     PlatformLike,
     close,
     npu_has,
-    replace_in_place,
+    apply_plan,
 )
 
 MAX_DEPTH = 8
@@ -99,10 +98,4 @@ def run(model: onnx.ModelProto, platform: PlatformLike | None = None) -> tuple[o
             plan.append(([prod, last], [half, out]))
             stale.add(prod.output[0])
             break
-    if not plan:
-        return model, False
-    replace_in_place(model.graph, plan)
-    idx.finish()
-    drop_value_info(model.graph, stale)
-    ensure_ir_version(model)
-    return model, True
+    return apply_plan(model, plan, idx, stale)

@@ -36,14 +36,14 @@ from dataclasses import dataclass
 import onnx
 from onnx import helper
 
-from npuflow.passes._graph import drop_value_info, ensure_ir_version, is_default_domain
+from npuflow.passes._graph import is_default_domain
 from npuflow.passes._rewrite import (
     Index,
     PlatformLike,
     attr,
     close,
     npu_has,
-    replace_in_place,
+    apply_plan,
 )
 
 SIXTH = 1.0 / 6.0
@@ -182,10 +182,4 @@ def run(model: onnx.ModelProto, platform: PlatformLike | None = None) -> tuple[o
             continue
         plan.append((m.nodes, _rewrite(idx, m, target)))
         stale.update(o for n in m.nodes for o in n.output if o != m.out)
-    if not plan:
-        return model, False
-    replace_in_place(model.graph, plan)
-    idx.finish()
-    drop_value_info(model.graph, stale)
-    ensure_ir_version(model)
-    return model, True
+    return apply_plan(model, plan, idx, stale)

@@ -23,8 +23,8 @@ from __future__ import annotations
 import onnx
 from onnx import helper
 
-from npuflow.passes._graph import drop_value_info, ensure_ir_version, is_default_domain
-from npuflow.passes._rewrite import Index, close, replace_in_place
+from npuflow.passes._graph import is_default_domain
+from npuflow.passes._rewrite import Index, apply_plan, close
 
 
 def _neg_of(idx: Index, t: str, reader: onnx.NodeProto) -> tuple[str, onnx.NodeProto] | None:
@@ -100,9 +100,4 @@ def run(model: onnx.ModelProto) -> tuple[onnx.ModelProto, bool]:
                 mul.input[k] = s
                 take([n], [helper.make_node("Sigmoid", [sig.input[0]], [s], name=idx.name(f"Sigmoid_{base}")), mul])
                 break
-    if not plan:
-        return model, False
-    replace_in_place(model.graph, plan)
-    drop_value_info(model.graph, stale)
-    ensure_ir_version(model)
-    return model, True
+    return apply_plan(model, plan, stale=stale)

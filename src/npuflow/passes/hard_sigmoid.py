@@ -30,14 +30,14 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from npuflow.passes._graph import drop_value_info, ensure_ir_version, is_default_domain
+from npuflow.passes._graph import is_default_domain
 from npuflow.passes._rewrite import (
     FLOAT_TYPES,
     Index,
     PlatformLike,
     attr,
     npu_has,
-    replace_in_place,
+    apply_plan,
 )
 
 
@@ -142,10 +142,4 @@ def run(model: onnx.ModelProto, platform: PlatformLike | None = None) -> tuple[o
         clip = idx.clip_node(t, 0.0, 1.0 / alpha, c, idx.name(f"Clip_{base}"), et)
         mul = helper.make_node("Mul", [c, idx.const(alpha, et, f"{base}_alpha")], [y], name=idx.op_name(hs, "Mul", base))
         plan.append(([hs], [add, clip, mul]))
-    if not plan:
-        return model, False
-    replace_in_place(model.graph, plan)
-    idx.finish()
-    drop_value_info(model.graph, stale)
-    ensure_ir_version(model)
-    return model, True
+    return apply_plan(model, plan, idx, stale)

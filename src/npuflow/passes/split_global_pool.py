@@ -35,13 +35,13 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from npuflow.passes._graph import ensure_ir_version, is_default_domain
+from npuflow.passes._graph import is_default_domain
 from npuflow.passes._rewrite import (
     CandidateNode,
     Index,
     PlatformLike,
     npu_runs,
-    replace_in_place,
+    apply_plan,
 )
 
 log = logging.getLogger(__name__)
@@ -152,9 +152,4 @@ def run(model: onnx.ModelProto, platform: PlatformLike | None = None) -> tuple[o
             log.debug("%s %s over the %s limit: no split the platform runs", op, n.name, platform.name)
             continue
         plan.append(([n], new))
-    if not plan:
-        return model, False
-    replace_in_place(model.graph, plan)
-    idx.finish()
-    ensure_ir_version(model)
-    return model, True
+    return apply_plan(model, plan, idx)
