@@ -6,19 +6,19 @@
   would run on its NPU. The optimizer sits below ``npuflow.platforms`` in the layers
   (docs/architecture.md), so it never imports it: ``optimize(platform=...)`` takes the platform
   object from the caller (``npuflow.platforms.get_platform(720)``) and the passes use only its
-  ``name``, ``npu_supports(op_type)`` and ``npu_reason(node_info)``. :class:`CandidateNode` has
-  the fields of ``npuflow.platforms.conditions.NodeInfo`` (tests/passes checks that they agree).
+  ``name``, ``npu_supports(op_type)`` and ``npu_reason(node_info)``. :class:`CandidateNode` is
+  ``npuflow.ir.nodes.NodeInfo`` itself (the checker's input type, shared through ``ir``).
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from npuflow.ir.nodes import NodeInfo
 from npuflow.passes._graph import (
     all_tensor_names,
     constant_initializers,
@@ -49,17 +49,8 @@ class PlatformLike(Protocol):
     def npu_reason(self, node: Any) -> str | None: ...
 
 
-@dataclass(frozen=True)
-class CandidateNode:
-    """A node as the platform condition checker sees it (fields of ``platforms.conditions.NodeInfo``)."""
-
-    name: str
-    op_type: str
-    attrs: Mapping[str, Any] = field(default_factory=dict)
-    input_shapes: Sequence[tuple[int, ...] | None] = ()
-    output_shapes: Sequence[tuple[int, ...] | None] = ()
-    const_inputs: Mapping[int, np.ndarray] = field(default_factory=dict)
-    present_inputs: frozenset[int] = frozenset()
+#: a node that does not exist yet, as the platform condition checker sees it
+CandidateNode = NodeInfo
 
 
 def is_platform(platform: object) -> bool:

@@ -28,27 +28,15 @@ compared element-wise for ``max``/``min`` (every element must pass).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from npuflow.ir.nodes import NodeInfo  # noqa: F401  (the checker's input; defined in ir, shared with the optimizer)
+
 _COMPARISONS = ("max", "min", "eq", "in", "not_in", "is", "subset_of")
 _SOURCES = ("attr", "input", "const", "rank", "input_rank", "spatial_size", "pads_batch", "reduce_axes")
 _MISSING = object()
-
-
-@dataclass(frozen=True)
-class NodeInfo:
-    """What the checker needs to know about one node (built by ``npuflow.evaluate``)."""
-
-    name: str
-    op_type: str
-    attrs: Mapping[str, Any] = field(default_factory=dict)
-    input_shapes: Sequence[tuple[int, ...] | None] = ()
-    output_shapes: Sequence[tuple[int, ...] | None] = ()
-    const_inputs: Mapping[int, np.ndarray] = field(default_factory=dict)
-    present_inputs: frozenset[int] = frozenset()  # indices of inputs given (optional inputs may be empty)
 
 
 class RuleError(ValueError):
