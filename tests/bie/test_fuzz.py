@@ -217,16 +217,19 @@ def e_steps(b: Bie, data) -> str:
     how = data.draw(st.sampled_from(["swap", "drop", "dup", "reverse", "rotate"]), label="how")
     with_nodes = data.draw(st.booleans(), label="nodes too")
     for seq in ([steps, nodes] if with_nodes else [steps]):
+        if not seq:
+            continue
+        a, z = min(i, len(seq) - 1), min(j, len(seq) - 1)  # the node list may differ after earlier edits
         if how == "swap":
-            seq[i], seq[j] = seq[j], seq[i]
+            seq[a], seq[z] = seq[z], seq[a]
         elif how == "drop":
-            del seq[i]
+            del seq[a]
         elif how == "dup":
-            seq.insert(j, seq[i])
+            seq.insert(z, seq[a])
         elif how == "reverse":
             seq.reverse()
         else:
-            seq[:] = seq[i:] + seq[:i]
+            seq[:] = seq[a:] + seq[:a]
     if with_nodes:
         del b.model.graph.node[:]
         b.model.graph.node.extend(nodes)
@@ -298,7 +301,11 @@ def e_bytes(b: Bie, data) -> str:
         if isinstance(steps, list) else []
     if cpu and data.draw(st.booleans(), label="cpu node"):
         s = _pick(data, cpu, "cpu step")
-        s["onnx_node"] = base64.b64encode(_flip(base64.b64decode(s["onnx_node"]), data)).decode()
+        try:
+            blob = base64.b64decode(s["onnx_node"])
+        except ValueError:  # an earlier edit left no base64 there
+            blob = b""
+        s["onnx_node"] = base64.b64encode(_flip(blob, data)).decode()
         return f"cpu node bytes {s['name']}"
     t = next(t for t in b.model.graph.initializer if t.name == "npuflow.float_model")
     blob = numpy_helper.to_array(t).tobytes()

@@ -1625,8 +1625,9 @@ def read_contents(model: onnx.ModelProto, meta: dict[str, str], path: str) -> di
     steps_json = plan["steps"]
     if not steps_json:
         ck.fail("npuflow.plan.steps", "no steps: a BIE holds at least one")
-    if len(steps_json) != len(model.graph.node):
-        ck.fail("graph.node", f"{len(model.graph.node)} nodes for {len(steps_json)} steps of the plan")
+    graph_nodes = list(model.graph.node)
+    if len(steps_json) != len(graph_nodes):
+        ck.fail("graph.node", f"{len(graph_nodes)} nodes for {len(steps_json)} steps of the plan")
     pr = _Prog(ck, platform, formats)
     for t, f in formats.items():
         pr.act_format(f, f"npuflow.plan.formats[{t!r}]")
@@ -1696,7 +1697,7 @@ def read_contents(model: onnx.ModelProto, meta: dict[str, str], path: str) -> di
                                              "(it is not quantized)")
             p = decode_params(_Dec(ck, inits, used, fdec.formats), e.get("params"), f"{at}: params", cls)
             _check_npu_step(pr, sh, at, st, p)
-        node = model.graph.node[k]
+        node = graph_nodes[k]
         if (node.name, node.op_type, list(node.output)) != (e["name"], op, e["outputs"]):
             ck.fail(f"{at}: graph.node[{k}]", f"the graph's node {node.name!r} ({node.op_type}) does not show this step")
         for y in outs:
