@@ -264,6 +264,8 @@ CASES: list[Case] = [
     Case("written_twice", "a tensor written by two steps", "mnist", _written_twice,
          ("Convolution110", "outputs", "ReLU32_Output_0")),
     Case("platform", "platform 999", "mnist", _platform, ("npuflow.platform", "'999'")),
+    Case("platform_unicode", "platform '²' (a digit to str.isdigit, not to int(): found by the long fuzz run)",
+         "mnist", _meta("npuflow.platform", "\u00b2"), ("npuflow.platform", "'²'")),
     Case("identity_lie", "a requantization that says it is not the identity between equal formats", "mnist",
          _identity_lie, ("Pooling66", "params.rq.identity")),
     # --- in-spec edits: must load and run ---

@@ -314,7 +314,8 @@ def e_bytes(b: Bie, data) -> str:
 
 
 META_VALUES = st.sampled_from(["1.0", "1.1", "1.2", "1.09", "1.10", "0.9", "2.0", "1", "", "x.y", "720", "520", "730",
-                               "999", "-1", "{}", "[]", "null", '{"version": 1}', "NaN", "1e999", "{" * 40]) | st.text(max_size=10)
+                               "999", "-1", "{}", "[]", "null", '{"version": 1}', "NaN", "1e999", "{" * 40, "\u00b2", "\u0667\u0662\u0660",
+                               "1.\u00b2", "7_20", " 720"]) | st.text(max_size=10)
 
 
 def e_meta(b: Bie, data) -> str:

@@ -30,7 +30,8 @@ def test_every_params_field_is_decoded():
 
 @pytest.mark.parametrize("text, want", [("1.0", (1, 0)), ("1.09", (1, 9)), ("1.1", (1, 1)), ("12.345", (12, 345)),
                                         ("1", None), ("1.1.1", None), ("v1.0", None), ("", None), (" 1.0", None),
-                                        ("1.x", None), (None, None), ("1.-1", None)])
+                                        ("1.x", None), (None, None), ("1.-1", None),
+                                        ("\u0661.\u0660", None), ("1.\u00b2", None)])
 def test_parse_version(text, want):
     assert parse_version(text) == want
 

@@ -113,6 +113,12 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+def _short(v: Any, *, quote: bool = True, n: int = 80) -> str:
+    """``repr(v)`` (or ``str``) cut to ``n`` characters, for names quoted in one-line messages."""
+    t = str(v) if not quote and isinstance(v, str) and v.isprintable() else repr(v)
+    return t if len(t) <= n else t[: n - 3] + "..."
+
+
 def _tname(v: Any) -> str:
     return "null" if v is None else {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
                                      list: "a list", dict: "an object"}.get(type(v), type(v).__name__)
@@ -122,7 +128,7 @@ def parse_version(text: Any) -> tuple[int, int] | None:
     """``"MAJOR.MINOR"`` as a tuple of ints (``"1.09"`` is ``(1, 9)``), None when malformed."""
     if not isinstance(text, str):
         return None
-    m = re.fullmatch(r"(\d{1,6})\.(\d{1,6})", text)
+    m = re.fullmatch(r"(\d{1,6})\.(\d{1,6})", text, flags=re.ASCII)
     return (int(m.group(1)), int(m.group(2))) if m else None
 
 
@@ -1542,7 +1548,8 @@ def read_contents(model: onnx.ModelProto, meta: dict[str, str], path: str) -> di
     check_version(path, "numerics", nv, NUMERICS_VERSION)
     plat_text = meta.get(KEY + "platform")
     try:
-        platform = get_platform(int(plat_text)) if isinstance(plat_text, str) and plat_text.isdigit() else None
+        ok = isinstance(plat_text, str) and plat_text.isascii() and plat_text.isdigit() and len(plat_text) < 10
+        platform = get_platform(int(plat_text)) if ok else None  # "²".isdigit() but int("²") fails
     except NpuflowError:
         platform = None
     if platform is None:
@@ -1654,7 +1661,7 @@ def read_contents(model: onnx.ModelProto, meta: dict[str, str], path: str) -> di
         at = f"step {k}"
         if not isinstance(e, dict):
             ck.fail(at, f"expected an object, got {_tname(e)}")
-        at = f"step {k} {e.get('name')!r} ({e.get('op_type')})"
+        at = f"step {k} {_short(e.get('name'))} ({_short(e.get('op_type'), quote=False)})"
         for key, typ in _STEP_KEYS.items():
             if not isinstance(e.get(key), typ) or (typ is not bool and isinstance(e.get(key), bool)):
                 ck.fail(f"{at}: {key}", f"expected {_tname(typ())}, got {_tname(e.get(key))}")
