@@ -45,7 +45,10 @@ Method
 ``--quick`` and ``--calib-count``/``--eval-count`` take the first N items of each split; the counts
 used are printed with every table. ``--quick`` also skips the warm-up and cold-start analyses and
 runs each quantization inside the model's evaluation process (no subprocess per step).
-``--out DIR`` writes the printed report (Markdown) and every number (JSON) into DIR.
+``--out DIR`` writes the printed report (Markdown) and every number (JSON) into DIR. Both files are
+written after part 1 and after each model of part 2 (through a rename, never half-written), so a run
+that dies keeps every finished row: until the run ends the JSON has ``"complete": false`` and the
+Markdown ends with an "(incomplete: ...)" line.
 """
 from __future__ import annotations
 
@@ -230,7 +233,8 @@ def quantize_step(task_name: str, config: QuantConfig, calib_count: int | None, 
             start = _proc_status_kib("VmRSS")
             timing = None
             artifact, seconds = ort_quantize(_Preloaded(task, feeds), config.options.get("method", "MinMax"), None,
-                                             model=start_model, output=out_dir / f"{task.name}.qdq.onnx")
+                                             model=start_model, output=out_dir / f"{task.name}.qdq.onnx",
+                                             notes=notes)
         else:
             raise ValueError(f"unknown tool {config.tool!r}")
         peak = _proc_status_kib("VmHWM")
@@ -265,18 +269,95 @@ def quantize_isolated(task_name: str, config: QuantConfig, calib_count: int | No
     env = worker_env(env_extra)
     cmd = [sys.executable, str(Path(__file__).resolve()), "--_worker", str(req_path)]
     stage = "analysis" if config.tool == "npuflow" else "ORT quantize_static"
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    watch = _RssWatch(proc.pid)  # the largest RSS seen: named if the kernel's OOM killer ends the step
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+        stdout, stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
         return {"ok": False, "calib_n": None, "error": {"stage": stage, "type": "Timeout", "node": None, "op": None,
                                                         "message": f"quantization subprocess killed after {timeout:.0f} s",
                                                         "traceback_tail": ""}}
+    except BaseException:  # Ctrl-C or any error here: do not leave the step running (as subprocess.run)
+        proc.kill()
+        proc.wait()
+        raise
+    finally:
+        watch.stop()
     if res_path.is_file():
         return json.loads(res_path.read_text(encoding="utf-8"))
-    return {"ok": False, "calib_n": None, "error": {
-        "stage": stage, "type": f"subprocess exit {proc.returncode}", "node": None, "op": None,
-        "message": ((proc.stderr or proc.stdout or "").strip().splitlines() or ["(no output)"])[-1],
-        "traceback_tail": ((proc.stdout or "") + (proc.stderr or ""))[-3000:]}}
+    return {"ok": False, "calib_n": None, "error": _exit_error(stage, proc.returncode, stdout or "", stderr or "", watch.peak_kib)}
+
+
+def _total_memory_kib() -> int | None:
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+class _RssWatch:
+    """The largest resident set of process ``pid`` seen while it runs (polled from /proc every
+    ``interval`` s): what a subprocess used before the kernel's out-of-memory killer ended it."""
+
+    def __init__(self, pid: int, interval: float = 0.5) -> None:
+        import threading
+
+        self.pid, self.interval, self.peak_kib = pid, interval, None
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        while not self._done.is_set():
+            try:
+                with open(f"/proc/{self.pid}/status", encoding="ascii") as f:
+                    for line in f:
+                        if line.startswith("VmRSS:"):
+                            kib = int(line.split()[1])
+                            self.peak_kib = max(self.peak_kib or 0, kib)
+                            break
+            except (OSError, ValueError):
+                pass
+            self._done.wait(self.interval)
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
+
+
+def _exit_error(stage: str, code: int, stdout: str, stderr: str, peak_kib: int | None) -> dict[str, Any]:
+    """The error of a worker subprocess that ended without its result: a signal by name, and for
+    SIGKILL (what the kernel's out-of-memory killer sends) the largest RSS seen and the machine's RAM."""
+    import signal
+
+    tail = (stdout + stderr)[-3000:]
+    last = (stderr or stdout).strip().splitlines()
+    if code < 0:
+        try:
+            sig = signal.Signals(-code).name
+        except ValueError:
+            sig = f"signal {-code}"
+        typ = f"killed by {sig}"
+        total = _total_memory_kib()
+        seen = (f"; largest RSS seen {peak_kib / 1024:.0f} MiB" if peak_kib else "") + (
+            f" of {total / 1024:.0f} MiB RAM" if (peak_kib and total) else "")
+        if -code == signal.SIGKILL:
+            msg = ("the quantization subprocess was killed (SIGKILL, no result written): most likely out of memory "
+                   f"(the kernel's OOM killer){seen}")
+        else:
+            msg = f"the quantization subprocess was killed by {sig} (no result written){seen}"
+        if last:
+            msg += f"; its last output: {last[-1][:200]}"
+        return {"stage": stage, "type": typ, "node": None, "op": None, "message": msg,
+                "rss_peak_seen_kib": peak_kib, "traceback_tail": tail}
+    return {"stage": stage, "type": f"subprocess exit {code}", "node": None, "op": None,
+            "message": last[-1] if last else "(no output)", "rss_peak_seen_kib": peak_kib, "traceback_tail": tail}
 
 
 def _worker(req_path: str) -> int:
@@ -752,6 +833,38 @@ def failure_details(all_res: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+def models_section(all_res: list[dict[str, Any]], configs: Sequence[QuantConfig], seconds: float) -> list[str]:
+    """Part 2 as printed: the scoreboard (core models, then the extra ones), the details table and
+    the part's time; one string per printed block."""
+    core = [r for r in all_res if not r.get("extra")]
+    more = [r for r in all_res if r.get("extra")]
+    lines = [f"## 2. Scoreboard: every model, platform {PLATFORM}\n", SCOREBOARD_INTRO + "\n"]
+    if core:
+        lines.append("\n".join(scoreboard_table(core, configs)) + "\n")
+    if more:
+        lines.append("More real models (benchmarks/assets/; reported, not counted in the targets of the accuracy issues):\n")
+        lines.append("\n".join(scoreboard_table(more, configs)) + "\n")
+    lines += ["### Details\n", "\n".join(models_table(all_res, configs)) + "\n", f"(part 2: {seconds:.0f} s)\n"]
+    return lines
+
+
+def failures_section(report: dict[str, Any]) -> list[str]:
+    """Every failure once (part 2 reuses part 1's efficientnet results)."""
+    seen = [report["efficientnet"]] if "efficientnet" in report else []
+    seen += [r for r in report.get("models", []) if not r.get("reused_from_part1")]
+    fails = failure_details(seen)
+    return ["### Failures and refusals\n", "\n".join(fails) if fails else "none\n"]
+
+
+def _write_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename: a run killed while writing
+    leaves the previous complete file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
 # ============================================================================ main
 def stderr_log(msg: str) -> None:
     print(f"# {time.strftime('%H:%M:%S')} {msg}", file=sys.stderr, flush=True)
@@ -794,7 +907,8 @@ SCOREBOARD_INTRO = (
     "see benchmarks/ort_quant.py). Each cell: the task metric against float (benchmarks/README.md defines each), then "
     "the output SNR in dB, pooled over the evaluation inputs, one value per model output. REFUSED: npuflow "
     "declined the model, naming the node and op; FAILED: an error (details below the tables). (*): ORT's "
-    "quant_pre_process failed and the model was quantized with less or no pre-processing (details table).")
+    "quant_pre_process failed and the model was quantized with less or no pre-processing, or ORT's Percentile "
+    "histogram was collected in chunks to bound its memory (details table).")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -864,6 +978,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     t_start = time.perf_counter()
     mode = "quick" if args.quick else "full"
+    json_path, md_path = args.json, args.markdown
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        json_path = json_path or str(Path(args.out, f"accuracy-{mode}.json"))
+        md_path = md_path or str(Path(args.out, f"accuracy-{mode}.md"))
     out(f"npuflow {npuflow.__version__}, onnxruntime {onnxruntime.__version__}, numpy {np.__version__}, "
         f"Python {_platform.python_version()}; {os.cpu_count()} CPUs, load average at start "
         f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}; analysis threads={args.threads}; "
@@ -875,8 +994,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     common = dict(work_dir=args.work_dir, shared=args.shared, threads=args.threads, step_timeout=args.step_timeout,
                   warmup=not (args.no_warmup or args.quick), isolate=not args.quick, chunk=args.batch, log=stderr_log)
     done: dict[tuple[str, int | None, int | None], dict[str, Any]] = {}
-    report: dict[str, Any] = {"mode": mode, "argv": argv}
+    report: dict[str, Any] = {"mode": mode, "argv": argv, "complete": False}
     configs = [n8, n16, ORT_MINMAX, ORT_PERCENTILE]
+
+    def write_files(more_md: Sequence[str]) -> None:
+        """The JSON and Markdown files as they stand (after each model, and at the end)."""
+        if json_path:
+            _write_atomic(json_path, json.dumps(_jsonable(report), indent=1))
+        if md_path:
+            _write_atomic(md_path, "# benchmarks/accuracy.py " + " ".join(argv) + "\n\n" + "\n".join([*md, *more_md]) + "\n")
+
+    def write_partial(models_md: Sequence[str], n_done: int) -> None:
+        """The files with what is finished, ending with a line that says the run is incomplete."""
+        what = (["part 1"] if "efficientnet" in report else []) + (
+            [f"{n_done} of {len(models)} models of part 2"] if "models" in parts else [])
+        write_files([*models_md, *failures_section(report),
+                     f"(incomplete: written at {time.strftime('%H:%M UTC', time.gmtime())} after {' and '.join(what)}, "
+                     f"{time.perf_counter() - t_start:.0f} s into the run; the run was still going or was stopped)"])
 
     if "efficientnet" in parts:
         c, e = _counts(EFFICIENTNET, args.quick, args.calib_count, args.eval_count)
@@ -903,6 +1037,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             out("Targets:\n")
             out("\n".join(efficientnet_targets(res)) + "\n")
         out(f"(part 1: {time.perf_counter() - t0:.0f} s)\n")
+        write_partial([], 0)
 
     if "models" in parts:
         t0 = time.perf_counter()
@@ -918,36 +1053,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                 except Exception as exc:  # noqa: BLE001
                     res = {"task": name, "fatal": describe_exception(exc, "evaluation"), "results": {}}
             all_res.append(res)
+            report["models"] = all_res
+            log(f"[{name}] done ({len(all_res)} of {len(models)} models, {time.perf_counter() - t0:.0f} s into part 2)")
+            write_partial(models_section(all_res, configs, time.perf_counter() - t0), len(all_res))
         report["models"] = all_res
-        core = [r for r in all_res if not r.get("extra")]
-        more = [r for r in all_res if r.get("extra")]
-        out(f"## 2. Scoreboard: every model, platform {PLATFORM}\n")
-        out(SCOREBOARD_INTRO + "\n")
-        if core:
-            out("\n".join(scoreboard_table(core, configs)) + "\n")
-        if more:
-            out("More real models (benchmarks/assets/; reported, not counted in the targets of the accuracy issues):\n")
-            out("\n".join(scoreboard_table(more, configs)) + "\n")
-        out("### Details\n")
-        out("\n".join(models_table(all_res, configs)) + "\n")
-        out(f"(part 2: {time.perf_counter() - t0:.0f} s)\n")
-    # every failure once (part 2 reuses part 1's efficientnet results)
-    seen = [report["efficientnet"]] if "efficientnet" in report else []
-    seen += [r for r in report.get("models", []) if not r.get("reused_from_part1")]
-    fails = failure_details(seen)
-    out("### Failures and refusals\n")
-    out("\n".join(fails) if fails else "none\n")
+        for text in models_section(all_res, configs, time.perf_counter() - t0):
+            out(text)
+    for text in failures_section(report):
+        out(text)
     out(f"total {time.perf_counter() - t_start:.0f} s; load average at end "
         f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    json_path, md_path = args.json, args.markdown
-    if args.out:
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-        json_path = json_path or str(Path(args.out, f"accuracy-{mode}.json"))
-        md_path = md_path or str(Path(args.out, f"accuracy-{mode}.md"))
-    if json_path:
-        Path(json_path).write_text(json.dumps(_jsonable(report), indent=1), encoding="utf-8")
-    if md_path:
-        Path(md_path).write_text("# benchmarks/accuracy.py " + " ".join(argv) + "\n\n" + "\n".join(md) + "\n", encoding="utf-8")
+    report["complete"] = True
+    write_files([])
     return 0
 
 if __name__ == "__main__":

@@ -43,11 +43,14 @@ def _shapes(items: list[tuple[str, list[int]]] | None) -> dict[str, list[int]] |
     return dict(items) if items else None
 
 
-def _bitwidth_args(p: argparse.ArgumentParser) -> None:
+def _bitwidth_args(p: argparse.ArgumentParser, mixed: bool = False) -> None:
     for key, help_ in (("datapath", "activations inside the model"), ("weight", "weights (int4 on 730 only)"),
                        ("model-in", "model inputs"), ("model-out", "model outputs"), ("cpu-node", "CPU node inputs/outputs")):
-        p.add_argument(f"--{key}-bitwidth", default="int8", metavar="MODE",
-                       help=f"bit width of {help_}: int8 or int16 (int16 not on 520). Default int8")
+        mix = (", or a mixed mode: 'mix light', 'mix balance', 'mixbw' (docs/fixed-point.md section 10.3)"
+               if mixed and key in ("datapath", "weight") else "")
+        p.add_argument(f"--{key}-bitwidth", f"--{key}-bitwidth-mode", dest=f"{key.replace('-', '_')}_bitwidth",
+                       default="int8", metavar="MODE",
+                       help=f"bit width of {help_}: int8 or int16 (int16 not on 520){mix}. Default int8")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,7 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=4, help="calibration threads (default 4)")
     p.add_argument("--input-shape", action="append", type=_shape_arg, metavar="NAME=D0,D1,...",
                    help="fix the dims of a dynamic input (repeat per input)")
-    _bitwidth_args(p)
+    _bitwidth_args(p, mixed=True)
+    p.add_argument("--flops-ratio", type=float, default=None,
+                   help="mixbw: the extra estimated time allowed, t <= (1 + flops_ratio) * t_int8 (default 0.2)")
     p.add_argument("--range-method", choices=["percentage", "mmse"], default="percentage",
                    help="how activation ranges are chosen (default percentage, as ktc)")
     p.add_argument("--percentage", type=float, default=0.999, help="with --range-method percentage: per-input quantile of |x| kept for 8-bit tensors (default 0.999)")
@@ -285,6 +290,7 @@ def _cmd_analysis(a: argparse.Namespace) -> int:
         model_out_bitwidth_mode=a.model_out_bitwidth, cpu_node_bitwidth_mode=a.cpu_node_bitwidth,
         node_overrides=overrides or None, preprocess=spec.to_dict() if spec else None, report=a.report,
         optimize=a.optimize, weight_rounding=a.weight_rounding, auto_precision=a.auto_precision,
+        flops_ratio=a.flops_ratio,
     )
     print(f"wrote {bie}")
     if a.report and km.report_paths:
@@ -399,7 +405,7 @@ def _cmd_check(a: argparse.Namespace) -> int:
 
 
 def _cmd_cut(a: argparse.Namespace) -> int:
-    from npuflow._io import atomic_write_bytes, refuse_overwrite
+    from npuflow._io import refuse_overwrite
     from npuflow.errors import InputError
     from npuflow.ir.load import load_model
     from npuflow.passes.edit import cut_model
@@ -415,8 +421,7 @@ def _cmd_cut(a: argparse.Namespace) -> int:
             raise InputError(f"{out} is the model being cut; write the head and the tail elsewhere")
         refuse_overwrite(out, a.force)
     head, tail = cut_model(load_model(src), tensors)
-    atomic_write_bytes(head_path, head.SerializeToString())
-    atomic_write_bytes(tail_path, tail.SerializeToString())
+    _write_pair([(head_path, head.SerializeToString()), (tail_path, tail.SerializeToString())], force=a.force)
 
     def desc(m) -> str:
         weights = {t.name for t in m.graph.initializer}
@@ -427,6 +432,74 @@ def _cmd_cut(a: argparse.Namespace) -> int:
     print(f"wrote {tail_path} (tail: {desc(tail)})")
     return 0
 
+
+def _write_pair(files: list[tuple[Path, bytes]], *, force: bool) -> None:
+    """Write ``npuflow cut``'s head and tail together: both files or neither, never replacing an
+    existing file unless ``force`` (checked again under the lock).
+
+    In one folder (the usual case) they are one output set (``npuflow._outputs.OutputSet``, like
+    analysis()'s outputs): staged, committed by one rename with ``npuflow_manifest.json``, under
+    an OS lock on the folder. Two different folders cannot be committed by one rename (a set is
+    one folder), so there: both folders are locked (the same flock), each file is written into a
+    private folder beside its target (with a second name for the file it replaces), then both are
+    renamed into place with Ctrl-C held back; if the second rename fails, the first is undone (the
+    previous file restored, or the new one removed). Only a kill -9 or a power loss between the
+    two renames can leave one new file."""
+    import contextlib
+    import shutil
+    import tempfile
+
+    from npuflow._io import atomic_write_bytes, refuse_overwrite
+    from npuflow._outputs import COMMIT_DIR, MANIFEST, STAGING_PREFIX, OutputSet, _lock, _signals_held
+    from npuflow.errors import OutputError
+
+    for path, _ in files:
+        if path.name == MANIFEST or path.name.startswith((STAGING_PREFIX, COMMIT_DIR)):
+            raise OutputError(f"{path}: {path.name} is a name npuflow's output sets use; choose another file name")
+    folders = {path.parent.resolve() for path, _ in files}
+    if len(folders) == 1:
+        with OutputSet(folders.pop(), run="cut") as staged:
+            for path, data in files:
+                refuse_overwrite(path, force)
+                atomic_write_bytes(staged.staging / path.name, data)
+            staged.commit()
+        return
+    with contextlib.ExitStack() as stack:
+        for folder in sorted(folders):  # one order for every process: no deadlock between two cuts
+            stack.enter_context(_lock(folder))
+        work: list[Path] = []  # per file, a private folder beside its target: "new" and (force) "old"
+        try:
+            for path, data in files:
+                refuse_overwrite(path, force)
+                d = Path(tempfile.mkdtemp(prefix=".npuflow-cut-", dir=path.parent))
+                work.append(d)
+                atomic_write_bytes(d / "new", data)
+                if path.exists():  # a second name for the previous file, until both renames are done
+                    try:
+                        os.link(path, d / "old")
+                    except OSError:  # a file system without hard links
+                        shutil.copy2(path, d / "old")
+            done: list[Path] = []
+            with _signals_held():
+                try:
+                    for (path, _), d in zip(files, work):
+                        os.replace(d / "new", path)
+                        done.append(path)
+                except OSError as exc:
+                    for path, d in zip(done, work):  # undo: the previous file back, or no file
+                        if (d / "old").exists():
+                            os.replace(d / "old", path)
+                        else:
+                            path.unlink(missing_ok=True)
+                    raise OutputError(f"cannot write {files[len(done)][0]}: {exc.strerror or exc}; nothing was "
+                                      "written (the head and the tail are written together or not at all)") from exc
+        except OutputError:
+            raise
+        except OSError as exc:
+            raise OutputError(f"cannot write the head and the tail: {exc.strerror or exc}; nothing was written") from exc
+        finally:
+            for d in work:
+                shutil.rmtree(d, ignore_errors=True)
 
 _COMMANDS = {"optimize": _cmd_optimize, "evaluate": _cmd_evaluate, "analysis": _cmd_analysis, "infer": _cmd_infer,
              "compare": _cmd_compare, "check": _cmd_check, "cut": _cmd_cut}

@@ -6,7 +6,7 @@
     print(cmp.table())                      # one line per tensor: format, ranges, SNR, cosine, max error
     rec = cmp.layer("conv_12")              # by tensor name or ONNX node name
     rec.float, rec.fixed, rec.dequantized   # the arrays
-    cmp.dump("dump_dir")                    # float.npz, fixed.npz, dequantized.npz, layers.csv
+    cmp.dump("dump_dir")                    # float.npz, fixed.npz, dequantized.npz, layers.csv (one set)
 
 CLI: ``npuflow compare MODEL.bie -i NAME=x.npy [--dump DIR] [--layer NAME] [--csv FILE]``.
 
@@ -151,12 +151,28 @@ class LayerComparison:
                          f"{row['snr_db']:>8} {row['cosine']:>9} {row['max_err_lsb']:>11}")
         return "\n".join(lines) + "\n"
 
-    def dump(self, folder: str | Path) -> dict[str, Path]:
+    def dump(self, folder: str | Path, *, as_set: bool = True) -> dict[str, Path]:
         """Write ``float.npz`` (float32 reference), ``fixed.npz`` (integers), ``dequantized.npz`` and
-        ``layers.csv`` (tensor name -> key in the .npz files, formats and metrics) into ``folder``."""
+        ``layers.csv`` (tensor name -> key in the .npz files, formats and metrics) into ``folder``.
+
+        The four files are one output set (``npuflow._outputs``, like analysis()'s outputs): staged,
+        committed together with ``npuflow_manifest.json`` listing them with sha256s, under an OS
+        lock on ``folder``; after a failure or Ctrl-C, ``folder`` holds the previous dump or the new
+        one, never a mix. ``as_set=False`` writes them straight into ``folder``, for a caller that
+        commits the folder as part of its own set (analysis()'s ``layer_dump/``)."""
+        if not as_set:
+            return self._write(Path(folder))
+        from npuflow._outputs import OutputSet
+
+        with OutputSet(folder, run="layer dump") as staged:
+            written = self._write(staged.staging)
+            staged.commit()
+        return {k: staged.final(v) for k, v in written.items()}
+
+    def _write(self, out: Path) -> dict[str, Path]:
         from npuflow._io import atomic_write_bytes, atomic_write_text, ensure_output_dir
 
-        out = ensure_output_dir(folder)
+        out = ensure_output_dir(out)
         rows = self.rows()
         paths = {}
         for kind, attr in (("float", "float"), ("fixed", "fixed"), ("dequantized", "dequantized")):

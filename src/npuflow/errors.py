@@ -71,6 +71,13 @@ class AutoPrecisionWarning(NpuflowWarning):
     lists every such choice, the report the same; ``auto_precision=False`` turns them off."""
 
 
+class CalibrationWarning(NpuflowWarning):
+    """The calibration data look degenerate, or the BIE they gave is poor: one input's range far
+    above the others', tensors whose every calibration value is 0, or a model-output SNR below
+    10 dB on the report's inputs (npuflow.calibration.degenerate, docs/report.md "Warnings"); the
+    report lists the same under ``warnings``."""
+
+
 #: npuflow's and ktc's source folders: frames there are not the user's
 _PACKAGE_DIRS = tuple(str(d) + os.sep for d in (Path(__file__).resolve().parent, Path(__file__).resolve().parents[1] / "ktc"))
 

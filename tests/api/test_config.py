@@ -81,7 +81,7 @@ def test_evaluate_bitwidth_rules(tmp_path):
     km720 = ktc.ModelConfig(40000, "0001", 720, onnx_path=MNIST)
     with pytest.raises(InvalidConfigError, match=r"int4.*platforms that allow it: 730"):
         km720.evaluate(output_dir=tmp_path, weight_bitwidth_mode="int4")
-    with pytest.raises(NotAvailableError, match="mixed-precision"):
+    with pytest.raises(InvalidConfigError, match="mixed modes .* are chosen per tensor by analysis"):
         km720.evaluate(output_dir=tmp_path, datapath_bitwidth_mode="mix light")
     with pytest.warns(CompatibilityWarning, match="deep_search"):
         km720.evaluate(output_dir=tmp_path, compiler_tiling="deep_search")

@@ -107,6 +107,47 @@ def test_scoreboard_main_on_a_zoo_model(shared, tmp_path):
         assert r["compare"]["n"] == 6 and r["compare"]["agreement"] >= 0.5
     assert res["results"]["npuflow int16"]["snr_db"][0] > res["results"]["npuflow int8"]["snr_db"][0] + 10
     assert "quant_pre_process" in md and "### Failures and refusals" in md
+    assert data["complete"] is True and "(incomplete" not in md
+
+
+def test_files_written_after_each_model(tmp_path, monkeypatch):
+    """A run that dies after its first model keeps that model's rows in both files, marked incomplete."""
+    def fake(name, configs, **kw):
+        if name != "dlib_gender_v1":
+            raise KeyboardInterrupt  # the run dies here (Ctrl-C, or the machine)
+        err = {"stage": "analysis", "type": "ValueError", "message": "boom", "node": None, "op": None}
+        return {"task": name, "calib_n": 2, "eval_n": 2, "calib_split": 92, "eval_split": 27, "output_names": ["y"],
+                "results": {c.label: {"ok": False, "quantize": {}, "error": err} for c in configs}}
+
+    monkeypatch.setattr(acc, "evaluate_task_isolated", fake)
+    with pytest.raises(KeyboardInterrupt):
+        acc.main(["--parts", "models", "--models", "dlib_gender_v1,dlib_age_v1", "--out", str(tmp_path)])
+    data = json.loads((tmp_path / "accuracy-full.json").read_text(encoding="utf-8"))
+    md = (tmp_path / "accuracy-full.md").read_text(encoding="utf-8")
+    assert data["complete"] is False and [r["task"] for r in data["models"]] == ["dlib_gender_v1"]
+    assert "| dlib_gender_v1 | 2 / 2 |" in md and "| dlib_age_v1 |" not in md
+    assert "FAILED analysis: ValueError: boom" in md and "#### dlib_gender_v1 / npuflow int8" in md
+    assert md.rstrip().splitlines()[-1].startswith("(incomplete: written at ")
+    assert "after 1 of 2 models of part 2" in md
+    assert not list(tmp_path.glob(".*.tmp"))  # written through a rename
+
+
+def test_killed_subprocess_is_named_with_its_memory():
+    """A worker the kernel's OOM killer ends (SIGKILL, no result): a clear cell, with the RSS seen."""
+    import subprocess
+    import sys
+
+    code = "import os, time; b = bytearray(60_000_000); b[::4096] = b'x' * len(b[::4096]); time.sleep(1.5); os.kill(os.getpid(), 9)"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    watch = acc._RssWatch(proc.pid, interval=0.1)
+    out, err = proc.communicate(timeout=60)
+    watch.stop()
+    e = acc._exit_error("ORT quantize_static", proc.returncode, out, err, watch.peak_kib)
+    assert e["type"] == "killed by SIGKILL" and watch.peak_kib > 55_000
+    assert "most likely out of memory" in e["message"] and "largest RSS seen" in e["message"] and "MiB RAM" in e["message"]
+    cell = acc._short_error(e)
+    assert cell.startswith("FAILED ORT quantize_static: killed by SIGKILL: the quantization subprocess was killed")
+    assert acc._exit_error("analysis", 3, "", "Traceback\nValueError: x\n", None)["message"] == "ValueError: x"
 
 
 def test_refusal_is_shown_as_a_refusal():

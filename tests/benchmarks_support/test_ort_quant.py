@@ -7,7 +7,8 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from benchmarks.ort_quant import gemm_bias_1d, original_model, ort_quantize, ort_start, prepare_for_ort, run_session
+from benchmarks.ort_quant import (_ListReader, activation_bytes, gemm_bias_1d, histogram_stride, original_model,
+                                  ort_quantize, ort_start, prepare_for_ort, run_session)
 from benchmarks.tasks import get_task
 
 
@@ -122,3 +123,35 @@ def test_prepare_for_ort_upgrades_an_ir3_model():
     assert p.opset_import[0].version == 13
     x = [{"input": np.random.default_rng(0).random((1, 3, 30, 30), dtype=np.float32)}]
     np.testing.assert_array_equal(run_session(path, x)[0][0], run_session(p, x)[0][0])
+
+
+def test_histogram_stride_bounds_what_ort_holds(mnist):
+    _, start = mnist
+    per = activation_bytes(start)
+    assert 10_000 < per < 1_000_000  # MNIST: a few float tensors of 8 or 16 x 28 x 28 or smaller
+    assert histogram_stride(start, 50, budget=50 * per) is None  # fits: ORT's default, all at once
+    assert histogram_stride(start, 50, budget=49 * per) == 25  # the largest divisor of 50 that fits
+    assert histogram_stride(start, 10, budget=3 * per) == 2
+    assert histogram_stride(start, 7, budget=1) == 1
+    r = _ListReader([{"x": np.zeros(1)} for _ in range(5)])
+    r.set_range(start_index=2, end_index=4)
+    assert [r.get_next() is not None for _ in range(3)] == [True, True, False]
+    r.rewind()
+    assert sum(1 for _ in iter(r.get_next, None)) == 5
+
+
+def test_percentile_in_chunks_is_recorded_and_close(mnist):
+    """A budget below what ORT's percentile calibrator would hold: the calibration runs in chunks
+    (ORT's CalibStridedMinMax), says so in the notes, and gives a model as accurate as in one go."""
+    task, start = mnist
+    notes: list[str] = []
+    whole, _ = ort_quantize(task, "Percentile", calib_count=20, model=start, notes=notes)
+    assert notes == []
+    chunked, _ = ort_quantize(task, "Percentile", calib_count=20, model=start, notes=notes,
+                              histogram_budget=6 * activation_bytes(start))
+    assert len(notes) == 1 and "chunks of 5 of the 20 inputs" in notes[0] and "CalibStridedMinMax" in notes[0]
+    ref = run_session(str(task.model_path), task.eval_inputs(100))
+    meta = task.eval_meta(100)
+    a = task.compare(ref, run_session(whole, task.eval_inputs(100), qdq=True), meta)
+    b = task.compare(ref, run_session(chunked, task.eval_inputs(100), qdq=True), meta)
+    assert b["agreement"] > 0.95 and abs(a["output_snr_db"] - b["output_snr_db"]) < 3

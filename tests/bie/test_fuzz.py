@@ -15,9 +15,10 @@ Allowed outcomes: outputs of each output's declared dtype within its format's ra
 error (``NpuflowError``). Never another exception type, a run over 10 s, or a file written anywhere
 (the edited file's folder and the working directory stay as they were).
 
-CI runs it derandomized (fixed seed) in well under 60 s. The long run of docs/bie-format.md:
-``NPUFLOW_FUZZ_EXAMPLES=100000 NPUFLOW_FUZZ_RANDOM=1 pytest tests/bie/test_fuzz.py`` (examples per
-test; ``NPUFLOW_FUZZ_RANDOM=1`` draws a new seed instead of the fixed one).
+CI runs it derandomized (fixed seed) in well under 60 s. Longer runs: ``NPUFLOW_FUZZ_EXAMPLES=N``
+(examples per test) and ``NPUFLOW_FUZZ_RANDOM=1`` (a random seed instead of the fixed one; pass
+``--hypothesis-seed=S`` to pick it), e.g. ``NPUFLOW_FUZZ_EXAMPLES=100000 NPUFLOW_FUZZ_RANDOM=1 pytest
+tests/bie/test_fuzz.py``. docs/bie-format.md ("Fuzzing") has the long run's exact command and result.
 """
 from __future__ import annotations
 

@@ -35,6 +35,7 @@ WIDTH_RULES = {
     "datapath": "datapath_bitwidth_mode",
     "cpu_node": "cpu_node_bitwidth_mode",
     "override": "node_overrides",
+    "auto_precision": "auto_precision",
     "inherit": "pass-through",
 }
 

@@ -466,7 +466,7 @@ def build_program(
 
     def out_bits(y: str, default: str, ov: Any) -> int:
         if ov is not None and ov.bits is not None:
-            notes.width[y] = "override"
+            notes.width[y] = "auto_precision" if ov.auto else "override"
             return int(ov.bits)
         notes.width[y] = "model_out" if y in chains else default
         return {"model_out": opts.model_out_bits, "datapath": opts.datapath_bits, "cpu_node": opts.cpu_bits}[notes.width[y]]

@@ -44,6 +44,8 @@ class NodeOverride:
     bits: int | None = None
     weight_bits: int | None = None
     abs_max: float | None = None
+    #: set by the analysis itself (``auto_precision``: :mod:`npuflow.analysis.precision`), not the user
+    auto: bool = False
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,12 @@ class QuantOptions:
     #: automatic precision choices measured on the calibration inputs (float tails:
     #: :mod:`npuflow.analysis.tails`); ``analysis(auto_precision=False)`` turns them off
     auto_precision: bool = True
+    #: mixed modes (docs/fixed-point.md section 10.3): "" or "mix light" / "mix balance" / "mixbw"
+    #: for the datapath and the weights (``datapath_bits`` / ``weight_bits`` hold the base width)
+    mix_datapath: str = ""
+    mix_weight: str = ""
+    #: mixbw: the extra estimated time allowed, t <= (1 + flops_ratio) * t_int8
+    flops_ratio: float = 0.2
     overrides: Mapping[str, NodeOverride] = field(default_factory=dict)
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import onnx
@@ -11,9 +11,34 @@ import onnx
 from npuflow.analysis.bias_adjust import MEMORY_BUDGET as ADJUST_BUDGET
 from npuflow.analysis.effects import option_effects
 from npuflow.analysis.graph import Step, build_steps
-from npuflow.analysis.program import Program, build_program, mac_inputs, needed_stats, step_override, weight_bits
+from npuflow.analysis.precision import (
+    MIXBW_SAMPLES,
+    FpsModel,
+    OutputSnr,
+    choose_promotions,
+    ill_conditioned,
+    merge_overrides,
+    mix_rule_overrides,
+    mixbw_candidates,
+    mixbw_search,
+    promotion_units,
+)
+from npuflow.analysis.program import (
+    Program,
+    build_program,
+    mac_inputs,
+    needed_stats,
+    step_override,
+    weight_bits,
+)
 from npuflow.analysis.ranges import QuantOptions
-from npuflow.analysis.tails import TAIL_SAMPLES, choose_tails, find_tails, logit_tails, unmeasured_record
+from npuflow.analysis.tails import (
+    TAIL_SAMPLES,
+    choose_tails,
+    find_tails,
+    logit_tails,
+    unmeasured_record,
+)
 from npuflow.calibration.collector import StatsCollector
 from npuflow.calibration.inputs import iter_calibration_inputs, length_hint
 from npuflow.evaluate.placement import place_model
@@ -54,6 +79,13 @@ class AnalysisResult:
     auto_precision: dict[str, Any] = field(default_factory=dict)
     #: the platform id the analysis placed the nodes for
     platform_id: int | None = None
+    #: the options ``program`` was built with: the given ones plus the automatic 16-bit promotions
+    #: and the mixed modes' choices as ``overrides`` (:mod:`npuflow.analysis.precision`); rebuild
+    #: variants from these
+    options: QuantOptions | None = None
+    #: the mixed modes (docs/fixed-point.md section 10.3): ``mode``, and ``rule_overrides`` (mix light
+    #: / mix balance) or the mixbw search's record (``front``, ``chosen``, ``measured``, ...)
+    mixed: dict[str, Any] = field(default_factory=dict)
 
 
 def analyse(
@@ -72,6 +104,11 @@ def analyse(
     (memory: N inputs; the rest are streamed and dropped as before)."""
     placements = place_model(optimized, platform)
     steps = build_steps(optimized, placements, set(KERNELS))
+    given = opts
+    mixbw = "mixbw" in (opts.mix_datapath, opts.mix_weight)
+    fps_model = FpsModel(optimized, platform, opts) if (opts.mix_datapath or opts.mix_weight) else None
+    if fps_model is not None and not mixbw:  # mix light / mix balance: fixed rules (spec 10.3)
+        opts = replace(opts, overrides=merge_overrides(mix_rule_overrides(steps, opts, fps_model.macs), opts.overrides))
     # float tails after the last MAC layer (docs/fixed-point.md 10.1): found now, measured once the
     # program is built, on the first calibration inputs (kept for it)
     candidates = find_tails(optimized, steps)
@@ -81,6 +118,7 @@ def analyse(
     tensors = needed_stats(optimized, steps, input_names)
     # second moments of the inputs of the convolutions that get compensated weight rounding
     # (8-bit and narrower weights only: a 16-bit grid is 256 times finer, nothing to gain)
+    units = promotion_units(steps) if (opts.auto_precision or mixbw) else []
     compensable = [st for st in steps if not st.float_step and st.weights.get("W") is not None and st.runtime_inputs
                    and weight_bits(step_override(st, opts), opts) <= 8
                    and wr.eligible(st.op_type, st.attrs, st.weights["W"].shape)]
@@ -96,7 +134,8 @@ def analyse(
                                stash=[st.outputs[0] for st in steps if not st.float_step and st.op_type == "Conv"
                                       and "W" in st.weights and st.outputs] if opts.bias_adjust else [],
                                stash_samples=opts.bias_adjust, stash_budget=ADJUST_BUDGET,
-                               moments=_moment_accumulators(steps, moments))
+                               moments=_moment_accumulators(steps, moments),
+                               channel_absmax=[u.tensor for u in units])
     total = length_hint(input_mapping) if isinstance(input_mapping, dict) else None
     show = sys.stderr.isatty() if progress is None else progress
     bar = None
@@ -106,7 +145,8 @@ def analyse(
         bar = tqdm(total=total, desc="calibration", unit="input", file=sys.stderr)
     try:
         kept: list[dict[str, Any]] = []
-        keep = max(keep_inputs, opts.bias_adjust, TAIL_SAMPLES if (candidates and opts.auto_precision) else 0)
+        keep = max(keep_inputs, opts.bias_adjust, TAIL_SAMPLES if ((candidates or units) and opts.auto_precision) else 0,
+                   MIXBW_SAMPLES if mixbw else 0)
         for feeds in iter_calibration_inputs(specs, input_mapping):
             collector.feed(feeds)
             if len(kept) < keep:
@@ -127,6 +167,7 @@ def analyse(
         deltas = adjust_biases(optimized, program, opts, kept[:opts.bias_adjust], channel_means=collector.channel_mean,
                                refs=collector.stashed, weight_moments=weight_moments,
                                progress=show)
+    base_program = program  # no automatic choice: the reference of their FPS cost
     records: list[dict[str, Any]] = []
     measured = candidates
     if opts.post_sigmoid and opts.auto_precision:  # outputs the option caps as logits stay quantized
@@ -143,12 +184,65 @@ def analyse(
         steps, program, chosen = choose_tails(optimized, steps, program, measured, kept[:TAIL_SAMPLES], build,
                                               threads=max(1, int(threads) // 2))
         records += chosen
+    promoted: list[dict[str, Any]] = []
+    built_opts = opts
+
+    def rebuild(o: QuantOptions) -> Program:
+        return build_program(optimized, steps, collector.hist, o, input_names, output_names,
+                             channel_means=collector.channel_mean, weight_moments=weight_moments,
+                             bias_deltas=deltas or None)
+
+    int16 = 16 in get_platform(platform).bitwidths["datapath"]  # the 520 has no 16-bit datapath
+    found = (ill_conditioned(steps, program, collector.channel_max, units)
+             if (units and kept and int16 and opts.auto_precision) else [])
+    if found:
+        fps_model = fps_model or FpsModel(optimized, platform, opts)
+        measure = OutputSnr(optimized, kept[:TAIL_SAMPLES], output_names, threads=max(1, int(threads) // 2))
+        program, built_opts, promoted = choose_promotions(found, program, opts, rebuild, measure, fps_model.fps,
+                                                          fps_model.fps(base_program))
+    mixed: dict[str, Any] = {}
+    if mixbw and kept:
+        assert fps_model is not None
+        program, built_opts, mixed = _mixbw(optimized, steps, program, given, built_opts, rebuild, fps_model,
+                                            kept[:MIXBW_SAMPLES], collector.channel_max, output_names,
+                                            threads=threads, progress=bool(show))
+    elif fps_model is not None and not mixbw:
+        mixed = {"mode": {"datapath": opts.mix_datapath or None, "weight": opts.mix_weight or None},
+                 "rule_overrides": {k: {f: getattr(v, f) for f in ("bits", "weight_bits") if getattr(v, f) is not None}
+                                    for k, v in sorted(opts.overrides.items()) if v.auto}}
     means = {t: m for t in collector.channel_sum if (m := collector.channel_mean(t)) is not None}
-    effects = option_effects(program, opts, program.notes, bias_adjusted=len(deltas), compensable=len(compensable),
+    effects = option_effects(program, given, program.notes, bias_adjusted=len(deltas), compensable=len(compensable),
                              tail_candidates=len(candidates))
+    if mixbw:  # the 16-bit model input, output and CPU nodes are the mode's, not options the user set
+        forced = {f"{k}_bitwidth_mode" for k in ("model_in", "model_out", "cpu_node")}
+        effects["no_effect"] = [e for e in effects.get("no_effect", []) if e.get("option") not in forced]
     return AnalysisResult(optimized, steps, program, collector.hist, collector.samples, means, kept[:keep_inputs], deltas,
-                          weight_moments, effects, {"enabled": opts.auto_precision, "float_tails": records},
-                          get_platform(platform).id)
+                          weight_moments, effects,
+                          {"enabled": opts.auto_precision, "float_tails": records, "promotions": promoted},
+                          get_platform(platform).id, built_opts, mixed)
+
+
+def _mixbw(optimized: onnx.ModelProto, steps: list[Step], program: Program, given: QuantOptions, opts: QuantOptions,
+           rebuild: Any, fps_model: FpsModel, feeds: list[dict[str, Any]], channel_max: Any, output_names: list[str],
+           *, threads: int, progress: bool) -> tuple[Program, QuantOptions, dict[str, Any]]:
+    """The mixbw search (docs/fixed-point.md section 10.3) from ``program`` (built with ``opts``: the
+    mixbw start, with the automatic promotions as fixed overrides)."""
+    user = {k: v for k, v in given.overrides.items() if not v.auto}
+    # t_int8: datapath and weights int8, no automatic choice; model input, output and CPU nodes as
+    # the mode forces them (16-bit), so that the bound is on what the search adds (spec 10.3)
+    int8 = replace(given, datapath_bits=8, weight_bits=8, mix_datapath="", mix_weight="", auto_precision=False,
+                   overrides=user)
+    fps_int8 = fps_model.fps(rebuild(int8), int8)
+    light = replace(int8, model_in_bits=8, model_out_bits=8, cpu_bits=8,
+                    mix_datapath="mix light" if given.mix_datapath == "mixbw" else "",
+                    mix_weight="mix light" if given.mix_weight == "mixbw" else "")
+    light = replace(light, overrides=merge_overrides(mix_rule_overrides(steps, light, fps_model.macs), user))
+    measure = OutputSnr(optimized, feeds, output_names, threads=max(1, int(threads) // 2))
+    cands = mixbw_candidates(steps, program, opts, channel_max)
+    program, opts, record = mixbw_search(program, opts, cands, rebuild, measure, fps_model.fps, fps_int8,
+                                         references={"int8": int8, "mix light": light}, progress=progress)
+    record["samples"] = len(feeds)
+    return program, opts, record
 
 
 def _moment_accumulators(steps: list[Step], moments: dict[str, SecondMoment]) -> dict[str, list[SecondMoment]]:

@@ -85,15 +85,18 @@ class StatsCollector:
     def __init__(self, model: onnx.ModelProto, tensors: list[str], *, threads: int = 1,
                  channel_means: list[str] = (), track: tuple[float, ...] = (),
                  stash: list[str] = (), stash_samples: int = 0, stash_budget: int = 0,
-                 moments: Mapping[str, list[Any]] | None = None) -> None:
+                 moments: Mapping[str, list[Any]] | None = None, channel_absmax: list[str] = ()) -> None:
         """``stash``: tensors whose float values of the first ``stash_samples`` samples are kept
         (a :class:`FloatStash` of at most ``stash_budget`` bytes; ``stashed``) for the bias
         adjustment, so it need not run the float model again. ``moments``: tensor -> accumulators
         with ``update(y)`` and ``full`` (:class:`npuflow.quant.weight_rounding.SecondMoment`),
-        fed that tensor's values of the first samples until ``full``."""
+        fed that tensor's values of the first samples until ``full``. ``channel_absmax``: tensors
+        whose per-channel (axis 1) abs max over all samples is kept (``channel_max``; the
+        detection of ill-conditioned tensors, npuflow.analysis.precision)."""
         inputs = {i.name for i in model.graph.input}
         self.mean_tensors = list(dict.fromkeys(channel_means))
-        wanted = list(dict.fromkeys(list(tensors) + self.mean_tensors + list(moments or {})))
+        self.absmax_tensors = list(dict.fromkeys(channel_absmax))
+        wanted = list(dict.fromkeys(list(tensors) + self.mean_tensors + self.absmax_tensors + list(moments or {})))
         self.input_tensors = [t for t in wanted if t in inputs]
         self.tensors = [t for t in wanted if t not in inputs]
         # the statistics cost about twice onnxruntime's pass: with ``threads`` > 1 they get one
@@ -108,6 +111,7 @@ class StatsCollector:
         # per-channel (axis 1) sums for bias correction; updated in sample order -> deterministic
         self.channel_sum: dict[str, np.ndarray] = {}
         self.channel_count: dict[str, int] = {}
+        self.channel_absmax: dict[str, np.ndarray] = {}
         self.pool = ThreadPoolExecutor(max_workers=workers) if threads > 1 else None
         self.pending: deque[list[Future]] = deque()  # per sample in flight, oldest first
         self._order = threading.Condition()
@@ -126,6 +130,7 @@ class StatsCollector:
             self.stash.add(dict(zip(self.tensors, outs)))
         pairs = [(t, feeds[t]) for t in self.input_tensors] + list(zip(self.tensors, outs))
         means = set(self.mean_tensors)
+        absmax = set(self.absmax_tensors)
         index = self.samples
 
         def update(ty: tuple[str, np.ndarray]) -> None:
@@ -142,6 +147,9 @@ class StatsCollector:
                 s = y.astype(np.float64).sum(axis=tuple(i for i in range(y.ndim) if i != 1))
                 self.channel_sum[t] = s if t not in self.channel_sum else self.channel_sum[t] + s
                 self.channel_count[t] = self.channel_count.get(t, 0) + y.size // y.shape[1]
+            if t in absmax and y.ndim >= 2 and y.size:
+                m = np.abs(y).max(axis=tuple(i for i in range(y.ndim) if i != 1)).astype(np.float64)
+                self.channel_absmax[t] = m if t not in self.channel_absmax else np.maximum(self.channel_absmax[t], m)
 
         if self.pool is None:
             for ty in pairs:
@@ -179,6 +187,10 @@ class StatsCollector:
     def stashed(self) -> list[dict[str, np.ndarray]]:
         """The kept float tensors of the first samples (see ``stash``), one dict per sample."""
         return self.stash.kept
+
+    def channel_max(self, tensor: str) -> np.ndarray | None:
+        """Per-channel (axis 1) abs max of ``tensor`` over the samples (``channel_absmax``)."""
+        return self.channel_absmax.get(tensor)
 
     def channel_mean(self, tensor: str) -> np.ndarray | None:
         if tensor not in self.channel_sum:

@@ -125,7 +125,8 @@ def _pow2_at_least(v: float) -> float:
 class AbsHistogram:
     """Histogram of |x| over all values seen, plus exact abs max and count."""
 
-    __slots__ = ("counts", "edge", "abs_max", "count", "track", "qmax", "memo", "tail_guess")
+    __slots__ = ("counts", "edge", "abs_max", "count", "track", "qmax", "memo", "tail_guess", "updates",
+                 "input_max", "input_max_at", "input_max_2")
 
     def __init__(self, track: tuple[float, ...] = ()) -> None:
         self.counts = np.zeros(BINS, dtype=np.int64)
@@ -140,6 +141,25 @@ class AbsHistogram:
         self.memo: dict[tuple, float] = {}
         #: where the compiled update starts collecting the upper tail (speed only, see _update_compiled)
         self.tail_guess: float = np.inf
+        #: per-input maxima (npuflow.calibration.degenerate): ``updates`` counts the calibration
+        #: inputs seen (one update each, in input order: the collector's order); ``input_max`` is
+        #: the largest abs max of one input, ``input_max_at`` that input's 0-based index (None
+        #: before any value), ``input_max_2`` the largest abs max of the other inputs (None while
+        #: there is no other). Kept from the abs max every update computes anyway: no extra pass.
+        self.updates: int = 0
+        self.input_max: float = 0.0
+        self.input_max_at: int | None = None
+        self.input_max_2: float | None = None
+
+    def _note_input_max(self, m: float, index: int) -> None:
+        """Keep the largest per-input abs max (and its input) and the largest of the others."""
+        if self.input_max_at is None:
+            self.input_max, self.input_max_at = m, index
+        elif m > self.input_max:
+            self.input_max_2 = self.input_max
+            self.input_max, self.input_max_at = m, index
+        elif self.input_max_2 is None or m > self.input_max_2:
+            self.input_max_2 = m
 
     def _grow(self, target: float) -> None:
         """Widen to the power-of-two edge ``target`` (> current edge), merging bins."""
@@ -167,6 +187,8 @@ class AbsHistogram:
         and is folded into the running histogram by merging bins (exact, order-independent).
         """
         x = np.asarray(x, dtype=np.float32).ravel()
+        index = self.updates
+        self.updates += 1
         if x.size == 0:
             return
         self.memo.clear()
@@ -177,6 +199,7 @@ class AbsHistogram:
             m = float(max(x.max(), -x.min()))  # exact abs max over every value
         if not math.isfinite(m):
             raise ValueError(f"non-finite value ({m}) among the values")
+        self._note_input_max(m, index)
         n = -(-x.size // stride)  # values histogrammed: every stride-th
         self.count += n
         if m > self.abs_max:
@@ -343,8 +366,10 @@ class AbsHistogram:
         self.counts += counts
 
     def merge(self, other: "AbsHistogram") -> None:
-        """Add another histogram's data (order-independent, like update)."""
+        """Add another histogram's data (order-independent, like update; the other's inputs
+        count as later inputs for the per-input maxima)."""
         if other.count == 0:
+            self.updates += other.updates
             return
         self.memo.clear()
         if other.edge:
@@ -353,6 +378,12 @@ class AbsHistogram:
             self.counts[0] += other.counts[0]
         self.count += other.count
         self.abs_max = max(self.abs_max, other.abs_max)
+        # the other's inputs come after this one's (their indices shift by this one's count)
+        if other.input_max_at is not None:
+            self._note_input_max(other.input_max, other.input_max_at + self.updates)
+        if other.input_max_2 is not None:  # below other.input_max: never the new largest
+            self._note_input_max(other.input_max_2, -1)
+        self.updates += other.updates
         for q in self.track:
             self.qmax[q] = max(self.qmax[q], other.qmax.get(q, 0.0))
 

@@ -15,6 +15,7 @@ the original IP evaluator, only NPU time is estimated.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -227,14 +228,27 @@ def node_terms(
     datapath_bits: int = 8,
     weight_bits: int = 8,
     spec: CostModelSpec | None = None,
+    tensor_bits: Mapping[str, int] | None = None,
+    node_weight_bits: Mapping[str, int] | None = None,
 ) -> list[NodeTerms]:
+    """The cost terms of every node. ``datapath_bits`` / ``weight_bits`` apply to every tensor and
+    every weight unless ``tensor_bits`` (activation tensor name -> bits) / ``node_weight_bits`` (ONNX
+    node name -> bits of its constant weights) say otherwise: a quantized model's mixed widths
+    (16-bit promotions, ``node_overrides``). A node's operand factor is the 16-bit one when any of
+    its activation inputs or outputs is wider than 8 bits (the same figures as a 16-bit datapath)."""
     spec = spec or cost_model_spec()
+    tbits = tensor_bits or {}
+    wbits = node_weight_bits or {}
     lanes = int(platform.figure("channel_lanes"))
     i16 = spec.constant("int16_operand_cost")
     int4 = platform.figure("int4_weight_speedup") if "int4_weight_speedup" in platform.hardware else 1.0
-    act_f = i16 if datapath_bits > 8 else 1.0
-    w_f = i16 if weight_bits > 8 else (1.0 / int4 if weight_bits < 8 else 1.0)
-    act_b = datapath_bits / 8.0
+
+    def w_factor(bits: int) -> float:
+        return i16 if bits > 8 else (1.0 / int4 if bits < 8 else 1.0)
+
+    def nbytes(name: str) -> int:
+        return int(round(view.numel(name) * tbits.get(name, datapath_bits) / 8.0))
+
     nodes = list(view.model.graph.node)
     heads = _fused_heads(view, placements, spec)
     tail_outputs: dict[int, list[str]] = {}
@@ -253,9 +267,13 @@ def node_terms(
         role = "cpu" if pl.placement == CPU else "layer"
         act_in = [n for n in ins if not view.is_const(n)]
         const_in = [(k, n) for k, n in enumerate(node.input) if n and view.is_const(n)]
-        in_t = tuple((int(round(view.numel(n) * act_b)), n in view.graph_inputs) for n in act_in)
+        in_t = tuple((nbytes(n), n in view.graph_inputs) for n in act_in)
         out_names = tail_outputs.get(i, list(outs))
-        out_t = tuple((int(round(view.numel(o) * act_b)), o in view.graph_outputs) for o in out_names)
+        out_t = tuple((nbytes(o), o in view.graph_outputs) for o in out_names)
+        act_f = i16 if max((tbits.get(n, datapath_bits) for n in (*act_in, *out_names, *outs)),
+                           default=datapath_bits) > 8 else 1.0
+        node_wb = wbits.get(node.name, weight_bits)
+        w_f = w_factor(node_wb)
         in_bytes = sum(b for b, _ in in_t)
         out_bytes = sum(b for b, _ in out_t)
         w_bytes = 0
@@ -264,7 +282,7 @@ def node_terms(
                 if _BIAS_INPUT.get(op) == k:
                     w_bytes += view.numel(n) * 4
                 else:
-                    w_bytes += int(math.ceil(view.numel(n) * weight_bits / 8))
+                    w_bytes += int(math.ceil(view.numel(n) * node_wb / 8))
         if op in _MAC_OPS:
             macs, depth, channelwise = _mac_terms(view, node, lanes)
             lane_work = macs / lane_utilisation(depth, lanes) if macs else 0.0

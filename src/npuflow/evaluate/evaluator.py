@@ -48,6 +48,8 @@ def evaluate_model(
     weight_bandwidth: float | None = None,
     dma_bandwidth: float | None = None,
     host_nodes: Mapping[str, str] | None = None,
+    tensor_bits: Mapping[str, int] | None = None,
+    node_weight_bits: Mapping[str, int] | None = None,
 ) -> EvalResult:
     """Estimate where each node runs and how long the NPU takes for one inference.
 
@@ -60,6 +62,10 @@ def evaluate_model(
     ``host_nodes``: ONNX node name -> reason for the nodes a fixed-point analysis runs as host
     post-processing (float tails, docs/fixed-point.md section 10.1): they are CPU nodes with that
     reason (no NPU time, like every CPU node), whatever the platform's table says.
+
+    ``tensor_bits`` (tensor name -> bits) / ``node_weight_bits`` (node name -> bits): the widths of
+    a quantized model where they differ from ``datapath_bits`` / ``weight_bits`` (16-bit
+    promotions, ``node_overrides``; :func:`npuflow.evaluate.cost.node_terms`).
     """
     if not isinstance(model, onnx.ModelProto):
         raise InvalidConfigError(f"model must be an onnx.ModelProto, got {type(model).__name__}")
@@ -77,7 +83,8 @@ def evaluate_model(
     if host_nodes:
         placements = [Placement(p.name, p.op_type, CPU, host_nodes[p.name]) if p.name in host_nodes else p
                       for p in placements]
-    terms = node_terms(view, placements, plat, datapath_bits=dp, weight_bits=wb, spec=spec)
+    terms = node_terms(view, placements, plat, datapath_bits=dp, weight_bits=wb, spec=spec,
+                       tensor_bits=tensor_bits, node_weight_bits=node_weight_bits)
     consts = CostConstants.for_platform(plat, weight_bandwidth=wbw, dma_bandwidth=dbw, spec=spec)
 
     nodes: list[NodeEval] = []

@@ -7,20 +7,30 @@ the user's data, runs the pipeline and writes the outputs. They hold no state: `
 from __future__ import annotations
 
 import itertools
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import onnx
 
-from npuflow._io import atomic_write_bytes
+from npuflow._io import atomic_write_bytes, atomic_write_text, json_dumps
 from npuflow._outputs import OutputSet
 from npuflow.analysis.effects import no_effect_message, stays_8bit_message
 from npuflow.analysis.run import AnalysisResult, analyse
+from npuflow.analysis.precision import promotion_message
 from npuflow.analysis.tails import auto_precision_message, host_nodes
 from npuflow.bie import build_bie
+from npuflow.calibration.degenerate import check_statistics
 from npuflow.calibration.inputs import iter_calibration_inputs
-from npuflow.errors import AutoPrecisionWarning, InputError, InvalidConfigError, OptionEffectWarning, warn_user
+from npuflow.errors import (
+    AutoPrecisionWarning,
+    CalibrationWarning,
+    InputError,
+    InvalidConfigError,
+    OptionEffectWarning,
+    warn_user,
+)
 from npuflow.evaluate import evaluate_model
 from npuflow.flow.options import AnalysisOptions, EvaluateOptions
 from npuflow.reference.float_runner import input_specs
@@ -68,6 +78,10 @@ class AnalysisOutcome:
     timing: dict[str, float] = field(default_factory=dict)
     report: dict[str, Any] | None = None
     report_paths: dict[str, Any] | None = None
+    #: the findings warned about (CalibrationWarning): degenerate calibration data, a low
+    #: model-output SNR on the report's inputs (npuflow.calibration.degenerate); the report's
+    #: ``warnings`` list holds the same
+    warnings: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def analysis_result(self) -> AnalysisResult | None:  # what npuflow.debug.compare_layers reads
@@ -105,11 +119,16 @@ def host_nodes_of(source: Any, platform_id: int | None = None) -> dict[str, str]
 
 
 def warn_auto_precision(result: AnalysisResult) -> None:
-    """One ``AutoPrecisionWarning`` (attributed to the user's call) listing the automatic precision
-    choices that were kept (float tails); none when there is none."""
+    """``AutoPrecisionWarning`` lines (attributed to the user's call) listing the automatic precision
+    choices that were kept: one for the float tails, one for the 16-bit promotions; none when
+    there is none."""
     msg = auto_precision_message((result.auto_precision or {}).get("float_tails", []))
     if msg:
         warn_user(msg, AutoPrecisionWarning)
+    msg = promotion_message((result.auto_precision or {}).get("promotions", []))
+    if msg:
+        warn_user(f"auto_precision: {msg} (docs/fixed-point.md section 10.2). analysis(auto_precision=False) or "
+                  "--no-auto-precision keeps them 8-bit", AutoPrecisionWarning)
 
 
 def run_analysis(optimized: Optimized, opts: AnalysisOptions, input_mapping: Any, *, report_inputs: Any = None,
@@ -158,31 +177,45 @@ def _analysis_set(staged: OutputSet, optimized: Optimized, opts: AnalysisOptions
     keep = 0 if user_feeds is not None else (opts.report_samples if (opts.report or opts.export_dynasty_dump) else 0)
     quant = opts.quant
     result = analyse(model, platform, input_mapping, quant, threads=opts.threads, progress=opts.progress, keep_inputs=keep)
+    # degenerate calibration data, from the statistics the calibration pass kept (no second pass)
+    findings = check_statistics(result.stats, inputs=result.program.input_names)
+    for f in findings:
+        warn_user(f["message"], CalibrationWarning)
     warn_option_effects(result.effects, opts)
     warn_auto_precision(result)
     kept_tails = [t for t in (result.auto_precision or {}).get("float_tails", []) if t.get("kept")]
+    promoted = [p for p in (result.auto_precision or {}).get("promotions", []) if p.get("kept")]
     options = opts.record(bias_adjusted_steps=len(result.bias_deltas), compensated_steps=len(result.weight_moments),
-                          calibration_samples=result.samples, float_tails=kept_tails)
+                          calibration_samples=result.samples, float_tails=kept_tails, promotions=promoted)
     data = build_bie(result.program, model, platform=platform.id, model_name=model_name, options=options,
                      preprocess=opts.preprocess)
     bie_path = out_dir / f"{model_name}.kdp{platform.id}.scaled.bie"
     atomic_write_bytes(stage / bie_path.name, data)
+    if result.mixed.get("measured") is not None and os.environ.get("MIXBW_DEBUG", "").lower() in ("1", "true", "yes"):
+        # the original's MIXBW_DEBUG: the per-candidate figures of the mixbw search (docs/fixed-point.md 10.3)
+        (stage / "mixbw_debug").mkdir()
+        atomic_write_text(stage / "mixbw_debug" / "candidates.json",
+                          json_dumps(result.mixed, what="the mixbw search record", indent=1))
     analysis_s = time.perf_counter() - t_start
-    outcome = AnalysisOutcome(bie_path=str(bie_path), result=result, timing={"analysis": analysis_s})
+    outcome = AnalysisOutcome(bie_path=str(bie_path), result=result, timing={"analysis": analysis_s},
+                              warnings=list(findings))
     feeds = user_feeds if user_feeds is not None else result.kept_inputs
     if opts.report:
         from npuflow.report.analysis_report import write_analysis_report
 
         t0 = time.perf_counter()
         outcome.report, outcome.report_paths = write_analysis_report(
-            result, platform=platform, opts=quant, bitwidths=opts.bitwidths, options=options, model_name=model_name,
+            result, platform=platform, opts=result.options or quant, bitwidths=opts.bitwidths, options=options, model_name=model_name,
             model_path=model_path, feeds=feeds, user_inputs=user_feeds is not None, output_dir=stage, files_dir=out_dir,
             bie_path=str(bie_path), analysis_s=analysis_s, threads=opts.threads,
-            weight_bandwidth=opts.weight_bandwidth, dma_bandwidth=opts.dma_bandwidth)
+            weight_bandwidth=opts.weight_bandwidth, dma_bandwidth=opts.dma_bandwidth, warnings=findings)
         outcome.report_paths = {k: staged.final(v) for k, v in outcome.report_paths.items()}
         outcome.timing["report"] = time.perf_counter() - t0
+        for f in outcome.report["warnings"][len(findings):]:  # the report's own: a low model-output SNR
+            outcome.warnings.append(f)
+            warn_user(f["message"], CalibrationWarning)
     if opts.export_dynasty_dump and feeds:
         from npuflow.debug import compare_layers
 
-        compare_layers(outcome, feeds[0]).dump(stage / "layer_dump")
+        compare_layers(outcome, feeds[0]).dump(stage / "layer_dump", as_set=False)  # part of this set
     return outcome

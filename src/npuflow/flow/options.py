@@ -19,11 +19,32 @@ from typing import Any, Mapping
 
 from npuflow.analysis.bias_adjust import DEFAULT_SAMPLES
 from npuflow.analysis.ranges import NodeOverride, QuantOptions
-from npuflow.errors import InvalidConfigError, NotAvailableError, warn_user
+from npuflow.errors import InvalidConfigError, warn_user
 from npuflow.platforms import PLATFORMS, Platform, get_platform
 
 BITWIDTH_MODES = ("datapath", "weight", "model_in", "model_out", "cpu_node")
 MIX_MODES = ("mix balance", "mix light", "mixbw")
+#: the roles the mixed modes apply to, and the pairs (datapath, weight) the original accepts with mixbw
+MIX_ROLES = ("datapath", "weight")
+MIXBW_PAIRS = (("mixbw", "int16"), ("int16", "mixbw"), ("mixbw", "mixbw"))
+#: the bits a mode starts from: a mixed mode's base width (docs/fixed-point.md section 10.3)
+MODE_BASE_BITS = {"mix light": 8, "mix balance": 16, "mixbw": 8}
+#: flops_ratio when mixbw is chosen and none is given (the original's default)
+DEFAULT_FLOPS_RATIO = 0.2
+
+
+def mode_bits(mode: str) -> int:
+    """The bit count of a ``*_bitwidth_mode`` value: ``int8`` -> 8; a mixed mode's base width."""
+    return MODE_BASE_BITS[mode] if mode in MODE_BASE_BITS else int(mode[3:])
+
+
+def check_mix_pairs(modes: Mapping[str, str]) -> None:
+    """The original's valid combinations with mixbw: (mixbw, int16), (int16, mixbw), (mixbw, mixbw)."""
+    pair = (modes["datapath"], modes["weight"])
+    if "mixbw" in pair and pair not in MIXBW_PAIRS:
+        raise InvalidConfigError(
+            f"datapath_bitwidth_mode={pair[0]!r} with weight_bitwidth_mode={pair[1]!r} is not a valid mixbw combination; "
+            "valid ones (as in the original): " + ", ".join(f"({d!r}, {w!r})" for d, w in MIXBW_PAIRS))
 TILINGS = ("default", "deep_search", "partial_graph_search")
 
 def _is_number(v: Any) -> bool:
@@ -37,8 +58,15 @@ def check_bitwidth_modes(platform: Platform, modes: Mapping[str, Any]) -> dict[s
         if not isinstance(mode, str):
             raise InvalidConfigError(f"{key}_bitwidth_mode must be a string such as 'int8', got {mode!r}")
         if mode in MIX_MODES:
-            raise NotAvailableError(f"{key}_bitwidth_mode={mode!r}: mixed-precision modes are not available in npuflow yet; "
-                                    "use 'int8' or 'int16' (and per-node overrides)")
+            if key not in MIX_ROLES:
+                raise InvalidConfigError(f"{key}_bitwidth_mode={mode!r}: the mixed modes apply to datapath_bitwidth_mode and "
+                                         f"weight_bitwidth_mode only; {key}_bitwidth_mode takes 'int8' or 'int16'")
+            if 16 not in platform.bitwidths[key]:
+                raise InvalidConfigError(f"{key}_bitwidth_mode={mode!r} is not allowed on platform {platform.id}: it has no "
+                                         f"16-bit {key} (allowed there: "
+                                         + ", ".join(f"int{b}" for b in platform.bitwidths[key]) + ")")
+            out[key] = mode
+            continue
         m = re.fullmatch(r"int(\d+)", mode)
         bits = int(m.group(1)) if m else None
         if bits is None or bits not in platform.bitwidths[key]:
@@ -216,8 +244,16 @@ class _Bitwidths:
 
     @property
     def bits(self) -> dict[str, int]:
-        """The same as bit counts: ``{"datapath": 8, ...}``."""
-        return {k: int(v[3:]) for k, v in self.bitwidths.items()}
+        """The same as bit counts: ``{"datapath": 8, ...}`` (a mixed mode: its base width,
+        :data:`MODE_BASE_BITS`; under mixbw model input, output and CPU nodes are 16-bit)."""
+        out = {k: mode_bits(v) for k, v in self.bitwidths.items()}
+        if "mixbw" in (self.datapath_bitwidth_mode, self.weight_bitwidth_mode):
+            out.update(model_in=16, model_out=16, cpu_node=16)
+        return out
+
+    @property
+    def mixed(self) -> bool:
+        return any(v in MIX_MODES for v in self.bitwidths.values())
 
 
 @dataclass(frozen=True)
@@ -232,6 +268,10 @@ class EvaluateOptions(_Bitwidths):
 
     def __post_init__(self) -> None:
         self._check_bitwidths()
+        if self.mixed:
+            raise InvalidConfigError("evaluate(): the mixed modes ('mix light', 'mix balance', 'mixbw') are chosen per "
+                                     "tensor by analysis(); evaluate the BIE it writes (ModelConfig(bie_path=...)"
+                                     ".evaluate() or npuflow evaluate X.bie) for the estimate with its widths")
         check_bandwidths(self.weight_bandwidth, self.dma_bandwidth)
         check_tiling(self.compiler_tiling, self.platform.id)
         if not isinstance(self.keep_bn, bool):
@@ -314,9 +354,22 @@ class AnalysisOptions(_Bitwidths):
             raise InvalidConfigError(f"report_samples must be a positive int (inputs the report measures SNR on), got {self.report_samples!r}")
         if not isinstance(self.export_dynasty_dump, bool):
             raise InvalidConfigError(f"export_dynasty_dump must be True or False, got {self.export_dynasty_dump!r}")
-        if self.flops_ratio is not None:
-            raise NotAvailableError("flops_ratio only applies to the 'mixbw' mode, which is not available in npuflow yet")
         self._check_bitwidths()
+        check_mix_pairs(self.bitwidths)
+        mixbw = "mixbw" in (self.datapath_bitwidth_mode, self.weight_bitwidth_mode)
+        if self.flops_ratio is not None:
+            if not _is_number(self.flops_ratio) or not 0 < self.flops_ratio <= 1:
+                raise InvalidConfigError(f"flops_ratio must be a number in (0, 1] (the extra estimated time mixbw may "
+                                         f"spend: t <= (1 + flops_ratio) * t_int8), got {self.flops_ratio!r}")
+            if not mixbw:
+                warn_user(f"flops_ratio={self.flops_ratio} only applies to datapath_bitwidth_mode or weight_bitwidth_mode "
+                          "'mixbw'; it changes nothing here")
+        if mixbw:
+            given = [f"{k}_bitwidth_mode={getattr(self, f'{k}_bitwidth_mode')!r}" for k in ("model_in", "model_out", "cpu_node")
+                     if getattr(self, f"{k}_bitwidth_mode") != "int8"]
+            if given:
+                warn_user(f"under mixbw the model input, output and CPU nodes are 16-bit (as in the original): "
+                          f"{', '.join(given)} is ignored")
         check_bandwidths(self.weight_bandwidth, self.dma_bandwidth)
         check_tiling(self.compiler_tiling, self.platform.id)
         object.__setattr__(self, "preprocess", check_preprocess(self.preprocess))
@@ -339,18 +392,27 @@ class AnalysisOptions(_Bitwidths):
             outlier_factor=float(self.outlier_factor), post_sigmoid=self.quantize_mode == "post_sigmoid",
             overrides=dict(self.node_overrides), bias_adjust=DEFAULT_SAMPLES if self.optimize else 0,
             weight_rounding=self.weight_rounding, auto_precision=self.auto_precision,
+            mix_datapath=self.datapath_bitwidth_mode if self.datapath_bitwidth_mode in MIX_MODES else "",
+            mix_weight=self.weight_bitwidth_mode if self.weight_bitwidth_mode in MIX_MODES else "",
+            flops_ratio=float(self.flops_ratio) if self.flops_ratio is not None else DEFAULT_FLOPS_RATIO,
         )
 
     def record(self, *, bias_adjusted_steps: int, compensated_steps: int, calibration_samples: int,
-               float_tails: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+               float_tails: list[dict[str, Any]] | None = None,
+               promotions: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         """The ``options`` recorded in the BIE and the report (key order is part of the file).
         ``auto_precision`` is recorded when False and ``float_tails`` (the kept tails: outputs and
-        nodes) when there is one, so that the BIE of a model without a float tail is unchanged."""
+        nodes) when there is one, ``auto_promotions`` (the kept 16-bit promotions: tensor and
+        steps) likewise, so that the BIE of a model without either is unchanged."""
         extra: dict[str, Any] = {}
         if not self.auto_precision:
             extra["auto_precision"] = False
         if float_tails:
             extra["float_tails"] = [{"outputs": list(t["outputs"]), "nodes": list(t["nodes"])} for t in float_tails]
+        if self.flops_ratio is not None or "mixbw" in (self.datapath_bitwidth_mode, self.weight_bitwidth_mode):
+            extra["flops_ratio"] = float(self.flops_ratio) if self.flops_ratio is not None else DEFAULT_FLOPS_RATIO
+        if promotions:
+            extra["auto_promotions"] = [{"tensor": p["tensor"], "steps": list(p["steps"])} for p in promotions]
         return {
             "optimize": self.optimize, "bias_adjusted_steps": bias_adjusted_steps,
             "weight_rounding": self.weight_rounding, "compensated_steps": compensated_steps,

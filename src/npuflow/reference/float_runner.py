@@ -13,6 +13,7 @@ import onnx
 from npuflow.errors import DynamicShapeError, InvalidConfigError, ModelLoadError
 from npuflow.inputs import InputSpec
 from npuflow.ir.load import dims_of, model_inputs
+from npuflow.ir.validate import check_windows, needs_window_check
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +103,17 @@ class FloatRunner:
             raise ModelLoadError(f"onnxruntime cannot load {label}: {str(exc).splitlines()[0]}") from exc
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.label = label
+        # a dynamic H, W: the Conv/pool windows are checked once per input shape before onnxruntime
+        # runs it (a window larger than its input kills the process with SIGFPE; npuflow.ir.validate)
+        self._windows: onnx.ModelProto | None = model if needs_window_check(model) else None
+        self._fits: set[tuple] = set()
 
     def run(self, feeds: dict[str, np.ndarray], output_names: list[str] | None = None) -> list[np.ndarray]:
+        if self._windows is not None:
+            key = tuple(sorted((k, np.shape(v)) for k, v in feeds.items()))
+            if key not in self._fits:
+                check_windows(self._windows, self.label, {k: tuple(np.shape(v)) for k, v in feeds.items()})
+                self._fits.add(key)
         try:
             return self.session.run(output_names or self.output_names, feeds)
         except Exception as exc:  # onnxruntime's own types: a model whose nodes disagree (shapes, values)

@@ -31,20 +31,30 @@ def write_analysis_report(
     threads: int = 1,
     weight_bandwidth: float | None = None,
     dma_bandwidth: float | None = None,
+    warnings: Sequence[dict[str, Any]] = (),
 ) -> tuple[dict[str, Any], dict[str, Path]]:
-    """Measure, build and write model_fx_report.{json,html,csv}; returns (document, paths)."""
+    """Measure, build and write model_fx_report.{json,html,csv}; returns (document, paths).
+
+    ``warnings``: the findings on the calibration data already made
+    (:func:`npuflow.calibration.degenerate.check_statistics`); the report adds the low
+    model-output SNR one (:func:`~npuflow.calibration.degenerate.check_output_snr`) on its own
+    measurement, and lists them all under ``warnings`` (the document's)."""
     from npuflow.analysis.program import forget_prepared
+    from npuflow.calibration.degenerate import check_output_snr
     from npuflow.evaluate import evaluate_model
     from npuflow.report.precision import measure_precision
 
     t0 = time.perf_counter()
+    from npuflow.analysis.precision import program_bits
     from npuflow.analysis.tails import host_nodes
 
     # the float tails run as host post-processing are CPU nodes (docs/fixed-point.md 10.1)
     ev = evaluate_model(result.optimized, platform, model_name=model_name,
-                        datapath_bits=int(bitwidths["datapath"][3:]), weight_bits=int(bitwidths["weight"][3:]),
+                        datapath_bits=opts.datapath_bits, weight_bits=opts.weight_bits,
                         weight_bandwidth=weight_bandwidth, dma_bandwidth=dma_bandwidth,
-                        host_nodes=host_nodes(result.steps) or None)
+                        host_nodes=host_nodes(result.steps) or None,
+                        # the program's own widths (16-bit promotions, node_overrides)
+                        **dict(zip(("tensor_bits", "node_weight_bits"), program_bits(result.program, opts))))
     ev = type(ev)(**{**ev.__dict__, "bitwidths": dict(bitwidths)})
     try:
         q = measure_precision(result, opts, feeds, platform=platform, eval_nodes={n.name: n for n in ev.nodes},
@@ -59,7 +69,12 @@ def write_analysis_report(
     if analysis_s is not None:
         timing["analysis"] = analysis_s
     timing["report"] = time.perf_counter() - t0
+    found = list(warnings)
+    if q is not None:
+        low = check_output_snr(q["model_output_snr_db"], count=len(feeds), source="user" if user_inputs else "calibration")
+        if low is not None:
+            found.append(low)
     doc = build_analysis_report(ev, q, model_path=model_path, options=options, platform_name=platform.name,
-                                bitwidths=bitwidths, files=files, timing=timing)
+                                bitwidths=bitwidths, files=files, timing=timing, warnings=found)
     paths = write_report(doc, out)
     return doc, paths

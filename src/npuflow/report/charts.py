@@ -135,3 +135,53 @@ def histogram(h: dict[str, Any], width: int = 460, height: int = 200) -> str:
     body.append(_t(left + pw / 2, height - 12, note, "middle", "#555"))
     body.append(_t(4, top + 8, "log n", "start", "#555"))
     return _svg(width, height, body, f"histogram of |x| of {h['name']}")
+
+
+def front(points: Sequence[dict[str, Any]], references: Sequence[dict[str, Any]] = (), bound: float | None = None,
+          width: int = 640, height: int = 300) -> str:
+    """The mixbw front: estimated FPS (x) against the lowest model-output SNR (y); the front's
+    points joined in order (the chosen one, the last, ringed), reference points as squares, the
+    time bound as a dashed vertical line. Points without a finite SNR are left out."""
+    left, right, top, bottom = 56, 16, 18, 36
+    pw, ph = width - left - right, height - top - bottom
+    pts = [p for p in (*points, *references) if p.get("fps") is not None and p.get("snr_db") is not None]
+    xs = [p["fps"] for p in pts] + ([bound] if bound else [])
+    ys = [p["snr_db"] for p in pts]
+    if not pts:
+        return _svg(width, height, [_t(width / 2, height / 2, "no measured point", "middle")], "mixbw front")
+    x0, x1 = min(xs), max(xs)
+    y0, y1 = min(ys), max(ys)
+    x0, x1 = (x0 - 1, x1 + 1) if x1 - x0 < 1e-9 else (x0 - 0.05 * (x1 - x0), x1 + 0.05 * (x1 - x0))
+    y0, y1 = (y0 - 1, y1 + 1) if y1 - y0 < 1e-9 else (y0 - 0.1 * (y1 - y0), y1 + 0.1 * (y1 - y0))
+
+    def px(v: float) -> float:
+        return left + pw * (v - x0) / (x1 - x0)
+
+    def py(v: float) -> float:
+        return top + ph * (1 - (v - y0) / (y1 - y0))
+
+    body = [f"<rect x='{left}' y='{top}' width='{pw}' height='{ph}' fill='none' stroke='#999'/>",
+            _t(left + pw / 2, height - 6, "estimated FPS", "middle"),
+            _t(12, top + ph / 2, "SNR dB", "middle", extra=f"transform='rotate(-90 12 {top + ph / 2:.1f})'"),
+            _t(left, height - 20, f"{x0:.1f}"), _t(left + pw, height - 20, f"{x1:.1f}", "end"),
+            _t(left - 4, top + ph, f"{y0:.2f}", "end"), _t(left - 4, top + 10, f"{y1:.2f}", "end")]
+    if bound:
+        body.append(f"<line x1='{px(bound):.1f}' y1='{top}' x2='{px(bound):.1f}' y2='{top + ph}' stroke='#c33' "
+                    "stroke-dasharray='4 3'/>")
+        body.append(_t(px(bound) + 3, top + 12, "time bound", fill="#c33"))
+    fr = [p for p in points if p.get("fps") is not None and p.get("snr_db") is not None]
+    if len(fr) > 1:
+        body.append("<polyline fill='none' stroke='#47a' points='"
+                    + " ".join(f"{px(p['fps']):.1f},{py(p['snr_db']):.1f}" for p in fr) + "'/>")
+    for i, p in enumerate(fr):
+        body.append(f"<circle cx='{px(p['fps']):.1f}' cy='{py(p['snr_db']):.1f}' r='4' fill='#47a'/>")
+        if i == len(fr) - 1:
+            body.append(f"<circle cx='{px(p['fps']):.1f}' cy='{py(p['snr_db']):.1f}' r='8' fill='none' stroke='#c33'/>")
+    for p in references:
+        if p.get("fps") is None or p.get("snr_db") is None:
+            continue
+        body.append(f"<rect x='{px(p['fps']) - 4:.1f}' y='{py(p['snr_db']) - 4:.1f}' width='8' height='8' fill='#a74'/>")
+        right_half = px(p["fps"]) > left + 0.7 * pw  # labels near the right edge go to the left of the point
+        body.append(_t(px(p["fps"]) + (-6 if right_half else 6), py(p["snr_db"]) - 6, str(p["label"])[:20],
+                       "end" if right_half else "start", fill="#a74"))
+    return _svg(width, height, body, "mixbw front: estimated FPS against model-output SNR")

@@ -16,7 +16,7 @@ from npuflow.analysis.tails import HOST_REASON
 from npuflow.errors import NpuflowError
 from npuflow.evaluate.result import EvalResult
 
-REPORT_SCHEMA_VERSION = "1.3"
+REPORT_SCHEMA_VERSION = "1.4"
 REPORT_FILES = ("model_fx_report.json", "model_fx_report.html", "model_fx_report.csv")
 
 _SNR = {"type": ["number", "null"]}  # null: no error at all (exact)
@@ -59,6 +59,7 @@ QUANTIZATION_SCHEMA: dict[str, Any] = {
             "properties": {"rank": {"type": "integer"}, "index": {"type": "integer"}, "suggestions": {"type": "array"},
                            "measured": {"type": ["object", "null"]}}}},
         "combined": {"type": ["object", "null"]},
+        "joint": {"type": "array", "items": {"type": "object", "required": ["ranks", "model_output_snr_db", "gain_db", "added_db"]}},
         "reference_int16": {"type": ["object", "null"]},
         "regions_int16": {"type": "array", "items": {"type": "object", "required": ["nodes", "first", "last", "macs_fraction", "measured"]}},
         "histograms": {"type": "array", "items": {"type": "object", "required": ["name", "tensor", "hi", "counts", "chosen", "abs_max"]}},
@@ -72,7 +73,14 @@ QUANTIZATION_SCHEMA: dict[str, Any] = {
                              "samples", "kept", "why"],
                 "properties": {"kept": {"type": "boolean"}, "gain_db": {"type": ["number", "null"]},
                                "nodes": {"type": "array", "items": {"type": "string"}},
-                               "outputs": {"type": "array", "items": {"type": "string"}}}}}}},
+                               "outputs": {"type": "array", "items": {"type": "string"}}}}},
+                "promotions": {"type": "array", "items": {
+                    "type": "object",
+                    "required": ["tensor", "tensors", "steps", "consumers", "channels", "vanishing_channels", "share",
+                                 "channel_range", "snr_before_db", "snr_after_db", "gain_db", "fps_ratio", "kept", "why"],
+                    "properties": {"kept": {"type": "boolean"}, "tensor": {"type": "string"},
+                                   "gain_db": {"type": ["number", "null"]},
+                                   "fps_ratio": {"type": ["number", "null"]}}}}}},
         # 1.2: what the options did (docs/fixed-point.md 3.7, docs/report.md "Option effects")
         "option_effects": {
             "type": "object",
@@ -150,6 +158,16 @@ REPORT_SCHEMA: dict[str, Any] = {
         "quantization": QUANTIZATION_SCHEMA,
         "files": {"type": "object", "additionalProperties": {"type": ["string", "null"]}},
         "timing_s": {"type": "object", "additionalProperties": {"type": "number"}},
+        # 1.4 (analysis reports): degenerate calibration data and a low model-output SNR, the same
+        # findings analysis() warns about (CalibrationWarning; npuflow.calibration.degenerate,
+        # docs/report.md "Warnings"); [] when there is none
+        "warnings": {"type": "array", "items": {
+            "type": "object", "required": ["kind", "message"],
+            "properties": {"kind": {"enum": ["outlier_input", "zero_range", "low_output_snr"]},
+                           "message": {"type": "string"},
+                           "tensors": {"type": "array", "items": {"type": "string"}},
+                           "input_index": {"type": "integer"}, "snr_db": {"type": "number"},
+                           "threshold_db": {"type": "number"}}}},
         # the file is standard JSON (no NaN/Infinity): every figure that is not finite is written as null,
         # and this maps its path (e.g. "summary.fps", "nodes[3].time_ms") to the reason
         "null_reasons": {"type": "object", "additionalProperties": {"type": "string"}},
@@ -222,15 +240,19 @@ def build_analysis_report(
     bitwidths: dict[str, str],
     files: dict[str, str | None] | None = None,
     timing: dict[str, float] | None = None,
+    warnings: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The report document of an ``analysis()`` run: evaluate()'s placement/cost data at the
-    analysis bit widths plus the ``quantization`` section (``npuflow.report.precision``)."""
+    analysis bit widths plus the ``quantization`` section (``npuflow.report.precision``) and the
+    ``warnings`` on the calibration data and the measured precision
+    (``npuflow.calibration.degenerate``)."""
     doc = build_evaluation_report(result, model_path=model_path, options=options, platform_name=platform_name)
     doc["producer"] = "analysis"
     doc["bitwidths"] = dict(bitwidths)
     doc["quantization"] = quantization
     doc["files"] = dict(files or {})
     doc["timing_s"] = {k: round(float(v), 3) for k, v in (timing or {}).items()}
+    doc["warnings"] = [dict(w) for w in (warnings or [])]
     return doc
 
 
@@ -416,6 +438,9 @@ def render_html(doc: dict[str, Any]) -> str:
         pics["snr"] = charts.data_uri(charts.snr_along_graph(q["steps"], q["ranking"][:3]))
         pics["hists"] = [(h, charts.data_uri(charts.histogram(h))) for h in q["histograms"]]
         worst = {r["index"] for r in q["ranking"][:3]}
+        mp = q.get("mixed_precision") or {}
+        if mp.get("front"):
+            pics["front"] = charts.data_uri(charts.front(mp["front"], mp.get("references", []), mp.get("fps_bound")))
     tpl = _env.get_template("model_fx_report.html.j2")
     return tpl.render(doc=doc, s=doc["summary"], q=q, bars=bars, pics=pics, worst=worst, fmt_fps=_fmt_fps,
                       isfinite=math.isfinite, fmt_snr=fmt_snr, fmt_format=fmt_format, pct=_pct, num=_num,

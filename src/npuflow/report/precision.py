@@ -617,6 +617,63 @@ class _Measurer:
         self.seconds += time.perf_counter() - t0
 
 
+def _together(entries: Sequence[dict[str, Any]], kind: str) -> Suggestion:
+    """One suggestion applying the measured suggestions of ranked ``entries`` together."""
+    ov: dict[str, dict[str, Any]] = {}
+    opt: dict[str, Any] = {}
+    for e in entries:
+        sg = e["measured"]["suggestion"]
+        for node, spec in sg["node_overrides"].items():
+            ov[node] = {**ov.get(node, {}), **spec}
+        opt.update(sg["options"])
+    return Suggestion(kind, "the suggestions of ranks " + ", ".join(str(e["rank"]) for e in entries) + " together",
+                      overrides=ov, options=opt)
+
+
+#: a suggestion joins the joint list when it adds at least this much (dB) to the ones before it
+JOINT_MIN_GAIN_DB = 0.1
+#: the joint list draws on the first this many ranked suggestions that gain, in at most
+#: JOINT_ROUNDS rounds after the first (at most 3 + 2 extra measurements)
+JOINT_POOL = 4
+JOINT_ROUNDS = 2
+
+
+def _joint(top: Sequence[dict[str, Any]], measurer: _Measurer,
+           progress: Callable[[str], None] | None) -> list[dict[str, Any]]:
+    """The joint suggestion list (docs/report.md): the best measured suggestion of ``top`` (the
+    first :data:`JOINT_POOL` ranked ones that gain), then, measured on top of those accepted, the
+    one of the rest that raises the model-output SNR most, while it adds at least
+    :data:`JOINT_MIN_GAIN_DB`, for at most :data:`JOINT_ROUNDS` rounds. Suggestions that help only together (yolox_nano's Conv_41 and its
+    SiLU) show here; each entry: ``ranks`` so far, ``model_output_snr_db``, ``gain_db`` (over the
+    program as built) and ``added_db`` (over the previous entry)."""
+    if not top:
+        return []
+    first = top[0]["measured"]
+    chosen = [top[0]]
+    best = first.get("with_suggestion_snr_db")
+    out = [{"ranks": [top[0]["rank"]], "model_output_snr_db": best, "gain_db": first.get("gain_db"),
+            "added_db": first.get("gain_db")}]
+    rest = list(top[1:])
+    for _ in range(JOINT_ROUNDS):
+        if not rest or best is None:
+            break
+        trials = [(e, measurer.add(_together([*chosen, e], "joint"))) for e in rest]
+        measurer.run(progress)
+        scored = [(e, m) for e, m in trials if m.get("with_suggestion_snr_db") is not None]
+        if not scored:
+            break
+        e, m = max(scored, key=lambda em: em[1]["with_suggestion_snr_db"])
+        added = m["with_suggestion_snr_db"] - best
+        if added < JOINT_MIN_GAIN_DB:
+            break
+        chosen.append(e)
+        rest.remove(e)
+        best = m["with_suggestion_snr_db"]
+        out.append({"ranks": [c["rank"] for c in chosen], "model_output_snr_db": best, "gain_db": m.get("gain_db"),
+                    "added_db": _r(added)})
+    return out
+
+
 #: the keys of the report's ``option_effects`` (npuflow.analysis.effects.option_effects)
 EFFECT_KEYS = ("no_effect", "stays_8bit", "post_sigmoid", "post_sigmoid_skipped", "model_out")
 
@@ -629,9 +686,11 @@ def _option_effects(result: Any) -> dict[str, Any]:
 
 def _auto_precision(result: Any) -> dict[str, Any]:
     """The automatic precision choices of the analysis (docs/fixed-point.md 10.1): ``enabled`` and
-    ``float_tails`` (every candidate measured, kept or not)."""
+    ``float_tails`` (every candidate measured, kept or not) and ``promotions`` (every
+    ill-conditioned tensor found, 10.2: measured and kept or not, with why)."""
     ap = getattr(result, "auto_precision", None) or {}
-    return {"enabled": bool(ap.get("enabled", True)), "float_tails": list(ap.get("float_tails") or [])}
+    return {"enabled": bool(ap.get("enabled", True)), "float_tails": list(ap.get("float_tails") or []),
+            "promotions": list(ap.get("promotions") or [])}
 
 
 def _width_note(program: Program, tensor: str, stays: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -676,6 +735,11 @@ def measure_precision(
     out_names = [n for n in program.output_names if _is_float(program, n) and n not in program.input_names]
     inner = [n for n in names if n not in program.input_names]
     inner += [n for n in out_names if n not in names]
+    # the other tensors the measured steps read (a Where's bool condition, indices): from the float model too
+    have = set(inner) | set(program.input_names)
+    made = {y for node in result.optimized.graph.node for y in node.output}
+    inner += list(dict.fromkeys(x for st in steps if not st.host for x in st.runtime_inputs
+                                if x and x not in have and x in made))
     runner = FloatRunner(expose_tensors(result.optimized, inner), label="report float model", threads=threads)
 
     def float_run(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -855,18 +919,11 @@ def measure_precision(
     top = [e for e in ranking[:measured] if e["measured"] and e["measured"].get("gain_db") is not None
            and e["measured"]["gain_db"] > 0]
     if len(top) > 1:
-        ov: dict[str, dict[str, Any]] = {}
-        opt: dict[str, Any] = {}
-        for e in top:
-            sg = e["measured"]["suggestion"]
-            for node, spec in sg["node_overrides"].items():
-                ov[node] = {**ov.get(node, {}), **spec}
-            opt.update(sg["options"])
-        g = Suggestion("combined", "the suggestions of ranks " + ", ".join(str(e["rank"]) for e in top) + " together",
-                       overrides=ov, options=opt)
-        combined = measurer.add(g)
+        combined = measurer.add(_together(top, "combined"))
         combined["ranks"] = [e["rank"] for e in top]
         measurer.run(progress)
+    joint = _joint([e for e in ranking if e["measured"] and (e["measured"].get("gain_db") or 0) > 0][:JOINT_POOL],
+                   measurer, progress)
 
     measurer.envs = []
     kept_env.clear()
@@ -898,11 +955,14 @@ def measure_precision(
         "steps": rows,
         "ranking": ranking,
         "combined": combined,
+        "joint": joint,
         "reference_int16": reference,
         "regions_int16": regions,
         "histograms": hists,
         "option_effects": effects,
         "auto_precision": _auto_precision(result),
+        # the mixed modes (docs/fixed-point.md 10.3): the rule's overrides or the mixbw search (front, chosen point)
+        "mixed_precision": dict(getattr(result, "mixed", None) or {}) or None,
         "timing_s": {"measure": round(t_pass1 - t_start, 3), "isolated": round(t_iso, 3),
                      "suggestions": round(measurer.seconds, 3), "total": round(time.perf_counter() - t_start, 3)},
     }

@@ -65,8 +65,22 @@ def _registry() -> dict[str, FastFn]:
     return fast
 
 
-FAST: dict[str, FastFn] = _registry()
-"""Op type -> fast function with the reference ``eval`` contract ``(params, *inputs, stats=None)``."""
+_FAST: dict[str, FastFn] | None = None
+
+
+def _fast() -> dict[str, FastFn]:
+    """:data:`FAST`, built on first use (importing a kernel module alone, as the install's kernel
+    build does, must not need onnx)."""
+    global _FAST
+    if _FAST is None:
+        _FAST = _registry()
+    return _FAST
+
+
+def __getattr__(name: str) -> Any:
+    if name == "FAST":  # Op type -> fast function with the reference ``eval`` contract ``(params, *inputs, stats=None)``
+        return _fast()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def mode() -> str:
@@ -83,7 +97,7 @@ def fast_eval(op_type: str) -> FastFn | None:
     """The fast function for ``op_type``, or None when the reference kernel should run."""
     if mode() == "reference":
         return None
-    return FAST.get(op_type)
+    return _fast().get(op_type)
 
 
 def kernel_for(op_type: str) -> FastFn:

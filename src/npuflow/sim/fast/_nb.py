@@ -34,10 +34,11 @@ except Exception:  # noqa: BLE001 - any import problem (missing, broken llvmlite
 
 HAVE_NUMBA = numba is not None
 
-#: printed (stderr, once per process) when a first npuflow kernel compiles: the first simulation
-#: or calibration after an install, an upgrade or with an empty numba cache can take a minute
-COMPILE_NOTICE = ("npuflow: compiling the simulator's kernels for this machine (first use after an install "
-                  "or upgrade: up to a minute or two; numba caches them for later runs)")
+#: printed (stderr, once per process) when a first npuflow kernel compiles: kernels the install
+#: did not compile (:mod:`.precompile`), or all of them with an empty ``NUMBA_CACHE_DIR``, take
+#: seconds each the first time
+COMPILE_NOTICE = ("npuflow: compiling simulator kernels for this machine (ones the install did not build, or "
+                  "NUMBA_CACHE_DIR is set: up to a minute or two, once; numba caches them for later runs)")
 _notice_lock = threading.Lock()
 _notice_given = False
 
@@ -73,6 +74,69 @@ if HAVE_NUMBA:  # pragma: no cover - depends on the environment
 
         _event.register("numba:compile", _CompileListener())
     except Exception:  # noqa: BLE001 - an older or changed event API: no notice, nothing else lost
+        pass
+
+
+#: the kernel cache that the install fills (:mod:`npuflow.sim.fast.precompile`): used, when it
+#: exists, instead of numba's default places (unless ``NUMBA_CACHE_DIR`` is set, which wins)
+KERNEL_CACHE = os.environ.get("NPUFLOW_KERNEL_CACHE") or os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                                      "_kernel_cache")
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _register_kernel_cache() -> None:  # pragma: no cover - depends on the environment
+    """Put a cache locator for npuflow's own kernels first in numba's list: it keeps their cache in
+    :data:`KERNEL_CACHE` when that folder exists and is writable, keyed on the source file's
+    content (older numba versions key on its mtime, which every install changes). numba checks
+    its own version, the CPU and the function's bytecode before it loads an entry."""
+    import hashlib
+
+    from numba.core import caching
+
+    base = getattr(caching, "_CacheLocator", None)
+    impl = getattr(caching, "CacheImpl", None) or getattr(caching, "_CacheImpl", None)
+    if base is None or impl is None or not isinstance(getattr(impl, "_locator_classes", None), list):
+        return
+    _stamps: dict[tuple[str, int, int], str] = {}
+
+    class _KernelCacheLocator(base):  # type: ignore[misc, valid-type]
+        def __init__(self, py_func: Any, py_file: str) -> None:
+            self._py_file = py_file
+            self._lineno = py_func.__code__.co_firstlineno
+
+        def get_cache_path(self) -> str:
+            return KERNEL_CACHE
+
+        def get_source_stamp(self) -> Any:
+            st = os.stat(self._py_file)
+            key = (self._py_file, st.st_mtime_ns, st.st_size)
+            if key not in _stamps:
+                with open(self._py_file, "rb") as f:
+                    _stamps[key] = "sha256:" + hashlib.sha256(f.read()).hexdigest()
+            return _stamps[key]
+
+        def get_disambiguator(self) -> str:
+            return str(self._lineno)
+
+        @classmethod
+        def from_function(cls, py_func: Any, py_file: str) -> Any:
+            if (os.environ.get("NUMBA_CACHE_DIR") or not os.path.isdir(KERNEL_CACHE)
+                    or not os.path.abspath(py_file).startswith(_PACKAGE_DIR + os.sep)):
+                return None
+            self = cls(py_func, py_file)
+            try:
+                self.ensure_cache_path()  # writable (numba saves new specializations there too)
+            except OSError:
+                return None
+            return self
+
+    impl._locator_classes.insert(0, _KernelCacheLocator)
+
+
+if HAVE_NUMBA:  # pragma: no cover - depends on the environment
+    try:
+        _register_kernel_cache()
+    except Exception:  # noqa: BLE001 - a changed numba API: numba's own cache places, nothing else lost
         pass
 
 

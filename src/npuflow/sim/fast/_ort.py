@@ -13,8 +13,6 @@ import os
 from typing import Any
 
 import numpy as np
-import onnx
-from onnx import TensorProto, helper, numpy_helper
 
 F32_EXACT = 1 << 24
 """Largest magnitude below which every integer is a float32 (inclusive)."""
@@ -42,6 +40,7 @@ def single_node_session(
     """Session running one ONNX node ``op_type`` on float32 input ``x`` (dynamic dims) with
     constant inputs ``inputs`` (name -> float32 array, in input order after ``x``)."""
     import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper  # here: the install's kernel build has no onnx
 
     names = ["x"] + list(inputs)
     node = helper.make_node(op_type, names, ["y"], **attrs)
@@ -68,6 +67,7 @@ def int8_matmul_session(a: np.ndarray, a_zero_point: int) -> Any:
     MatMulInteger: ``a`` a constant ``(M, K)`` uint8 matrix, ``x`` an int8 ``(N, K, P)`` input
     (dynamic ``N``, ``P``), ``y`` int32 ``(N, M, P)``."""
     import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
 
     node = helper.make_node("MatMulInteger", ["a", "x", "az"], ["y"])
     g = helper.make_graph(
@@ -113,5 +113,5 @@ def int8_engine_exact() -> bool:
     return _INT8_EXACT
 
 
-__all__ = ["F32_EXACT", "INT8_MAX_K", "int8_engine_exact", "int8_matmul_session", "onnx", "session_options",
+__all__ = ["F32_EXACT", "INT8_MAX_K", "int8_engine_exact", "int8_matmul_session", "session_options",
            "single_node_session"]

@@ -20,6 +20,7 @@ check both branches against ``mac_finish`` on random, tie and edge inputs.
 
 from __future__ import annotations
 
+import types
 from dataclasses import replace
 from typing import Any
 
@@ -294,6 +295,13 @@ if HAVE_NUMBA:
             counts[row, 0] = na
             counts[row, 1] = no
 
+    def _renamed(fn, name):
+        """``fn`` under another name: numba names a kernel's cache entries after the function, so
+        two kernels compiled from one function (parallel and not) would overwrite each other's."""
+        f = types.FunctionType(fn.__code__, fn.__globals__, name, fn.__defaults__, fn.__closure__)
+        f.__qualname__ = name
+        return f
+
     def _abs_max_rows_impl(bits, mask, out):  # pragma: no cover - jitted
         # max |x| of each row of a float array viewed as same-width integers: for IEEE floats
         # without NaN the order of the sign-cleared bit patterns is the order of |x| (an integer
@@ -308,8 +316,8 @@ if HAVE_NUMBA:
     # parallel, and on the calling thread for small tensors: below PARALLEL_MIN values a
     # parallel launch costs more than this short pass (measured on yolox_nano: 1808 calls took
     # 150 ms in parallel, 11 ms split this way)
-    _abs_max_rows_par = njit(parallel=True)(_abs_max_rows_impl)
-    _abs_max_rows_seq = njit(_abs_max_rows_impl)
+    _abs_max_rows_par = njit(parallel=True)(_renamed(_abs_max_rows_impl, "_abs_max_rows_par"))
+    _abs_max_rows_seq = njit(_renamed(_abs_max_rows_impl, "_abs_max_rows_seq"))
 
     @njit(inline="always")
     def _int_abs_max(row):  # pragma: no cover - jitted
@@ -328,8 +336,8 @@ if HAVE_NUMBA:
         for r in numba.prange(x.shape[0]):
             out[r] = _int_abs_max(x[r])
 
-    _int_abs_max_rows_par = njit(parallel=True)(_int_abs_max_rows_impl)
-    _int_abs_max_rows_seq = njit(_int_abs_max_rows_impl)
+    _int_abs_max_rows_par = njit(parallel=True)(_renamed(_int_abs_max_rows_impl, "_int_abs_max_rows_par"))
+    _int_abs_max_rows_seq = njit(_renamed(_int_abs_max_rows_impl, "_int_abs_max_rows_seq"))
 
 PARALLEL_MIN = 1 << 20
 

@@ -1,0 +1,510 @@
+"""16-bit promotions of ill-conditioned tensors, chosen by measurement (docs/fixed-point.md
+section 10.2), and the measuring tools a precision choice needs: the model-output SNR of a program
+on calibration inputs and the estimated FPS of a program with mixed widths.
+
+An activation tensor is *ill-conditioned* when its channels' ranges spread so far that some
+channels vanish below a few steps of the tensor's (per-tensor) format while the convolution that
+reads it weighs them strongly. yolox_nano's stem is the measured case: the 16 channels of Conv_41's
+SiLU output range from 0.16 to 127; four are under two int8 steps, and the depthwise convolution
+reading them weighs them so that they carry 10 % of its input (weights x range).
+
+* **Units** (:func:`promotion_units`): what moves to 16 bits together: the input tensor of a MAC
+  step and, back through the single-input steps that produce it (activations, BN-like scalings),
+  every tensor up to and including the output of the MAC or multi-input step that starts the
+  chain. Promoting the SiLU output alone leaves its input's small channels rounded away before the
+  SiLU: measured on yolox_nano, +0.2 dB for the SiLU output alone, +2.8 dB for the unit.
+* **Detection** (:func:`ill_conditioned`), from the calibration statistics (per-channel abs max of
+  every MAC input, collected in the same pass): a channel *vanishes* when its abs max is below
+  :data:`VANISH_STEPS` steps of the tensor's format; the unit is a candidate when the vanishing
+  channels carry at least :data:`MIN_SHARE` of the consumer's input, measured as
+  ``sum over output channels |W| x channel abs max``.
+* **Measurement** (:func:`choose_promotions`): on the first calibration inputs (the same ones as the
+  float tails), each candidate in turn (largest share first, at most :data:`MAX_CANDIDATES`) is
+  kept when it raises the lowest model-output SNR by at least :data:`MIN_GAIN_DB`, lowers no output
+  by more than :data:`MAX_LOSS_DB`, and the model's estimated FPS stays at least
+  :data:`MIN_FPS_RATIO` of the FPS without any automatic choice; the next is measured on top of
+  the ones kept. User ``node_overrides`` win: a unit touching a step the user overrides is not a
+  candidate.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import onnx
+
+from npuflow.analysis.graph import MAC_OPS, PASS_THROUGH, Step
+from npuflow.analysis.program import Program, step_override, weight_bits
+from npuflow.analysis.ranges import NodeOverride, QuantOptions
+
+#: a channel whose calibrated abs max is below this many steps of its tensor's format vanishes
+VANISH_STEPS = 2.0
+#: a unit is a candidate when its vanishing channels carry at least this share of the consumer's input
+MIN_SHARE = 0.05
+#: a promotion is kept when it raises the lowest model-output SNR by at least this much (dB) ...
+MIN_GAIN_DB = 1.0
+#: ... lowers no model output by more than this (dB) ...
+MAX_LOSS_DB = 0.1
+#: ... and the estimated FPS stays at least this share of the FPS without automatic choices
+MIN_FPS_RATIO = 0.9
+#: candidates measured at most (largest share first)
+MAX_CANDIDATES = 8
+
+
+@dataclass(frozen=True)
+class Unit:
+    """Tensors that move to 16 bits together: ``tensor`` (read by the MAC steps ``consumers``) and
+    the tensors of the steps ``steps`` that produce it (their names: the override keys)."""
+
+    tensor: str
+    consumers: tuple[str, ...]
+    steps: tuple[str, ...]
+    tensors: tuple[str, ...]
+
+
+def promotion_units(steps: Sequence[Step]) -> list[Unit]:
+    """One unit per distinct runtime input of the integer MAC steps (see the module docstring)."""
+    prod = {y: st for st in steps for y in st.outputs if y}
+    readers: dict[str, list[str]] = {}
+    for st in steps:
+        if st.op_type in MAC_OPS and not st.float_step and st.runtime_inputs:
+            readers.setdefault(st.runtime_inputs[0], []).append(st.name)
+    units = []
+    for x, cons in readers.items():
+        chain: list[Step] = []
+        t = x
+        while t in prod:
+            p = prod[t]
+            if p.float_step or p.op_type in PASS_THROUGH:
+                break
+            chain.append(p)
+            if p.op_type in MAC_OPS or len(p.runtime_inputs) != 1:
+                break
+            t = p.runtime_inputs[0]
+        if chain:
+            units.append(Unit(x, tuple(cons), tuple(p.name for p in chain),
+                              tuple(y for p in chain for y in p.outputs if y)))
+    return units
+
+
+def _input_weight(st: Step, channels: int) -> np.ndarray | None:
+    """sum over output channels of |W| per input channel of a Conv step (None: not a Conv with a
+    constant weight of that many input channels)."""
+    w = st.weights.get("W")
+    if st.op_type != "Conv" or w is None or w.ndim < 3:
+        return None
+    group = int(st.attrs.get("group", 1))
+    a = np.abs(w.astype(np.float64)).reshape(w.shape[0], w.shape[1], -1).sum(axis=2)  # (O, I/g)
+    per_group = w.shape[0] // max(group, 1)
+    if w.shape[1] * group != channels or per_group * group != w.shape[0]:
+        return None
+    return a.reshape(group, per_group, w.shape[1]).sum(axis=1).reshape(-1)
+
+
+def ill_conditioned(steps: Sequence[Step], program: Program, channel_max: Callable[[str], np.ndarray | None],
+                    units: Sequence[Unit] | None = None) -> list[tuple[Unit, dict[str, Any]]]:
+    """The units whose tensor is ill-conditioned (module docstring), largest share first, each
+    with its finding: ``channels``, ``vanishing`` (count), ``share`` of the consumers' input they
+    carry, ``step`` (the tensor's quantization step), ``range`` (smallest and largest channel abs
+    max)."""
+    by_name = {st.name: st for st in steps}
+    found = []
+    for u in promotion_units(steps) if units is None else units:
+        r = channel_max(u.tensor)
+        fmt = program.formats.get(u.tensor)
+        if r is None or fmt is None or fmt.axis is not None or fmt.bits > 8 or r.size < 2:
+            continue
+        step = 1.0 / (float(fmt.scale) * 2.0 ** int(fmt.radix))
+        vanish = r < VANISH_STEPS * step
+        if not vanish.any():
+            continue
+        carried = total = 0.0
+        for c in u.consumers:
+            a = _input_weight(by_name[c], r.size)
+            if a is None:
+                continue
+            contrib = a * r
+            carried += float(contrib[vanish].sum())
+            total += float(contrib.sum())
+        if total <= 0.0 or carried / total < MIN_SHARE:
+            continue
+        found.append((u, {"channels": int(r.size), "vanishing": int(vanish.sum()), "share": carried / total,
+                          "step": step, "range": [float(r.min()), float(r.max())]}))
+    found.sort(key=lambda uf: -uf[1]["share"])
+    return found
+
+
+def program_bits(program: Program, opts: QuantOptions) -> tuple[dict[str, int], dict[str, int]]:
+    """(tensor name -> bits, ONNX node name -> weight bits) of ``program`` built with ``opts``: the
+    widths the cost model needs (:func:`npuflow.evaluate.cost.node_terms`)."""
+    tensor_bits = {t: f.bits for t, f in program.formats.items()}
+    node_wbits = {}
+    for st in program.steps:
+        if st.op_type in MAC_OPS and not st.float_step and st.weights:
+            b = weight_bits(step_override(st, opts), opts)
+            for n in st.nodes:
+                node_wbits[n] = b
+    return tensor_bits, node_wbits
+
+
+class FpsModel:
+    """The IP evaluator's estimated FPS of programs of one optimized model on one platform, with
+    each program's own widths (the placement and shapes are computed once)."""
+
+    def __init__(self, model: onnx.ModelProto, platform: Any, opts: QuantOptions) -> None:
+        from npuflow.evaluate.cost import CostConstants
+        from npuflow.evaluate.graph import GraphView, ensure_shapes
+        from npuflow.evaluate.placement import place_nodes
+        from npuflow.platforms import cost_model_spec, get_platform
+
+        self.platform = get_platform(platform)
+        self.spec = cost_model_spec()
+        self.view = GraphView.build(ensure_shapes(model))
+        self.placements = place_nodes(self.view, self.platform)
+        self.consts = CostConstants.for_platform(self.platform, spec=self.spec)
+        self.opts = opts
+        from npuflow.evaluate.cost import node_terms
+
+        #: ONNX node name -> MACs (the cost model's count)
+        self.macs = {t.name: t.macs for t in node_terms(self.view, self.placements, self.platform, spec=self.spec)
+                     if t.op_type in MAC_OPS}
+
+    def fps(self, program: Program, opts: QuantOptions | None = None) -> float:
+        from npuflow.evaluate.cost import node_terms, total_seconds
+        from npuflow.evaluate.placement import CPU, Placement
+
+        o = self.opts if opts is None else opts
+        tensor_bits, node_wbits = program_bits(program, o)
+        host = {n for st in program.steps if st.host for n in st.nodes}
+        placements = [Placement(p.name, p.op_type, CPU, "host") if p.name in host else p for p in self.placements]
+        terms = node_terms(self.view, placements, self.platform, datapath_bits=o.datapath_bits,
+                           weight_bits=o.weight_bits, spec=self.spec, tensor_bits=tensor_bits,
+                           node_weight_bits=node_wbits)
+        s = total_seconds(terms, self.consts)
+        return 1.0 / s if s > 0 else math.inf
+
+
+class OutputSnr:
+    """The SNR of each model output of a program against the float model on fixed ``feeds``
+    (the float references are computed once)."""
+
+    def __init__(self, model: onnx.ModelProto, feeds: Sequence[Mapping[str, np.ndarray]], outputs: Sequence[str],
+                 *, threads: int | None = None) -> None:
+        from npuflow.reference.float_runner import FloatRunner
+
+        runner = FloatRunner(model, label="float model (precision measurement)", threads=threads)
+        self.outputs = list(outputs)
+        self.feeds = list(feeds)
+        self.refs = [dict(zip(self.outputs, runner.run(dict(f), self.outputs))) for f in self.feeds]
+
+    def __call__(self, program: Program) -> dict[str, float]:
+        from npuflow.analysis.tails import _Snr, _value
+
+        acc = {o: _Snr() for o in self.outputs}
+        batched = len(self.feeds) > 1 and all(np.shape(f[n])[:1] == (1,) for f in self.feeds for n in program.input_names)
+        groups = [list(range(len(self.feeds)))] if batched else [[i] for i in range(len(self.feeds))]
+        for g in groups:
+            feed = {k: np.concatenate([np.asarray(self.feeds[i][k]) for i in g]) for k in self.feeds[g[0]]}
+            env = program.run(program.quantize_inputs(feed), batch=len(g))
+            for o in self.outputs:
+                ref = np.concatenate([np.asarray(self.refs[i][o]).reshape(-1) for i in g])
+                acc[o].add(ref, _value(program, o, env[o]))
+        return {o: a.db() for o, a in acc.items()}
+
+
+def _gain(before: Mapping[str, float], after: Mapping[str, float]) -> tuple[float, float]:
+    """(gain of the lowest output, worst change of any output) in dB; an output without error
+    counts as infinitely good."""
+    lo_b, lo_a = min(before.values()), min(after.values())
+    gain = math.inf if (lo_a == math.inf and lo_b != math.inf) else (0.0 if lo_a == lo_b else lo_a - lo_b)
+    worst = min((0.0 if after[o] == before[o] else after[o] - before[o]) for o in before)
+    return gain, worst
+
+
+def _r(v: float) -> float | None:
+    return None if not math.isfinite(v) else round(v, 3)
+
+
+def choose_promotions(
+    found: Sequence[tuple[Unit, dict[str, Any]]],
+    program: Program,
+    opts: QuantOptions,
+    build: Callable[[QuantOptions], Program],
+    measure: Callable[[Program], dict[str, float]],
+    fps: Callable[[Program, QuantOptions], float],
+    fps_reference: float,
+) -> tuple[Program, QuantOptions, list[dict[str, Any]]]:
+    """Measure the candidates ``found`` (:func:`ill_conditioned`) one after another on top of the
+    ones kept (module docstring). ``build(opts)`` builds a program with the analysis' statistics;
+    ``measure(program)`` gives each output's SNR; ``fps(program, opts)`` the estimated FPS;
+    ``fps_reference`` the FPS without automatic choices. Returns the final program, the options it
+    was built with (the promotions as ``overrides``) and one record per candidate."""
+    by_step = {st.name: st for st in program.steps}
+    user_keys = set(opts.overrides)
+    base_snr = measure(program) if found else {}
+    records: list[dict[str, Any]] = []
+    for k, (u, finding) in enumerate(found):
+        rec = {"tensor": u.tensor, "tensors": list(u.tensors), "steps": list(u.steps), "consumers": list(u.consumers),
+               "channels": finding["channels"], "vanishing_channels": finding["vanishing"],
+               "share": round(finding["share"], 4), "channel_range": [round(v, 6) for v in finding["range"]],
+               "snr_before_db": None, "snr_after_db": None, "gain_db": None, "fps_ratio": None, "kept": False}
+        records.append(rec)
+        if k >= MAX_CANDIDATES:
+            rec["why"] = f"not measured: at most {MAX_CANDIDATES} candidates are"
+            continue
+        if any(n in user_keys for s in u.steps for n in by_step[s].nodes if s in by_step):
+            rec["why"] = "not measured: node_overrides set a step of this unit (the user's choice wins)"
+            continue
+        trial = replace(opts, overrides={**{s: NodeOverride(bits=16, auto=True) for s in u.steps}, **opts.overrides})
+        variant = build(trial)
+        snr = measure(variant)
+        ratio = fps(variant, trial) / fps_reference if fps_reference > 0 and math.isfinite(fps_reference) else 1.0
+        gain, worst = _gain(base_snr, snr)
+        rec.update(snr_before_db=_r(min(base_snr.values())), snr_after_db=_r(min(snr.values())),
+                   gain_db=_r(gain) if math.isfinite(gain) else None, fps_ratio=round(ratio, 4))
+        if gain < MIN_GAIN_DB:
+            rec["why"] = f"not kept: raises the lowest output SNR by less than {MIN_GAIN_DB:g} dB"
+        elif worst < -MAX_LOSS_DB:
+            rec["why"] = f"not kept: lowers an output's SNR by more than {MAX_LOSS_DB:g} dB"
+        elif ratio < MIN_FPS_RATIO:
+            rec["why"] = (f"not kept: the estimated FPS would fall to {ratio:.1%} of the analysis without "
+                          f"automatic choices (at least {MIN_FPS_RATIO:.0%})")
+        else:
+            rec.update(kept=True, why=f"kept: raises the lowest output SNR by {MIN_GAIN_DB:g} dB or more")
+            program, opts, base_snr = variant, trial, snr
+    return program, opts, records
+
+
+def promotion_message(records: Sequence[Mapping[str, Any]]) -> str | None:
+    """The warning line part listing the kept promotions (None: none kept)."""
+    kept = [r for r in records if r.get("kept")]
+    if not kept:
+        return None
+    parts = [f"{r['tensor']} and the tensors before it ({len(r['tensors'])} in all) to 16 bits "
+             f"({r['vanishing_channels']} of {r['channels']} channels under {VANISH_STEPS:g} int8 steps carry "
+             f"{r['share']:.0%} of {', '.join(r['consumers'])}'s input; lowest output SNR "
+             f"{r['snr_before_db']} -> {r['snr_after_db']} dB, estimated FPS x{r['fps_ratio']:.3f})" for r in kept]
+    return "promoted ill-conditioned tensors: " + "; ".join(parts)
+
+
+# ------------------------------------------------------------------------------------------------
+# Mixed modes (docs/fixed-point.md section 10.3): "mix light" and "mix balance" are fixed rules,
+# "mixbw" a measured search under an estimated-time bound.
+
+#: mix light: a MAC step is *small-channel* when its output channels are at most this many
+SMALL_CHANNELS = 16
+#: mix balance: the largest MAC steps that together hold at least this share of the MACs stay 8-bit
+BALANCE_MAC_SHARE = 0.5
+#: mixbw: calibration inputs the search measures on (the first ones; the same every run)
+MIXBW_SAMPLES = 8
+#: mixbw: candidates measured at most (in the order of their estimated SQNR, lowest first)
+MIXBW_CANDIDATES = 16
+#: mixbw: a candidate is accepted when it raises the lowest model-output SNR by at least this (dB)
+MIXBW_MIN_GAIN_DB = 0.1
+
+
+def _out_channels(st: Step) -> int | None:
+    from npuflow.analysis.program import weight_axis
+
+    w = st.weights.get({"Conv": "W", "ConvTranspose": "W", "Gemm": "B", "MatMul": "B"}.get(st.op_type, ""))
+    ax = weight_axis(st)
+    return None if w is None or ax is None else int(w.shape[ax])
+
+
+def _mac_steps(steps: Sequence[Step]) -> list[Step]:
+    return [st for st in steps if st.op_type in MAC_OPS and not st.float_step and _out_channels(st) is not None]
+
+
+def merge_overrides(auto: Mapping[str, NodeOverride], user: Mapping[str, NodeOverride]) -> dict[str, NodeOverride]:
+    """``auto`` under ``user``: a user's override replaces the automatic one of the same node."""
+    return {**auto, **user}
+
+
+def mix_rule_overrides(steps: Sequence[Step], opts: QuantOptions, macs: Mapping[str, int]) -> dict[str, NodeOverride]:
+    """The per-step widths of "mix light" / "mix balance" (section 10.3) as automatic overrides.
+
+    mix light (base 8 bits): the small-channel MAC steps (at most :data:`SMALL_CHANNELS` output
+    channels) get 16-bit outputs (datapath) / 16-bit weights (weight). mix balance (base 16 bits):
+    the largest MAC steps by MACs, together at least :data:`BALANCE_MAC_SHARE` of the model's
+    MACs, get 8-bit outputs / weights; everything else stays 16-bit."""
+    macsteps = _mac_steps(steps)
+    small = {st.name for st in macsteps if (_out_channels(st) or 0) <= SMALL_CHANNELS}
+    order = sorted(macsteps, key=lambda st: -sum(macs.get(n, 0) for n in st.nodes))
+    total = sum(macs.get(n, 0) for st in macsteps for n in st.nodes)
+    big: set[str] = set()
+    acc = 0
+    for st in order:
+        if total and acc >= BALANCE_MAC_SHARE * total:
+            break
+        big.add(st.name)
+        acc += sum(macs.get(n, 0) for n in st.nodes)
+    spec: dict[str, dict[str, int]] = {}
+    for role, mode, field_ in (("datapath", opts.mix_datapath, "bits"), ("weight", opts.mix_weight, "weight_bits")):
+        if mode == "mix light":
+            for name in small:
+                spec.setdefault(name, {})[field_] = 16
+        elif mode == "mix balance":
+            for name in big:
+                spec.setdefault(name, {})[field_] = 8
+    return {n: NodeOverride(**v, auto=True) for n, v in spec.items()}
+
+
+def _weight_sqnr_db(st: Step, bits: int = 8) -> float:
+    """SQNR (dB) of a MAC step's weights on a symmetric per-output-channel grid of ``bits`` bits
+    (rounding noise step^2 / 12): the estimate that orders the weight candidates."""
+    from npuflow.analysis.program import weight_axis
+
+    w = st.weights.get({"Conv": "W", "ConvTranspose": "W", "Gemm": "B", "MatMul": "B"}[st.op_type]).astype(np.float64)
+    ax = weight_axis(st)
+    wc = np.moveaxis(w, ax, 0).reshape(w.shape[ax], -1)
+    step = np.abs(wc).max(axis=1) / (2 ** (bits - 1) - 1)
+    noise = float((step ** 2 / 12.0 * wc.shape[1]).sum())
+    sig = float((wc ** 2).sum())
+    return 10 * math.log10(sig / noise) if noise > 0 and sig > 0 else math.inf
+
+
+def _act_sqnr_db(u: Unit, program: Program, by_name: Mapping[str, Step],
+                 channel_max: Callable[[str], np.ndarray | None]) -> float:
+    """SQNR (dB) of a unit's tensor as its consumers read it: per channel, signal ~ (a_c r_c)^2 / 3
+    (uniform on +-r_c), noise ~ a_c^2 step^2 / 12, with a_c the consumers' |W| on the channel
+    (1 without a Conv consumer): the estimate that orders the activation candidates."""
+    fmt = program.formats.get(u.tensor)
+    if fmt is None or fmt.axis is not None:
+        return math.inf
+    step = 1.0 / (float(fmt.scale) * 2.0 ** int(fmt.radix))
+    r = channel_max(u.tensor)
+    if r is None:
+        return math.inf
+    a = np.zeros(r.size)
+    for c in u.consumers:
+        w = _input_weight(by_name[c], r.size)
+        a += w if w is not None else 1.0
+    sig = float(((a * r) ** 2).sum()) / 3.0
+    noise = float((a ** 2).sum()) * step ** 2 / 12.0
+    return 10 * math.log10(sig / noise) if noise > 0 and sig > 0 else math.inf
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One change the mixbw search measures: the overrides it adds (step name -> fields)."""
+
+    label: str
+    kind: str  # "activations", "weights", "both"
+    overrides: tuple[tuple[str, tuple[tuple[str, int], ...]], ...]
+    estimate_db: float
+
+    def apply(self, ov: Mapping[str, NodeOverride]) -> dict[str, NodeOverride]:
+        out = dict(ov)
+        for name, fields_ in self.overrides:
+            cur = out.get(name, NodeOverride(auto=True))
+            out[name] = replace(cur, **dict(fields_))
+        return out
+
+
+def mixbw_candidates(steps: Sequence[Step], program: Program, opts: QuantOptions,
+                     channel_max: Callable[[str], np.ndarray | None]) -> list[Candidate]:
+    """The mixbw candidates, lowest estimated SQNR first: per unit (:func:`promotion_units`) its
+    activations to 16 bits (datapath mixbw), per MAC step its weights (weight mixbw), and with both
+    in mixbw a unit together with the weights of the MAC steps that read and start it. Steps the
+    user overrides are left out; so are tensors already 16-bit."""
+    by_name = {st.name: st for st in steps}
+    user = {k for k, v in opts.overrides.items() if not v.auto}
+    user_steps = {st.name for st in steps if any(n in user for n in st.nodes)}
+    out: list[Candidate] = []
+    act = opts.mix_datapath == "mixbw"
+    wgt = opts.mix_weight == "mixbw"
+    wdb = {st.name: _weight_sqnr_db(st) for st in _mac_steps(steps)} if wgt else {}
+    if act:
+        for u in promotion_units(steps):
+            fmt = program.formats.get(u.tensor)
+            if fmt is None or fmt.bits > 8 or user_steps.intersection(u.steps):
+                continue
+            est = _act_sqnr_db(u, program, by_name, channel_max)
+            out.append(Candidate(u.tensor, "activations", tuple((s, (("bits", 16),)) for s in u.steps), est))
+            macs = [s for s in (*u.steps, *u.consumers) if s in wdb and s not in user_steps]
+            if wgt and macs:
+                both = {s: (("bits", 16),) for s in u.steps}
+                for s in macs:
+                    both[s] = tuple(sorted({**dict(both.get(s, ())), "weight_bits": 16}.items()))
+                out.append(Candidate(u.tensor + " + weights", "both", tuple(both.items()),
+                                     min(est, *(wdb[s] for s in macs))))
+    for name, db in wdb.items():
+        if name in user_steps or weight_bits(step_override(by_name[name], opts), opts) > 8:
+            continue
+        out.append(Candidate(name + " weights", "weights", ((name, (("weight_bits", 16),)),), db))
+    out.sort(key=lambda c: (c.estimate_db, c.label))
+    return out
+
+
+def mixbw_search(
+    program: Program,
+    opts: QuantOptions,
+    candidates: Sequence[Candidate],
+    build: Callable[[QuantOptions], Program],
+    measure: Callable[[Program], dict[str, float]],
+    fps: Callable[[Program, QuantOptions], float],
+    fps_int8: float,
+    *,
+    references: Mapping[str, QuantOptions] | None = None,
+    progress: bool = False,
+) -> tuple[Program, QuantOptions, dict[str, Any]]:
+    """The mixbw search (section 10.3): from ``program`` (the mixbw start: base widths, model input,
+    output and CPU nodes 16-bit, the automatic promotions), the first :data:`MIXBW_CANDIDATES`
+    ``candidates`` in order, each measured on top of the ones accepted; one is accepted when it
+    keeps the estimated FPS at least ``fps_int8 / (1 + flops_ratio)`` and raises the lowest
+    model-output SNR by :data:`MIXBW_MIN_GAIN_DB` or more. Each acceptance is a point of the front
+    (estimated FPS, SNR); the last one is chosen (the highest SNR inside the bound: every accepted
+    point raises it). ``references``: label -> options of fixed points measured for the chart
+    (e.g. int8, mix light). Returns the final program, its options and the record."""
+    bound = fps_int8 / (1.0 + opts.flops_ratio)
+    snr = measure(program)
+    start_fps = fps(program, opts)
+    front = [{"label": "start", "moved": [], "fps": _r(start_fps), "snr_db": _r(min(snr.values()))}]
+    rows: list[dict[str, Any]] = []
+    todo = list(candidates[:MIXBW_CANDIDATES])
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(todo) + len(references or {}), desc="mixbw search", unit="candidate", file=__import__("sys").stderr)
+    moved: list[str] = []
+    try:
+        for c in todo:
+            trial = replace(opts, overrides=c.apply(opts.overrides))
+            variant = build(trial)
+            f = fps(variant, trial)
+            row = {"label": c.label, "kind": c.kind, "estimate_db": _r(c.estimate_db), "fps": _r(f), "snr_db": None,
+                   "gain_db": None, "accepted": False}
+            rows.append(row)
+            if f < bound:
+                row["why"] = f"over the time bound: estimated FPS {f:.1f} < {bound:.1f}"
+            else:
+                s = measure(variant)
+                gain, _ = _gain(snr, s)
+                row.update(snr_db=_r(min(s.values())), gain_db=_r(gain) if math.isfinite(gain) else None)
+                if gain >= MIXBW_MIN_GAIN_DB:
+                    row.update(accepted=True, why="accepted")
+                    program, opts, snr = variant, trial, s
+                    moved.append(c.label)
+                    front.append({"label": c.label, "moved": list(moved), "fps": _r(f), "snr_db": _r(min(s.values()))})
+                else:
+                    row["why"] = f"gains less than {MIXBW_MIN_GAIN_DB:g} dB"
+            if bar is not None:
+                bar.update(1)
+        refs = []
+        for label, o in (references or {}).items():
+            p = build(o)
+            refs.append({"label": label, "fps": _r(fps(p, o)), "snr_db": _r(min(measure(p).values()))})
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    record = {"mode": {"datapath": opts.mix_datapath or None, "weight": opts.mix_weight or None},
+              "flops_ratio": opts.flops_ratio, "fps_int8": _r(fps_int8), "fps_bound": _r(bound),
+              "samples": None, "candidates": len(candidates), "measured": rows, "front": front,
+              "chosen": front[-1], "references": refs}
+    return program, opts, record

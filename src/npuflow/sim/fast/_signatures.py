@@ -1,0 +1,110 @@
+"""Kernel specializations that real runs use, compiled at install (:mod:`.precompile`).
+
+Recorded from numba's cache after each run with an empty ``NUMBA_CACHE_DIR``: mnist_quickstart
+(examples/mnist/quickstart.py), efficientnet_lite0_int8 (analysis of 100 inputs with the report,
+kneron_inference, run_batch of 32), yolox_nano_int8 (20 inputs, the same). The abs-max kernels were
+recorded as ``_abs_max_rows_impl`` (before the parallel and sequential ones had their own names) and
+are listed under both. Regenerate after changing a kernel's argument types
+(``python -m npuflow.sim.fast.precompile --record LABEL=FOLDER ...``); a signature missing here only
+compiles on first use.
+"""
+
+#: 52 signatures
+SIGNATURES: dict[str, tuple[str, ...]] = {
+    '_common._limbs_kernel.<locals>.kern': (
+        "(Array(int16, 1, 'C', False, aligned=True), int64, int64, Array(float32, 2, 'C', False, aligned=True))",  # efficientnet_lite0_int8 mnist_quickstart yolox_nano_int8
+    ),
+    '_requant._abs_max_rows_par': (
+        "(Array(int32, 2, 'C', False, aligned=True), int32, Array(int32, 1, 'C', False, aligned=True))",  # efficientnet_lite0_int8 mnist_quickstart yolox_nano_int8
+        "(Array(int64, 2, 'C', False, aligned=True), int64, Array(int64, 1, 'C', False, aligned=True))",  # efficientnet_lite0_int8 mnist_quickstart
+    ),
+    '_requant._abs_max_rows_seq': (
+        "(Array(int32, 2, 'C', False, aligned=True), int32, Array(int32, 1, 'C', False, aligned=True))",  # efficientnet_lite0_int8 mnist_quickstart yolox_nano_int8
+        "(Array(int64, 2, 'C', False, aligned=True), int64, Array(int64, 1, 'C', False, aligned=True))",  # efficientnet_lite0_int8 mnist_quickstart
+    ),
+    '_requant._mac_out_kernel': (
+        "(Array(float32, 3, 'C', False, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), bool, int64, int64, int64, int64, int64, int64, Array(int16, 3, 'C', False, aligned=True), Array(int64, 2, 'C', False, aligned=True), Array(float64, 1, 'C', False, aligned=True))",  # efficientnet_lite0_int8 mnist_quickstart yolox_nano_int8
+        "(Array(float32, 3, 'C', False, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), bool, int64, int64, int64, int64, int64, int64, Array(int8, 3, 'C', False, aligned=True), Array(int64, 2, 'C', False, aligned=True), Array(float64, 1, 'C', False, aligned=True))",  # efficientnet_lite0_int8 mnist_quickstart yolox_nano_int8
+        "(Array(float64, 3, 'C', False, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), bool, int64, int64, int64, int64, int64, int64, Array(int16, 3, 'C', False, aligned=True), Array(int64, 2, 'C', False, aligned=True), Array(float64, 1, 'C', False, aligned=True))",  # efficientnet_lite0_int8 mnist_quickstart
+        "(Array(float64, 3, 'C', False, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), bool, int64, int64, int64, int64, int64, int64, Array(int8, 3, 'C', False, aligned=True), Array(int64, 2, 'C', False, aligned=True), Array(float64, 1, 'C', False, aligned=True))",  # mnist_quickstart
+    ),
+    '_requant._mac_out_limbs_kernel': (
+        "(Array(float32, 6, 'C', False, aligned=True), Array(int64, 1, 'C', False, aligned=True), Array(int64, 1, 'C', False, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), bool, int64, int64, int64, int64, int64, int64, Array(int16, 3, 'C', False, aligned=True), Array(int64, 2, 'C', False, aligned=True), Array(float64, 1, 'C', False, aligned=True), Array(int64, 3, 'C', False, aligned=True), Array(int16, 1, 'C', False, aligned=True), Array(uint8, 1, 'C', False, aligned=True), bool, bool)",  # efficientnet_lite0_int8 mnist_quickstart yolox_nano_int8
+        "(Array(float32, 6, 'C', False, aligned=True), Array(int64, 1, 'C', False, aligned=True), Array(int64, 1, 'C', False, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), bool, int64, int64, int64, int64, int64, int64, Array(int8, 3, 'C', False, aligned=True), Array(int64, 2, 'C', False, aligned=True), Array(float64, 1, 'C', False, aligned=True), Array(int64, 3, 'C', False, aligned=True), Array(int8, 1, 'C', False, aligned=True), Array(uint8, 1, 'C', False, aligned=True), bool, bool)",  # efficientnet_lite0_int8 mnist_quickstart yolox_nano_int8
+    ),
+    '_requant._mac_out_lut_kernel': (
+        "(Array(float32, 3, 'C', False, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), bool, int64, int64, int64, int64, int64, int64, Array(int16, 3, 'C', False, aligned=True), Array(int64, 2, 'C', False, aligned=True), Array(float64, 1, 'C', False, aligned=True), Array(int16, 1, 'C', False, aligned=True), Array(uint8, 1, 'C', False, aligned=True), Array(int64, 2, 'C', False, aligned=True), bool)",  # yolox_nano_int8
+        "(Array(float32, 3, 'C', False, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), bool, int64, int64, int64, int64, int64, int64, Array(int8, 3, 'C', False, aligned=True), Array(int64, 2, 'C', False, aligned=True), Array(float64, 1, 'C', False, aligned=True), Array(int8, 1, 'C', False, aligned=True), Array(uint8, 1, 'C', False, aligned=True), Array(int64, 2, 'C', False, aligned=True), bool)",  # yolox_nano_int8
+    ),
+    '_requant._mul_rne': (
+        '(int64, int64, int64)',  # efficientnet_lite0_int8 mnist_quickstart yolox_nano_int8
+    ),
+    '_requant._row': (
+        "(Array(float32, 1, 'C', False, aligned=True), Array(int16, 1, 'C', False, aligned=True), int64, int64, int64, int64, int64, bool, int64, int64, int64, int64, int64, int64, float64)",  # efficientnet_lite0_int8 mnist_quickstart yolox_nano_int8
+        "(Array(float32, 1, 'C', False, aligned=True), Array(int64, 1, 'C', False, aligned=True), int64, int64, int64, int64, int64, bool, int64, int64, int64, int64, int64, int64, float64)",  # yolox_nano_int8
+        "(Array(float32, 1, 'C', False, aligned=True), Array(int8, 1, 'C', False, aligned=True), int64, int64, int64, int64, int64, bool, int64, int64, int64, int64, int64, int64, float64)",  # efficientnet_lite0_int8 mnist_quickstart yolox_nano_int8
+        "(Array(float64, 1, 'C', False, aligned=True), Array(int16, 1, 'C', False, aligned=True), int64, int64, int64, int64, int64, bool, int64, int64, int64, int64, int64, int64, float64)",  # efficientnet_lite0_int8 mnist_quickstart
+        "(Array(float64, 1, 'C', False, aligned=True), Array(int64, 1, 'C', False, aligned=True), int64, int64, int64, int64, int64, bool, int64, int64, int64, int64, int64, int64, float64)",  # efficientnet_lite0_int8
+        "(Array(float64, 1, 'C', False, aligned=True), Array(int8, 1, 'C', False, aligned=True), int64, int64, int64, int64, int64, bool, int64, int64, int64, int64, int64, int64, float64)",  # mnist_quickstart
+        "(Array(int32, 1, 'C', False, aligned=True), Array(int64, 1, 'C', False, aligned=True), int64, int64, int64, int64, int64, bool, int64, int64, int64, int64, int64, int64, float64)",  # efficientnet_lite0_int8 yolox_nano_int8
+        "(Array(int64, 1, 'C', False, aligned=True), Array(int16, 1, 'C', False, aligned=True), int64, int64, int64, int64, int64, bool, int64, int64, int64, int64, int64, int64, float64)",  # efficientnet_lite0_int8 mnist_quickstart yolox_nano_int8
+        "(Array(int64, 1, 'C', False, aligned=True), Array(int64, 1, 'C', False, aligned=True), int64, int64, int64, int64, int64, bool, int64, int64, int64, int64, int64, int64, float64)",  # efficientnet_lite0_int8 mnist_quickstart yolox_nano_int8
+        "(Array(int64, 1, 'C', False, aligned=True), Array(int8, 1, 'C', False, aligned=True), int64, int64, int64, int64, int64, bool, int64, int64, int64, int64, int64, int64, float64)",  # efficientnet_lite0_int8 mnist_quickstart yolox_nano_int8
+    ),
+    'depthwise._acc_nhwc': (
+        "(Array(int16, 4, 'C', False, aligned=True), Array(int32, 3, 'C', False, aligned=True), int64, int64, int64, int64, int64, int64, int64, int64, Array(int32, 3, 'C', False, aligned=True))",  # efficientnet_lite0_int8 yolox_nano_int8
+        "(Array(int8, 4, 'C', False, aligned=True), Array(int32, 3, 'C', False, aligned=True), int64, int64, int64, int64, int64, int64, int64, int64, Array(int32, 3, 'C', False, aligned=True))",  # efficientnet_lite0_int8 yolox_nano_int8
+    ),
+    'depthwise._dw_kernel': (
+        "(Array(int16, 4, 'C', False, aligned=True), Array(float64, 4, 'C', False, aligned=True), int64, int64, int64, int64, int64, int64, int64, int64, int64, Array(float64, 2, 'C', False, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), bool, int64, int64, int64, int64, int64, int64, Array(int8, 3, 'C', False, aligned=True), Array(int64, 2, 'C', False, aligned=True), Array(int8, 1, 'C', False, aligned=True), Array(uint8, 1, 'C', False, aligned=True), Array(int64, 2, 'C', False, aligned=True), bool, bool)",  # efficientnet_lite0_int8
+        "(Array(int16, 4, 'C', False, aligned=True), Array(int32, 4, 'C', False, aligned=True), int64, int64, int64, int64, int64, int64, int64, int64, int64, Array(int32, 2, 'C', False, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), bool, int64, int64, int64, int64, int64, int64, Array(int16, 3, 'C', False, aligned=True), Array(int64, 2, 'C', False, aligned=True), Array(int16, 1, 'C', False, aligned=True), Array(uint8, 1, 'C', False, aligned=True), Array(int64, 2, 'C', False, aligned=True), bool, bool)",  # efficientnet_lite0_int8 yolox_nano_int8
+        "(Array(int16, 4, 'C', False, aligned=True), Array(int32, 4, 'C', False, aligned=True), int64, int64, int64, int64, int64, int64, int64, int64, int64, Array(int32, 2, 'C', False, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), bool, int64, int64, int64, int64, int64, int64, Array(int8, 3, 'C', False, aligned=True), Array(int64, 2, 'C', False, aligned=True), Array(int8, 1, 'C', False, aligned=True), Array(uint8, 1, 'C', False, aligned=True), Array(int64, 2, 'C', False, aligned=True), bool, bool)",  # efficientnet_lite0_int8 yolox_nano_int8
+        "(Array(int8, 4, 'C', False, aligned=True), Array(int32, 4, 'C', False, aligned=True), int64, int64, int64, int64, int64, int64, int64, int64, int64, Array(int32, 2, 'C', False, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), bool, int64, int64, int64, int64, int64, int64, Array(int8, 3, 'C', False, aligned=True), Array(int64, 2, 'C', False, aligned=True), Array(int8, 1, 'C', False, aligned=True), Array(uint8, 1, 'C', False, aligned=True), Array(int64, 2, 'C', False, aligned=True), bool, bool)",  # efficientnet_lite0_int8 yolox_nano_int8
+    ),
+    'depthwise._finish': (
+        "(Array(float64, 1, 'C', False, aligned=True), Array(int8, 1, 'C', False, aligned=True), Array(int64, 1, 'C', False, aligned=True), int64, Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), bool, int64, int64, int64, int64, int64, int64, Array(int8, 1, 'C', False, aligned=True), Array(uint8, 1, 'C', False, aligned=True), bool, bool)",  # efficientnet_lite0_int8
+        "(Array(int32, 1, 'C', False, aligned=True), Array(int16, 1, 'C', False, aligned=True), Array(int64, 1, 'C', False, aligned=True), int64, Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), bool, int64, int64, int64, int64, int64, int64, Array(int16, 1, 'C', False, aligned=True), Array(uint8, 1, 'C', False, aligned=True), bool, bool)",  # efficientnet_lite0_int8 yolox_nano_int8
+        "(Array(int32, 1, 'C', False, aligned=True), Array(int8, 1, 'C', False, aligned=True), Array(int64, 1, 'C', False, aligned=True), int64, Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), bool, int64, int64, int64, int64, int64, int64, Array(int8, 1, 'C', False, aligned=True), Array(uint8, 1, 'C', False, aligned=True), bool, bool)",  # efficientnet_lite0_int8 yolox_nano_int8
+    ),
+    'depthwise._out_nhwc': (
+        "(Array(int32, 3, 'C', False, aligned=True), Array(int32, 2, 'C', False, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), bool, int64, int64, int64, int64, int64, int64, Array(int16, 3, 'C', False, aligned=True), Array(int64, 2, 'C', False, aligned=True), Array(int16, 1, 'C', False, aligned=True), Array(uint8, 1, 'C', False, aligned=True), Array(int64, 2, 'C', False, aligned=True), bool, bool)",  # efficientnet_lite0_int8 yolox_nano_int8
+        "(Array(int32, 3, 'C', False, aligned=True), Array(int32, 2, 'C', False, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), bool, int64, int64, int64, int64, int64, int64, Array(int8, 3, 'C', False, aligned=True), Array(int64, 2, 'C', False, aligned=True), Array(int8, 1, 'C', False, aligned=True), Array(uint8, 1, 'C', False, aligned=True), Array(int64, 2, 'C', False, aligned=True), bool, bool)",  # efficientnet_lite0_int8 yolox_nano_int8
+    ),
+    'elementwise._add2_fast': (
+        "(Array(int16, 1, 'C', False, aligned=True), Array(int16, 1, 'C', False, aligned=True), int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, Array(int16, 1, 'C', False, aligned=True))",  # efficientnet_lite0_int8 yolox_nano_int8
+        "(Array(int16, 1, 'C', False, aligned=True), Array(int8, 1, 'C', False, aligned=True), int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, Array(int8, 1, 'C', False, aligned=True))",  # efficientnet_lite0_int8
+        "(Array(int8, 1, 'C', False, aligned=True), Array(int16, 1, 'C', False, aligned=True), int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, Array(int8, 1, 'C', False, aligned=True))",  # yolox_nano_int8
+        "(Array(int8, 1, 'C', False, aligned=True), Array(int8, 1, 'C', False, aligned=True), int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, Array(int8, 1, 'C', False, aligned=True))",  # efficientnet_lite0_int8 yolox_nano_int8
+    ),
+    'elementwise._gather': (
+        "(Array(int16, 1, 'C', False, aligned=True), Array(uint8, 1, 'C', False, aligned=True), Array(int16, 1, 'C', False, aligned=True))",  # yolox_nano_int8
+        "(Array(int8, 1, 'C', False, aligned=True), Array(uint8, 1, 'C', False, aligned=True), Array(int8, 1, 'C', False, aligned=True))",  # yolox_nano_int8
+    ),
+    'elementwise._gather_count': (
+        "(Array(int8, 1, 'C', False, aligned=True), Array(bool, 1, 'C', False, aligned=True), Array(uint8, 1, 'C', False, aligned=True), Array(int8, 1, 'C', False, aligned=True))",  # yolox_nano_int8
+    ),
+    'elementwise._quantize_f': (
+        "(Array(float32, 1, 'C', False, aligned=True), float64, float64, float64, Array(int8, 1, 'C', False, aligned=True))",  # efficientnet_lite0_int8 mnist_quickstart yolox_nano_int8
+    ),
+    'elementwise._requant_copy_f': (
+        "(Array(int16, 1, 'C', False, aligned=True), float64, float64, float64, Array(int16, 1, 'C', False, aligned=True))",  # yolox_nano_int8
+        "(Array(int16, 1, 'C', False, aligned=True), float64, float64, float64, Array(int8, 1, 'C', False, aligned=True))",  # yolox_nano_int8
+        "(Array(int8, 1, 'C', False, aligned=True), float64, float64, float64, Array(int16, 1, 'C', False, aligned=True))",  # yolox_nano_int8
+        "(Array(int8, 1, 'C', False, aligned=True), float64, float64, float64, Array(int8, 1, 'C', False, aligned=True))",  # yolox_nano_int8
+    ),
+    'histogram._abs_max_bits': (
+        "(Array(float32, 1, 'C', False, aligned=True),)",  # efficientnet_lite0_int8 mnist_quickstart yolox_nano_int8
+    ),
+    'histogram._at_least': (
+        "(Array(float32, 1, 'C', False, aligned=True), float32, Array(float32, 1, 'C', False, aligned=True))",  # efficientnet_lite0_int8 yolox_nano_int8
+    ),
+    'histogram._count': (
+        "(Array(float32, 1, 'C', False, aligned=True), int64, float32, Array(int64, 1, 'C', False, aligned=True), float32, Array(float32, 1, 'C', False, aligned=True), Array(int32, 1, 'C', False, aligned=True))",  # efficientnet_lite0_int8 mnist_quickstart yolox_nano_int8
+    ),
+    'histogram._count_at_least': (
+        "(Array(float32, 1, 'C', False, aligned=True), int32)",  # efficientnet_lite0_int8 yolox_nano_int8
+    ),
+    'histogram._tail': (
+        "(Array(float32, 1, 'C', False, aligned=True), int64, float32, int64, Array(float32, 1, 'C', False, aligned=True), Array(int32, 1, 'C', False, aligned=True))",  # efficientnet_lite0_int8 mnist_quickstart yolox_nano_int8
+    ),
+}
