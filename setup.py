@@ -25,7 +25,7 @@ from setuptools import setup
 from setuptools.command.build_py import build_py
 
 
-class build_py_with_kernels(build_py):  # noqa: N801 - setuptools command naming
+class build_py_with_kernels(build_py):  # setuptools names its commands in lower case
     def run(self) -> None:
         super().run()
         if os.environ.get("NPUFLOW_BUILD_KERNELS", "1").strip() == "0":

@@ -90,7 +90,7 @@ def _types_namespace() -> dict[str, Any]:
 
 def parse_signature(text: str) -> tuple[Any, ...]:
     """A signature as recorded (``str`` of numba's argument-type tuple) -> numba types."""
-    return tuple(eval(text, _types_namespace()))  # noqa: S307 - our own recorded strings, restricted names
+    return tuple(eval(text, _types_namespace()))  # our own recorded strings; only numba type names in scope
 
 
 def compile_all(names: list[str] | None = None, verbose: bool = False) -> dict[str, Any]:
