@@ -270,8 +270,8 @@ class EvaluateOptions(_Bitwidths):
         self._check_bitwidths()
         if self.mixed:
             raise InvalidConfigError("evaluate(): the mixed modes ('mix light', 'mix balance', 'mixbw') are chosen per "
-                                     "tensor by analysis(); evaluate the BIE it writes (ModelConfig(bie_path=...)"
-                                     ".evaluate() or npuflow evaluate X.bie) for the estimate with its widths")
+                                     "tensor by analysis(); its fixed-point report gives the estimate with the widths "
+                                     "chosen (summary.fps in model_fx_report.json); evaluate() takes 'int8' or 'int16'")
         check_bandwidths(self.weight_bandwidth, self.dma_bandwidth)
         check_tiling(self.compiler_tiling, self.platform.id)
         if not isinstance(self.keep_bn, bool):
