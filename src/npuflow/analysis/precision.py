@@ -255,7 +255,7 @@ def choose_promotions(
         if k >= MAX_CANDIDATES:
             rec["why"] = f"not measured: at most {MAX_CANDIDATES} candidates are"
             continue
-        if any(n in user_keys for s in u.steps for n in by_step[s].nodes if s in by_step):
+        if any(n in user_keys for s in u.steps if s in by_step for n in by_step[s].nodes):
             rec["why"] = "not measured: node_overrides set a step of this unit (the user's choice wins)"
             continue
         trial = replace(opts, overrides={**{s: NodeOverride(bits=16, auto=True) for s in u.steps}, **opts.overrides})
