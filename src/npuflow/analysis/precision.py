@@ -29,6 +29,8 @@ reading them weighs them so that they carry 10 % of its input (weights x range).
 from __future__ import annotations
 
 import math
+import sys
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -37,8 +39,15 @@ import numpy as np
 import onnx
 
 from npuflow.analysis.graph import MAC_OPS, PASS_THROUGH, Step
-from npuflow.analysis.program import Program, step_override, weight_bits
+from npuflow.analysis.program import (
+    Program,
+    _weight_input,
+    step_override,
+    weight_axis,
+    weight_bits,
+)
 from npuflow.analysis.ranges import NodeOverride, QuantOptions
+from npuflow.analysis.tails import _Snr, _value, batch_groups
 
 #: a channel whose calibrated abs max is below this many steps of its tensor's format vanishes
 VANISH_STEPS = 2.0
@@ -189,7 +198,7 @@ class FpsModel:
 
 class OutputSnr:
     """The SNR of each model output of a program against the float model on fixed ``feeds``
-    (the float references are computed once)."""
+    (the float references are computed once; a program measured again is not re-run)."""
 
     def __init__(self, model: onnx.ModelProto, feeds: Sequence[Mapping[str, np.ndarray]], outputs: Sequence[str],
                  *, threads: int | None = None) -> None:
@@ -199,20 +208,24 @@ class OutputSnr:
         self.outputs = list(outputs)
         self.feeds = list(feeds)
         self.refs = [dict(zip(self.outputs, runner.run(dict(f), self.outputs))) for f in self.feeds]
+        # id -> (weak reference, result) of the programs measured (a program that is gone frees its
+        # id: the weak reference then no longer points to the program asked about)
+        self._done: dict[int, tuple[weakref.ref, dict[str, float]]] = {}
 
     def __call__(self, program: Program) -> dict[str, float]:
-        from npuflow.analysis.tails import _Snr, _value
-
+        done = self._done.get(id(program))
+        if done is not None and done[0]() is program:
+            return dict(done[1])
         acc = {o: _Snr() for o in self.outputs}
-        batched = len(self.feeds) > 1 and all(np.shape(f[n])[:1] == (1,) for f in self.feeds for n in program.input_names)
-        groups = [list(range(len(self.feeds)))] if batched else [[i] for i in range(len(self.feeds))]
-        for g in groups:
+        for g in batch_groups(self.feeds, program.input_names):
             feed = {k: np.concatenate([np.asarray(self.feeds[i][k]) for i in g]) for k in self.feeds[g[0]]}
             env = program.run(program.quantize_inputs(feed), batch=len(g))
             for o in self.outputs:
                 ref = np.concatenate([np.asarray(self.refs[i][o]).reshape(-1) for i in g])
                 acc[o].add(ref, _value(program, o, env[o]))
-        return {o: a.db() for o, a in acc.items()}
+        result = {o: a.db() for o, a in acc.items()}
+        self._done[id(program)] = (weakref.ref(program), result)
+        return dict(result)
 
 
 def _gain(before: Mapping[str, float], after: Mapping[str, float]) -> tuple[float, float]:
@@ -307,9 +320,7 @@ MIXBW_MIN_GAIN_DB = 0.1
 
 
 def _out_channels(st: Step) -> int | None:
-    from npuflow.analysis.program import weight_axis
-
-    w = st.weights.get({"Conv": "W", "ConvTranspose": "W", "Gemm": "B", "MatMul": "B"}.get(st.op_type, ""))
+    w = st.weights.get(_weight_input(st) or "")
     ax = weight_axis(st)
     return None if w is None or ax is None else int(w.shape[ax])
 
@@ -355,9 +366,7 @@ def mix_rule_overrides(steps: Sequence[Step], opts: QuantOptions, macs: Mapping[
 def _weight_sqnr_db(st: Step, bits: int = 8) -> float:
     """SQNR (dB) of a MAC step's weights on a symmetric per-output-channel grid of ``bits`` bits
     (rounding noise step^2 / 12): the estimate that orders the weight candidates."""
-    from npuflow.analysis.program import weight_axis
-
-    w = st.weights.get({"Conv": "W", "ConvTranspose": "W", "Gemm": "B", "MatMul": "B"}[st.op_type]).astype(np.float64)
+    w = st.weights[_weight_input(st)].astype(np.float64)
     ax = weight_axis(st)
     wc = np.moveaxis(w, ax, 0).reshape(w.shape[ax], -1)
     step = np.abs(wc).max(axis=1) / (2 ** (bits - 1) - 1)
@@ -448,7 +457,7 @@ def mixbw_search(
     fps: Callable[[Program, QuantOptions], float],
     fps_int8: float,
     *,
-    references: Mapping[str, QuantOptions] | None = None,
+    references: Mapping[str, tuple[Program, QuantOptions]] | None = None,
     progress: bool = False,
 ) -> tuple[Program, QuantOptions, dict[str, Any]]:
     """The mixbw search (section 10.3): from ``program`` (the mixbw start: base widths, model input,
@@ -457,8 +466,8 @@ def mixbw_search(
     keeps the estimated FPS at least ``fps_int8 / (1 + flops_ratio)`` and raises the lowest
     model-output SNR by :data:`MIXBW_MIN_GAIN_DB` or more. Each acceptance is a point of the front
     (estimated FPS, SNR); the last one is chosen (the highest SNR inside the bound: every accepted
-    point raises it). ``references``: label -> options of fixed points measured for the chart
-    (e.g. int8, mix light). Returns the final program, its options and the record."""
+    point raises it). ``references``: label -> (program, its options) of fixed points measured
+    for the chart (e.g. int8, mix light). Returns the final program, its options and the record."""
     bound = fps_int8 / (1.0 + opts.flops_ratio)
     snr = measure(program)
     start_fps = fps(program, opts)
@@ -469,7 +478,7 @@ def mixbw_search(
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(todo) + len(references or {}), desc="mixbw search", unit="candidate", file=__import__("sys").stderr)
+        bar = tqdm(total=len(todo) + len(references or {}), desc="mixbw search", unit="candidate", file=sys.stderr)
     moved: list[str] = []
     try:
         for c in todo:
@@ -495,8 +504,7 @@ def mixbw_search(
             if bar is not None:
                 bar.update(1)
         refs = []
-        for label, o in (references or {}).items():
-            p = build(o)
+        for label, (p, o) in (references or {}).items():
             refs.append({"label": label, "fps": _r(fps(p, o)), "snr_db": _r(min(measure(p).values()))})
             if bar is not None:
                 bar.update(1)

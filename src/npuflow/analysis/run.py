@@ -168,6 +168,21 @@ def analyse(
                                refs=collector.stashed, weight_moments=weight_moments,
                                progress=show)
     base_program = program  # no automatic choice: the reference of their FPS cost
+
+    def build(variant: list[Step], o: QuantOptions = opts) -> Program:
+        """A program from ``variant`` steps with the calibration statistics, options ``o``."""
+        return build_program(optimized, variant, collector.hist, o, input_names, output_names,
+                             channel_means=collector.channel_mean, weight_moments=weight_moments,
+                             bias_deltas=deltas or None)
+
+    measures: dict[int, OutputSnr] = {}  # the float references of the first n calibration inputs, computed once
+
+    def measure_on(n: int) -> OutputSnr:
+        n = min(n, len(kept))
+        if n not in measures:
+            measures[n] = OutputSnr(optimized, kept[:n], output_names, threads=max(1, int(threads) // 2))
+        return measures[n]
+
     records: list[dict[str, Any]] = []
     measured = candidates
     if opts.post_sigmoid and opts.auto_precision:  # outputs the option caps as logits stay quantized
@@ -176,36 +191,27 @@ def analyse(
                                                    "logits to cap") for t in logits]
         measured = [t for t in candidates if t not in logits]
     if measured and opts.auto_precision and kept:
-        def build(variant: list[Step]) -> Program:
-            return build_program(optimized, variant, collector.hist, opts, input_names, output_names,
-                                 channel_means=collector.channel_mean, weight_moments=weight_moments,
-                                 bias_deltas=deltas or None)
-
         steps, program, chosen = choose_tails(optimized, steps, program, measured, kept[:TAIL_SAMPLES], build,
                                               threads=max(1, int(threads) // 2))
         records += chosen
     promoted: list[dict[str, Any]] = []
     built_opts = opts
 
-    def rebuild(o: QuantOptions) -> Program:
-        return build_program(optimized, steps, collector.hist, o, input_names, output_names,
-                             channel_means=collector.channel_mean, weight_moments=weight_moments,
-                             bias_deltas=deltas or None)
+    def rebuild(o: QuantOptions) -> Program:  # the steps as the float tails left them
+        return build(steps, o)
 
     int16 = 16 in get_platform(platform).bitwidths["datapath"]  # the 520 has no 16-bit datapath
     found = (ill_conditioned(steps, program, collector.channel_max, units)
              if (units and kept and int16 and opts.auto_precision) else [])
     if found:
         fps_model = fps_model or FpsModel(optimized, platform, opts)
-        measure = OutputSnr(optimized, kept[:TAIL_SAMPLES], output_names, threads=max(1, int(threads) // 2))
-        program, built_opts, promoted = choose_promotions(found, program, opts, rebuild, measure, fps_model.fps,
-                                                          fps_model.fps(base_program))
+        program, built_opts, promoted = choose_promotions(found, program, opts, rebuild, measure_on(TAIL_SAMPLES),
+                                                          fps_model.fps, fps_model.fps(base_program))
     mixed: dict[str, Any] = {}
     if mixbw and kept:
         assert fps_model is not None
-        program, built_opts, mixed = _mixbw(optimized, steps, program, given, built_opts, rebuild, fps_model,
-                                            kept[:MIXBW_SAMPLES], collector.channel_max, output_names,
-                                            threads=threads, progress=bool(show))
+        program, built_opts, mixed = _mixbw(steps, program, given, built_opts, rebuild, fps_model,
+                                            measure_on(MIXBW_SAMPLES), collector.channel_max, progress=bool(show))
     elif fps_model is not None and not mixbw:
         mixed = {"mode": {"datapath": opts.mix_datapath or None, "weight": opts.mix_weight or None},
                  "rule_overrides": {k: {f: getattr(v, f) for f in ("bits", "weight_bits") if getattr(v, f) is not None}
@@ -213,18 +219,15 @@ def analyse(
     means = {t: m for t in collector.channel_sum if (m := collector.channel_mean(t)) is not None}
     effects = option_effects(program, given, program.notes, bias_adjusted=len(deltas), compensable=len(compensable),
                              tail_candidates=len(candidates))
-    if mixbw:  # the 16-bit model input, output and CPU nodes are the mode's, not options the user set
-        forced = {f"{k}_bitwidth_mode" for k in ("model_in", "model_out", "cpu_node")}
-        effects["no_effect"] = [e for e in effects.get("no_effect", []) if e.get("option") not in forced]
     return AnalysisResult(optimized, steps, program, collector.hist, collector.samples, means, kept[:keep_inputs], deltas,
                           weight_moments, effects,
                           {"enabled": opts.auto_precision, "float_tails": records, "promotions": promoted},
                           get_platform(platform).id, built_opts, mixed)
 
 
-def _mixbw(optimized: onnx.ModelProto, steps: list[Step], program: Program, given: QuantOptions, opts: QuantOptions,
-           rebuild: Any, fps_model: FpsModel, feeds: list[dict[str, Any]], channel_max: Any, output_names: list[str],
-           *, threads: int, progress: bool) -> tuple[Program, QuantOptions, dict[str, Any]]:
+def _mixbw(steps: list[Step], program: Program, given: QuantOptions, opts: QuantOptions, rebuild: Any,
+           fps_model: FpsModel, measure: OutputSnr, channel_max: Any, *,
+           progress: bool) -> tuple[Program, QuantOptions, dict[str, Any]]:
     """The mixbw search (docs/fixed-point.md section 10.3) from ``program`` (built with ``opts``: the
     mixbw start, with the automatic promotions as fixed overrides)."""
     user = {k: v for k, v in given.overrides.items() if not v.auto}
@@ -232,16 +235,17 @@ def _mixbw(optimized: onnx.ModelProto, steps: list[Step], program: Program, give
     # the mode forces them (16-bit), so that the bound is on what the search adds (spec 10.3)
     int8 = replace(given, datapath_bits=8, weight_bits=8, mix_datapath="", mix_weight="", auto_precision=False,
                    overrides=user)
-    fps_int8 = fps_model.fps(rebuild(int8), int8)
+    int8_program = rebuild(int8)
+    fps_int8 = fps_model.fps(int8_program, int8)
     light = replace(int8, model_in_bits=8, model_out_bits=8, cpu_bits=8,
                     mix_datapath="mix light" if given.mix_datapath == "mixbw" else "",
                     mix_weight="mix light" if given.mix_weight == "mixbw" else "")
     light = replace(light, overrides=merge_overrides(mix_rule_overrides(steps, light, fps_model.macs), user))
-    measure = OutputSnr(optimized, feeds, output_names, threads=max(1, int(threads) // 2))
     cands = mixbw_candidates(steps, program, opts, channel_max)
     program, opts, record = mixbw_search(program, opts, cands, rebuild, measure, fps_model.fps, fps_int8,
-                                         references={"int8": int8, "mix light": light}, progress=progress)
-    record["samples"] = len(feeds)
+                                         references={"int8": (int8_program, int8), "mix light": (rebuild(light), light)},
+                                         progress=progress)
+    record["samples"] = len(measure.feeds)
     return program, opts, record
 
 

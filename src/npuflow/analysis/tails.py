@@ -211,6 +211,13 @@ def _sub_program(program: Program, ks: list[int], inputs: list[str], outputs: li
                    list(outputs), program.float_dtypes, opset=program.opset)
 
 
+def batch_groups(feeds: Sequence[Mapping[str, np.ndarray]], input_names: Sequence[str]) -> list[list[int]]:
+    """Indices of ``feeds`` run together: all at once where every model input has a batch axis of
+    1 (the simulator's batch path: the same integers as one at a time), else one at a time."""
+    batched = len(feeds) > 1 and all(np.shape(f[n])[:1] == (1,) for f in feeds for n in input_names)
+    return [list(range(len(feeds)))] if batched else [[i] for i in range(len(feeds))]
+
+
 def _r(v: float) -> float | None:
     return None if not math.isfinite(v) else round(v, 3)
 
@@ -250,10 +257,7 @@ def choose_tails(
     # the base program, returning the outputs and the boundary (Conv + table fusion stays on)
     head = _sub_program(program, list(range(len(program.steps))), program.input_names,
                         list(dict.fromkeys(outs + (boundary if sub is not None else []))))
-    # all inputs at once where every model input has a batch axis of 1 (the simulator's batch path:
-    # the same integers as one at a time), else one at a time
-    batched = len(feeds) > 1 and all(np.shape(f[n])[:1] == (1,) for f in feeds for n in program.input_names)
-    groups = [list(feeds)] if batched else [[f] for f in feeds]
+    groups = [[feeds[i] for i in g] for g in batch_groups(feeds, program.input_names)]
     for group in groups:
         n = len(group)
         feed = {k: np.concatenate([np.asarray(f[k]) for f in group]) for k in group[0]}

@@ -148,7 +148,8 @@ class StatsCollector:
                 self.channel_sum[t] = s if t not in self.channel_sum else self.channel_sum[t] + s
                 self.channel_count[t] = self.channel_count.get(t, 0) + y.size // y.shape[1]
             if t in absmax and y.ndim >= 2 and y.size:
-                m = np.abs(y).max(axis=tuple(i for i in range(y.ndim) if i != 1)).astype(np.float64)
+                axes = tuple(i for i in range(y.ndim) if i != 1)  # max |y| without a full-size |y| copy
+                m = np.maximum(y.max(axis=axes), -y.min(axis=axes)).astype(np.float64)
                 self.channel_absmax[t] = m if t not in self.channel_absmax else np.maximum(self.channel_absmax[t], m)
 
         if self.pool is None:

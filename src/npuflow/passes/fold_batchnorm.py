@@ -36,8 +36,7 @@ from npuflow.passes._graph import (
     remove_nodes,
     unique_name,
 )
-
-_FLOAT = (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16)
+from npuflow.passes._rewrite import FLOAT_TYPES
 
 
 def _attr(node: onnx.NodeProto, name: str, default):
@@ -76,7 +75,7 @@ def run(model: onnx.ModelProto) -> tuple[onnx.ModelProto, bool]:
         w_name = conv.input[1] if len(conv.input) > 1 else ""
         b_name = conv.input[2] if len(conv.input) > 2 else ""
         params = [w_name, *bn.input[1:]] + ([b_name] if b_name else [])
-        if not all(p in consts and consts[p].data_type in _FLOAT for p in params):
+        if not all(p in consts and consts[p].data_type in FLOAT_TYPES for p in params):
             continue
         w_t = consts[w_name]
         w = numpy_helper.to_array(w_t)
