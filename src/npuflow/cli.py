@@ -107,9 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
     _bitwidth_args(p, mixed=True)
     p.add_argument("--flops-ratio", type=float, default=None,
                    help="mixbw: the extra estimated time allowed, t <= (1 + flops_ratio) * t_int8 (default 0.2)")
-    p.add_argument("--range-method", choices=["percentage", "mmse"], default="percentage",
-                   help="how activation ranges are chosen (default percentage, as ktc)")
-    p.add_argument("--percentage", type=float, default=0.999, help="with --range-method percentage: per-input quantile of |x| kept for 8-bit tensors (default 0.999)")
+    p.add_argument("--range-method", choices=["auto", "percentage", "mmse"], default="auto",
+                   help="how activation ranges are chosen: auto (default: per tensor, the per-input quantile the model "
+                        "outputs measure best on the calibration inputs), percentage (ktc's default), mmse")
+    p.add_argument("--percentage", type=float, default=0.999, help="with --range-method percentage: per-input quantile of |x| kept for 8-bit tensors; with auto: the starting candidate (default 0.999)")
     p.add_argument("--percentage-16b", type=float, default=0.999999, help="the same for 16-bit tensors (default 0.999999)")
     p.add_argument("--percentile", type=float, default=0.001, help="mmse search range (default 0.001)")
     p.add_argument("--outlier-factor", type=float, default=1.0, help="mmse range multiplier (default 1.0)")

@@ -16,7 +16,7 @@ from typing import Any
 
 import onnx
 
-from npuflow.errors import InvalidConfigError, warn_user
+from npuflow.errors import InvalidConfigError, OptionEffectWarning, warn_user
 from npuflow.ir.load import load_model
 
 _VERSION_RE = re.compile(r"^[0-9a-fA-F]{4}$")
@@ -209,15 +209,22 @@ class ModelConfig:
         """IP evaluator: placement and estimated speed per node; writes model_fx_report.{html,json,csv}
         into ``output_dir`` (default ``./npuflow_output``) and returns the text summary."""
         from npuflow.flow import EvaluateOptions, run_evaluate
-        from npuflow.flow.engine import host_nodes_of
+        from npuflow.flow.engine import host_nodes_of, program_widths_of
 
         opts = EvaluateOptions(platform=self.platform, **_options_of(EvaluateOptions, locals()))
         # after analysis() (or from a BIE), the float tails it runs as host post-processing are CPU nodes
         source = self.bie if self._from_bie else getattr(self, "analysis_result", None)
         host = host_nodes_of(source, self.platform.id) if source is not None and not opts.keep_bn else None
+        # a BIE fixes every tensor's and weight's width: the estimate uses those (the bit-width modes
+        # given here would describe another program); after analysis() the modes given here count
+        widths = program_widths_of(self.bie) if self._from_bie and not opts.keep_bn else None
+        given = [f"{k}_bitwidth_mode={v!r}" for k, v in opts.bitwidths.items() if v != "int8"]
+        if widths is not None and given:
+            warn_user(f"evaluate() of a BIE estimates with the BIE's own widths (every tensor and weight as quantized): "
+                      f"{', '.join(given)} is ignored", OptionEffectWarning)
         return run_evaluate(lambda: self.optimized_model(keep_bn=opts.keep_bn), opts, model_name=self.name,
                             model_path=self.onnx_path, input_shapes=self.input_shapes, write_optimized=self.debug,
-                            host=host)
+                            host=host, widths=widths)
 
     def analysis(
         self,
@@ -225,7 +232,7 @@ class ModelConfig:
         output_dir: str | os.PathLike | None = None,
         threads: int = 4,
         quantize_mode: str = "default",
-        datapath_range_method: str = "percentage",
+        datapath_range_method: str = "auto",
         percentage: float = 0.999,
         percentage_16b: float = 0.999999,
         percentile: float = 0.001,

@@ -24,7 +24,7 @@ P720 = get_platform(720)
 # (keyword arguments of analysis(), error class, message pattern): one row per check
 ANALYSIS_REFUSALS = [
     (dict(quantize_mode="sigmoid"), InvalidConfigError, "quantize_mode must be 'default' or 'post_sigmoid'"),
-    (dict(datapath_range_method="kl"), InvalidConfigError, "datapath_range_method must be 'percentage' or 'mmse'"),
+    (dict(datapath_range_method="kl"), InvalidConfigError, "datapath_range_method must be 'auto', 'percentage' or 'mmse'"),
     (dict(percentage=0.4), InvalidConfigError, r"percentage must be a number in \[0.5, 1.0\]"),
     (dict(percentage="0.99"), InvalidConfigError, "percentage must be a number"),
     (dict(percentage=True), InvalidConfigError, "percentage must be a number"),

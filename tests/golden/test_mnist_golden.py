@@ -100,7 +100,8 @@ def write_golden(path: Path, rows: dict[int, list[int]], labels: dict[int, int])
     lines = [
         "# npuflow MNIST end-to-end golden (docs/fixed-point.md numerics 1.0, platform 720, int8).",
         "# BIE: ktc.ModelConfig(40000, '0001', 720, onnx_path='examples/mnist/mnist_cntk_opt.onnx')",
-        "#      .analysis({'Input3': list(calib_x)}) with the 64 calibration digits of examples/mnist/digits.npz.",
+        "#      .analysis({'Input3': list(calib_x)}, weight_rounding='nearest') with the 64 calibration digits of",
+        "#      examples/mnist/digits.npz (ranges: the default datapath_range_method='auto').",
         "# Integers produced by tests/golden/loop_reference.py (independent loop-level implementation of the",
         "# spec) and equal to the simulator's. Rewrite only on purpose: pytest tests/golden --regen-golden",
         "# Columns: eval_x index, then the 10 int8 integers of Plus214_Output_0 (class 0..9).",

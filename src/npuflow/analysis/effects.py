@@ -176,7 +176,8 @@ class FormatNotes:
     producer: dict[str, str] = field(default_factory=dict)
     #: step name -> "weight" (weight_bitwidth_mode) or "override", for MAC steps with a constant weight
     weight: dict[str, str] = field(default_factory=dict)
-    #: tensor with a calibrated range -> "output" (exact max), "percentage", "percentage_16b", "mmse" or "abs_max"
+    #: tensor with a calibrated range -> "output" (exact max), "percentage", "percentage_16b", "mmse", "abs_max"
+    #: or, under datapath_range_method="auto", "auto <quantile>" ("auto max")
     range: dict[str, str] = field(default_factory=dict)
     #: post_sigmoid targets: tensor -> (range without the cap, range with it, why)
     capped: dict[str, tuple[float, float, str]] = field(default_factory=dict)
@@ -259,8 +260,8 @@ def option_effects(program: Any, opts: QuantOptions, notes: FormatNotes | None, 
     if opts.range_method == "mmse" and "mmse" not in ranges:
         no_effect("datapath_range_method", "mmse", "no tensor's range comes from it (model inputs and outputs use "
                                                    "their exact max, abs_max overrides their value)")
-    if opts.range_method == "percentage":
-        if _changed(opts, "percentage") and "percentage" not in ranges:
+    if opts.range_method in ("percentage", "auto"):  # auto: 8-bit quantiles chosen per tensor (spec 3.1)
+        if _changed(opts, "percentage") and not any(r == "percentage" or r.startswith("auto") for r in ranges):
             no_effect("percentage", opts.percentage, "no 8-bit tensor's range comes from a quantile")
         if _changed(opts, "percentage_16b") and "percentage_16b" not in ranges:
             no_effect("percentage_16b", opts.percentage_16b, "no 16-bit tensor's range comes from a quantile "

@@ -381,7 +381,8 @@ def _prepared_step(st: Step, in_formats: list[QFormat | None], out_fmts: list[QF
     mean_x = None
     if opts.bias_correction and channel_means is not None and st.op_type in ("Conv", "Gemm") and st.runtime_inputs:
         mean_x = channel_means(st.runtime_inputs[0])
-    option_values = tuple(getattr(opts, f.name) for f in fields(opts) if f.name != "overrides")
+    # the overrides are keyed per step (ov); range_choice only acts through the formats in the key
+    option_values = tuple(getattr(opts, f.name) for f in fields(opts) if f.name not in ("overrides", "range_choice"))
     key = ("prepared", tuple(in_formats), tuple(out_fmts), ov, option_values,
            None if mean_x is None else np.asarray(mean_x, np.float64).tobytes(), id(moment), id(delta))
 
@@ -456,10 +457,10 @@ def build_program(
             notes.range[tensor] = "abs_max"
             return QFormat.from_abs_max(float(ov.abs_max), bits)
         role = "output" if tensor in graph_outputs else "internal"
-        notes.range[tensor] = range_rule(bits, opts, role)
-        a = choose_abs_max(stats[tensor], bits, opts, role)
+        notes.range[tensor] = range_rule(bits, opts, role, tensor)
+        a = choose_abs_max(stats[tensor], bits, opts, role, tensor=tensor)
         if tensor in targets:
-            capped = choose_abs_max(stats[tensor], bits, opts, role, capped=True)
+            capped = choose_abs_max(stats[tensor], bits, opts, role, capped=True, tensor=tensor)
             notes.capped[tensor] = (a, capped, targets[tensor])
             a = capped
         return QFormat.from_abs_max(a, bits)

@@ -1,5 +1,10 @@
 """Calibrated ranges -> abs max per tensor (docs/fixed-point.md section 3.1, "Choosing ranges").
 
+* ``auto`` (default): each 8-bit tensor's range is one of the per-input quantiles
+  :data:`AUTO_QUANTILES` (1.0: the max), chosen by what the model outputs measure on the first
+  calibration inputs (:mod:`npuflow.analysis.range_search`), kept per tensor in
+  ``QuantOptions.range_choice``; a tensor without a choice uses ``percentage``; 16-bit tensors
+  use ``percentage_16b``, as under ``percentage``.
 * ``percentage`` (default): per tensor, the **per-input** quantile: for each calibration input
   separately the exact ``percentage`` quantile of that input's |x| (``percentage_16b`` for 16-bit
   tensors), then the maximum over the calibration inputs
@@ -31,6 +36,9 @@ from npuflow.calibration.histogram import AbsHistogram
 
 POST_SIGMOID_CAP = 8.0
 MMSE_CANDIDATES = 64
+RANGE_METHODS = ("auto", "percentage", "mmse")
+#: the per-input quantiles ``auto`` chooses from, per 8-bit tensor (1.0: the exact max)
+AUTO_QUANTILES = (0.999, 0.9999, 0.99999, 1.0)
 
 
 @dataclass(frozen=True)
@@ -55,7 +63,7 @@ class QuantOptions:
     model_in_bits: int = 8
     model_out_bits: int = 8
     cpu_bits: int = 8
-    range_method: str = "percentage"
+    range_method: str = "auto"
     percentage: float = 0.999
     percentage_16b: float = 0.999999
     percentile: float = 0.001
@@ -77,6 +85,18 @@ class QuantOptions:
     #: mixbw: the extra estimated time allowed, t <= (1 + flops_ratio) * t_int8
     flops_ratio: float = 0.2
     overrides: Mapping[str, NodeOverride] = field(default_factory=dict)
+    #: ``range_method="auto"``: tensor -> the per-input quantile its 8-bit range takes (the
+    #: search's choice, :mod:`npuflow.analysis.range_search`); tensors not in it use ``percentage``
+    range_choice: Mapping[str, float] = field(default_factory=dict)
+
+    def tracked_quantiles(self) -> tuple[float, ...]:
+        """The per-input quantiles the calibration pass must track exactly for these options."""
+        if self.range_method == "percentage":
+            return (self.percentage, self.percentage_16b)
+        if self.range_method == "auto":
+            return tuple(sorted({*AUTO_QUANTILES, self.percentage, self.percentage_16b} - {1.0}))
+        # mmse: the percentage rule's quantiles too, for the comparison that warns when mmse loses to it
+        return (self.percentage, self.percentage_16b)
 
 
 def mmse_clip(h: AbsHistogram, bits: int, percentile: float) -> float:
@@ -100,31 +120,44 @@ def _mmse_clip(h: AbsHistogram, bits: int, percentile: float) -> float:
 INT16_HEADROOM = 2.0
 
 
-def choose_abs_max(h: AbsHistogram, bits: int, opts: QuantOptions, role: str, *, capped: bool = False) -> float:
+def choose_abs_max(h: AbsHistogram, bits: int, opts: QuantOptions, role: str, *, capped: bool = False,
+                   tensor: str | None = None) -> float:
     """``role``: "input", "output" or "internal"; ``capped``: a post_sigmoid target (the range is
-    at most ``POST_SIGMOID_CAP`` before the 16-bit headroom)."""
+    at most ``POST_SIGMOID_CAP`` before the 16-bit headroom); ``tensor``: its name (the key of
+    ``opts.range_choice`` under ``auto``)."""
     if role == "input":
         return h.abs_max
-    a = _calibrated(h, bits, opts, role)
+    a = _calibrated(h, bits, opts, role, tensor)
     if capped:
         a = min(a, POST_SIGMOID_CAP)
     return INT16_HEADROOM * a if bits > 8 else a
 
 
-def range_rule(bits: int, opts: QuantOptions, role: str) -> str:
-    """Which rule gives a tensor's range (for the option-effect notes): "input", "output",
-    "mmse", "percentage" or "percentage_16b"."""
+def auto_quantile(opts: QuantOptions, tensor: str | None) -> float:
+    """The per-input quantile of an 8-bit tensor's range under ``auto``."""
+    return float(opts.range_choice.get(tensor, opts.percentage)) if tensor is not None else opts.percentage
+
+
+def range_rule(bits: int, opts: QuantOptions, role: str, tensor: str | None = None) -> str:
+    """Which rule gives a tensor's range (for the option-effect notes and the report): "input",
+    "output", "mmse", "percentage", "percentage_16b" or, under ``auto``, "auto q" with the
+    tensor's quantile ("auto max" for 1.0)."""
     if role in ("input", "output"):
         return role
     if opts.range_method == "mmse":
         return "mmse"
+    if opts.range_method == "auto" and bits <= 8:
+        q = auto_quantile(opts, tensor)
+        return "auto max" if q >= 1.0 else f"auto {q:g}"
     return "percentage" if bits <= 8 else "percentage_16b"
 
 
-def _calibrated(h: AbsHistogram, bits: int, opts: QuantOptions, role: str) -> float:
+def _calibrated(h: AbsHistogram, bits: int, opts: QuantOptions, role: str, tensor: str | None = None) -> float:
     if role == "output":
         return h.abs_max
     if opts.range_method == "mmse":
         return min(h.abs_max, mmse_clip(h, bits, opts.percentile) * opts.outlier_factor)
+    if opts.range_method == "auto" and bits <= 8:
+        return h.per_input_percentile(auto_quantile(opts, tensor))
     q = opts.percentage if bits <= 8 else opts.percentage_16b
     return h.per_input_percentile(q)

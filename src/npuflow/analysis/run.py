@@ -31,6 +31,7 @@ from npuflow.analysis.program import (
     step_override,
     weight_bits,
 )
+from npuflow.analysis.range_search import check_mmse, choose_ranges
 from npuflow.analysis.ranges import QuantOptions
 from npuflow.analysis.tails import (
     TAIL_SAMPLES,
@@ -79,13 +80,16 @@ class AnalysisResult:
     auto_precision: dict[str, Any] = field(default_factory=dict)
     #: the platform id the analysis placed the nodes for
     platform_id: int | None = None
-    #: the options ``program`` was built with: the given ones plus the automatic 16-bit promotions
-    #: and the mixed modes' choices as ``overrides`` (:mod:`npuflow.analysis.precision`); rebuild
+    #: the options ``program`` was built with: the given ones plus the ranges ``auto`` chose
+    #: (``range_choice``), the automatic 16-bit promotions and the mixed modes' choices as ``overrides`` (:mod:`npuflow.analysis.precision`); rebuild
     #: variants from these
     options: QuantOptions | None = None
     #: the mixed modes (docs/fixed-point.md section 10.3): ``mode``, and ``rule_overrides`` (mix light
     #: / mix balance) or the mixbw search's record (``front``, ``chosen``, ``measured``, ...)
     mixed: dict[str, Any] = field(default_factory=dict)
+    #: ``datapath_range_method="auto"``: the range search's record
+    #: (:func:`npuflow.analysis.range_search.choose_ranges`); empty under the other methods
+    ranges: dict[str, Any] = field(default_factory=dict)
 
 
 def analyse(
@@ -129,7 +133,7 @@ def analyse(
     collector = StatsCollector(optimized, tensors, threads=max(1, int(threads)),
                                channel_means=mac_inputs(steps) if opts.bias_correction else [],
                                # the exact per-input quantiles only serve the "percentage" method
-                               track=(opts.percentage, opts.percentage_16b) if opts.range_method == "percentage" else (),
+                               track=opts.tracked_quantiles(),
                                # the bias adjustment's float references come from this same pass
                                stash=[st.outputs[0] for st in steps if not st.float_step and st.op_type == "Conv"
                                       and "W" in st.weights and st.outputs] if opts.bias_adjust else [],
@@ -146,7 +150,7 @@ def analyse(
     try:
         kept: list[dict[str, Any]] = []
         keep = max(keep_inputs, opts.bias_adjust, TAIL_SAMPLES if ((candidates or units) and opts.auto_precision) else 0,
-                   MIXBW_SAMPLES if mixbw else 0)
+                   MIXBW_SAMPLES if mixbw else 0, TAIL_SAMPLES if opts.range_method in ("auto", "mmse") else 0)
         for feeds in iter_calibration_inputs(specs, input_mapping):
             collector.feed(feeds)
             if len(kept) < keep:
@@ -161,12 +165,6 @@ def analyse(
     program = build_program(optimized, steps, collector.hist, opts, input_names, output_names,
                             channel_means=collector.channel_mean, weight_moments=weight_moments)
     deltas: dict[str, Any] = {}
-    if opts.bias_adjust:
-        from npuflow.analysis.bias_adjust import adjust_biases
-
-        deltas = adjust_biases(optimized, program, opts, kept[:opts.bias_adjust], channel_means=collector.channel_mean,
-                               refs=collector.stashed, weight_moments=weight_moments,
-                               progress=show)
     base_program = program  # no automatic choice: the reference of their FPS cost
 
     def build(variant: list[Step], o: QuantOptions = opts) -> Program:
@@ -194,6 +192,24 @@ def analyse(
         steps, program, chosen = choose_tails(optimized, steps, program, measured, kept[:TAIL_SAMPLES], build,
                                               threads=max(1, int(threads) // 2))
         records += chosen
+    ranges: dict[str, Any] = {}
+    if opts.range_method == "auto" and kept:
+        # datapath_range_method="auto" (spec 3.1): the ranges chosen by the model outputs, on the steps
+        # as the float tails left them; later choices (promotions, mixbw) build on this choice
+        program, opts, ranges = choose_ranges(program, opts, lambda o: build(steps, o), measure_on(TAIL_SAMPLES),
+                                              progress=bool(show))
+        given = replace(given, range_choice=opts.range_choice)
+    elif opts.range_method == "mmse" and kept:
+        ranges = check_mmse(program, opts, lambda o: build(steps, o), measure_on(TAIL_SAMPLES))
+    if opts.bias_adjust:
+        # the sequential bias adjustment (analysis(optimize>=1)) on the program whose formats are final
+        # (after the range choice: the corrections depend on every format upstream); the later
+        # variants (promotions, mixbw, the report's) are built with the same corrections
+        from npuflow.analysis.bias_adjust import adjust_biases
+
+        deltas.update(adjust_biases(optimized, program, opts, kept[:opts.bias_adjust],
+                                    channel_means=collector.channel_mean, refs=collector.stashed,
+                                    weight_moments=weight_moments, progress=show))
     promoted: list[dict[str, Any]] = []
     built_opts = opts
 
@@ -222,7 +238,7 @@ def analyse(
     return AnalysisResult(optimized, steps, program, collector.hist, collector.samples, means, kept[:keep_inputs], deltas,
                           weight_moments, effects,
                           {"enabled": opts.auto_precision, "float_tails": records, "promotions": promoted},
-                          get_platform(platform).id, built_opts, mixed)
+                          get_platform(platform).id, built_opts, mixed, ranges)
 
 
 def _mixbw(steps: list[Step], program: Program, given: QuantOptions, opts: QuantOptions, rebuild: Any,

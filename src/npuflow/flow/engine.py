@@ -12,13 +12,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import numpy as np
 import onnx
 
 from npuflow._io import atomic_write_bytes, atomic_write_text, json_dumps
 from npuflow._outputs import OutputSet
 from npuflow.analysis.effects import no_effect_message, stays_8bit_message
-from npuflow.analysis.run import AnalysisResult, analyse
 from npuflow.analysis.precision import promotion_message
+from npuflow.analysis.run import AnalysisResult, analyse
 from npuflow.analysis.tails import auto_precision_message, host_nodes
 from npuflow.bie import build_bie
 from npuflow.calibration.degenerate import check_statistics
@@ -36,20 +37,22 @@ from npuflow.flow.options import AnalysisOptions, EvaluateOptions
 from npuflow.reference.float_runner import input_specs
 from npuflow.report import build_evaluation_report, summary_text, write_report
 
-
 Optimized = Callable[[], onnx.ModelProto]
 
 
 def run_evaluate(optimized: Optimized, opts: EvaluateOptions, *, model_name: str, model_path: str | None,
                  input_shapes: Any = None, write_optimized: bool = False,
-                 host: dict[str, str] | None = None) -> str:
+                 host: dict[str, str] | None = None,
+                 widths: tuple[dict[str, int], dict[str, int]] | None = None) -> str:
     """IP evaluator: placement and estimated speed of the model on ``opts.platform``; writes
     model_fx_report.{html,json,csv} (and ``<name>.opt.onnx`` with ``write_optimized``) into
     ``opts.output_dir`` and returns the text summary.
 
     ``optimized()`` returns the optimized float model; it is called after the output folder is
     checked (ModelConfig caches it). ``host``: ONNX node name -> reason, the nodes an analysis runs
-    as host post-processing (float tails, :func:`host_nodes_of`): CPU nodes with that reason."""
+    as host post-processing (float tails, :func:`host_nodes_of`): CPU nodes with that reason.
+    ``widths``: (tensor -> bits, ONNX node -> weight bits) of a quantized program
+    (:func:`program_widths_of`, a BIE's): the estimate uses them instead of the global widths."""
     with OutputSet(opts.output_dir, run="evaluate") as staged:  # the files appear together (npuflow._outputs)
         model = optimized()
         bits = opts.bits
@@ -57,7 +60,8 @@ def run_evaluate(optimized: Optimized, opts: EvaluateOptions, *, model_name: str
         host = {k: v for k, v in (host or {}).items() if k in names}
         result = evaluate_model(model, opts.platform, model_name=model_name, datapath_bits=bits["datapath"],
                                 weight_bits=bits["weight"], weight_bandwidth=opts.weight_bandwidth,
-                                dma_bandwidth=opts.dma_bandwidth, host_nodes=host or None)
+                                dma_bandwidth=opts.dma_bandwidth, host_nodes=host or None,
+                                **(dict(zip(("tensor_bits", "node_weight_bits"), widths)) if widths else {}))
         result = type(result)(**{**result.__dict__, "bitwidths": opts.bitwidths})
         doc = build_evaluation_report(result, model_path=model_path, options=opts.report_options(input_shapes),
                                       platform_name=opts.platform.name)
@@ -101,6 +105,30 @@ def warn_option_effects(effects: dict[str, Any], opts: AnalysisOptions) -> None:
         warn_user(no_effect_message(effects["no_effect"]), OptionEffectWarning)
     if effects.get("stays_8bit"):
         warn_user(stays_8bit_message(effects["stays_8bit"], datapath_bits), OptionEffectWarning)
+
+
+def program_widths_of(fixed: Any) -> tuple[dict[str, int], dict[str, int]] | None:
+    """(tensor -> bits, ONNX node -> weight bits) of a loaded BIE's program (``npuflow.load``),
+    for the IP evaluator (``evaluate_model(tensor_bits=, node_weight_bits=)``); None without one.
+    A MAC step's weight width is its integer weights' container (int16 or int8), int4 when the BIE
+    was analysed with int4 weights and every weight of the step fits [-8, 7] (int4 is stored in
+    int8: docs/bie-format.md)."""
+    program = getattr(fixed, "program", None)
+    if program is None:
+        return None
+    options = getattr(getattr(fixed, "bie", None), "options", None) or {}
+    int4 = options.get("weight_bitwidth_mode") == "int4"
+    tensor_bits = {t: f.bits for t, f in program.formats.items()}
+    node_wbits: dict[str, int] = {}
+    for st, prm in zip(program.steps, program.params):
+        w = getattr(prm, "w_q", None)
+        if w is None or st.float_step:
+            continue
+        w = np.asarray(w)
+        bits = 16 if w.dtype == np.int16 else (4 if int4 and w.size and w.min() >= -8 and w.max() <= 7 else 8)
+        for n in st.nodes:
+            node_wbits[n] = bits
+    return tensor_bits, node_wbits
 
 
 def host_nodes_of(source: Any, platform_id: int | None = None) -> dict[str, str]:
@@ -183,10 +211,13 @@ def _analysis_set(staged: OutputSet, optimized: Optimized, opts: AnalysisOptions
         warn_user(f["message"], CalibrationWarning)
     warn_option_effects(result.effects, opts)
     warn_auto_precision(result)
+    if (result.ranges or {}).get("warning"):
+        warn_user(result.ranges["warning"], OptionEffectWarning)
     kept_tails = [t for t in (result.auto_precision or {}).get("float_tails", []) if t.get("kept")]
     promoted = [p for p in (result.auto_precision or {}).get("promotions", []) if p.get("kept")]
     options = opts.record(bias_adjusted_steps=len(result.bias_deltas), compensated_steps=len(result.weight_moments),
-                          calibration_samples=result.samples, float_tails=kept_tails, promotions=promoted)
+                          calibration_samples=result.samples, float_tails=kept_tails, promotions=promoted,
+                          ranges=result.ranges)
     data = build_bie(result.program, model, platform=platform.id, model_name=model_name, options=options,
                      preprocess=opts.preprocess)
     bie_path = out_dir / f"{model_name}.kdp{platform.id}.scaled.bie"

@@ -18,7 +18,7 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 from npuflow.analysis.bias_adjust import DEFAULT_SAMPLES
-from npuflow.analysis.ranges import NodeOverride, QuantOptions
+from npuflow.analysis.ranges import RANGE_METHODS, NodeOverride, QuantOptions
 from npuflow.errors import InvalidConfigError, warn_user
 from npuflow.platforms import PLATFORMS, Platform, get_platform
 
@@ -292,7 +292,7 @@ class AnalysisOptions(_Bitwidths):
     output_dir: str | os.PathLike | None = None
     threads: int = 4
     quantize_mode: str = "default"
-    datapath_range_method: str = "percentage"
+    datapath_range_method: str = "auto"
     percentage: float = 0.999
     percentage_16b: float = 0.999999
     percentile: float = 0.001
@@ -317,8 +317,9 @@ class AnalysisOptions(_Bitwidths):
     def __post_init__(self) -> None:
         if self.quantize_mode not in ("default", "post_sigmoid"):
             raise InvalidConfigError(f"quantize_mode must be 'default' or 'post_sigmoid', got {self.quantize_mode!r}")
-        if self.datapath_range_method not in ("percentage", "mmse"):
-            raise InvalidConfigError(f"datapath_range_method must be 'percentage' or 'mmse', got {self.datapath_range_method!r}")
+        if self.datapath_range_method not in RANGE_METHODS:
+            raise InvalidConfigError(f"datapath_range_method must be 'auto', 'percentage' or 'mmse', got "
+                                     f"{self.datapath_range_method!r}")
         for name, lo, hi in (("percentage", 0.5, 1.0), ("percentage_16b", 0.5, 1.0), ("percentile", 0.0, 0.5),
                              ("outlier_factor", 0.1, 100.0)):
             v = getattr(self, name)
@@ -399,11 +400,13 @@ class AnalysisOptions(_Bitwidths):
 
     def record(self, *, bias_adjusted_steps: int, compensated_steps: int, calibration_samples: int,
                float_tails: list[dict[str, Any]] | None = None,
-               promotions: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+               promotions: list[dict[str, Any]] | None = None,
+               ranges: dict[str, Any] | None = None) -> dict[str, Any]:
         """The ``options`` recorded in the BIE and the report (key order is part of the file).
         ``auto_precision`` is recorded when False and ``float_tails`` (the kept tails: outputs and
         nodes) when there is one, ``auto_promotions`` (the kept 16-bit promotions: tensor and
-        steps) likewise, so that the BIE of a model without either is unchanged."""
+        steps) likewise, so that the BIE of a model without either is unchanged; ``auto_ranges``
+        (``datapath_range_method="auto"``: each searched tensor's quantile) when the search ran."""
         extra: dict[str, Any] = {}
         if not self.auto_precision:
             extra["auto_precision"] = False
@@ -413,6 +416,8 @@ class AnalysisOptions(_Bitwidths):
             extra["flops_ratio"] = float(self.flops_ratio) if self.flops_ratio is not None else DEFAULT_FLOPS_RATIO
         if promotions:
             extra["auto_promotions"] = [{"tensor": p["tensor"], "steps": list(p["steps"])} for p in promotions]
+        if ranges and ranges.get("chosen"):
+            extra["auto_ranges"] = dict(ranges["chosen"])
         return {
             "optimize": self.optimize, "bias_adjusted_steps": bias_adjusted_steps,
             "weight_rounding": self.weight_rounding, "compensated_steps": compensated_steps,

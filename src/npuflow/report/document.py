@@ -16,7 +16,7 @@ from npuflow.analysis.tails import HOST_REASON
 from npuflow.errors import NpuflowError
 from npuflow.evaluate.result import EvalResult
 
-REPORT_SCHEMA_VERSION = "1.4"
+REPORT_SCHEMA_VERSION = "1.5"
 REPORT_FILES = ("model_fx_report.json", "model_fx_report.html", "model_fx_report.csv")
 
 _SNR = {"type": ["number", "null"]}  # null: no error at all (exact)
@@ -81,6 +81,17 @@ QUANTIZATION_SCHEMA: dict[str, Any] = {
                     "properties": {"kept": {"type": "boolean"}, "tensor": {"type": "string"},
                                    "gain_db": {"type": ["number", "null"]},
                                    "fps_ratio": {"type": ["number", "null"]}}}}}},
+        # 1.5: datapath_range_method="auto" (docs/fixed-point.md 3.1, docs/report.md "Range choice"): the
+        # search's record; under "mmse" the comparison with "percentage"; null under "percentage"
+        "ranges": {"type": ["object", "null"], "properties": {
+            "candidates": {"type": "array", "items": {"type": "string"}},
+            "tensors": {"type": "integer"}, "measurements": {"type": "integer"},
+            "start_snr_db": _SNR, "chosen_snr_db": _SNR, "whole_model_choice": {"type": "string"},
+            "whole_model": {"type": "array", "items": {"type": "object", "required": ["quantile", "snr_db"]}},
+            "parts": {"type": "array", "items": {"type": "object",
+                                                 "required": ["first", "last", "tensors", "quantile", "tried"]}},
+            "chosen": {"type": "object", "additionalProperties": {"type": "string"}},
+            "method": {"type": "string"}, "warning": {"type": ["string", "null"]}}},
         # 1.2: what the options did (docs/fixed-point.md 3.7, docs/report.md "Option effects")
         "option_effects": {
             "type": "object",

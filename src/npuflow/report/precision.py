@@ -791,6 +791,7 @@ def measure_precision(
     # ---- rows
     effects = _option_effects(result)
     stays = {e["tensor"]: e for e in effects["stays_8bit"]}
+    rules = getattr(getattr(program, "notes", None), "range", None) or {}
     rows: list[dict[str, Any]] = []
     for k, st in enumerate(steps):
         outs = [y for y in st.outputs if y in fmts and _is_float(program, y)]
@@ -827,6 +828,7 @@ def measure_precision(
             "outputs": [{"tensor": y, **(_fmt_desc(fmts[y]) or {}), **_width_note(program, y, stays)} for y in outs],
             "weight": None if st.float_step else weight_info(st, program.params[k], fmts, opts),
             "range": {
+                "rule": rules.get(outs[0]) if outs else None,  # which rule gave the range (spec 3.1)
                 "calib_abs_max": None if h is None else float(f"{h.abs_max:.6g}"),
                 "report_abs_max": None if ts is None else float(f"{ts.abs_max:.6g}"),
                 "chosen": None if chosen is None else float(f"{chosen:.6g}"),
@@ -961,6 +963,7 @@ def measure_precision(
         "histograms": hists,
         "option_effects": effects,
         "auto_precision": _auto_precision(result),
+        "ranges": dict(getattr(result, "ranges", None) or {}) or None,
         # the mixed modes (docs/fixed-point.md 10.3): the rule's overrides or the mixbw search (front, chosen point)
         "mixed_precision": dict(getattr(result, "mixed", None) or {}) or None,
         "timing_s": {"measure": round(t_pass1 - t_start, 3), "isolated": round(t_iso, 3),
