@@ -172,3 +172,20 @@ def test_low_snr_threshold():
     assert check_output_snr(9.99, count=8)["snr_db"] == 9.99
     assert check_output_snr(10.0, count=8) is None and check_output_snr(None, count=8) is None
     assert "the 4 report_inputs" in check_output_snr(0.0, count=4, source="user")["message"]
+
+
+def test_huge_input_gives_no_numpy_overflow_warning(tmp_path, digits):
+    """An input x1e20 overflows float32 second moments (compensated rounding, spec 3.6): that moment
+    is dropped (nearest rounding for those convolutions) without numpy's 'overflow encountered'
+    warnings next to the CalibrationWarning that names the input."""
+    import ktc
+
+    x = digits.copy()
+    x[5] *= 1e20
+    km = ktc.ModelConfig(40000, "0001", 720, onnx_path=str(MNIST))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        km.analysis({"Input3": list(x)}, output_dir=tmp_path, threads=1, report=False)
+    numpy_warnings = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert numpy_warnings == []
+    assert km.analysis_result.weight_moments == {}  # every moment overflowed: none is used

@@ -47,3 +47,19 @@ def test_report_measures_a_where_fed_by_a_bool_step(tmp_path):
     y = npuflow.load(bie).run({"x": xs[0]})
     y = np.asarray(next(iter(y.values())) if isinstance(y, dict) else y[0])
     np.testing.assert_allclose(y[..., :2], 1.0, atol=0.01)  # 1.0 in the output's int8 format
+
+
+def test_current_override_is_the_users_only():
+    """The report's suggestions keep what the user already overrides at a node, never an automatic
+    choice (a 16-bit promotion, a mixed mode's rule), which the pasted suggestion replaces."""
+    from types import SimpleNamespace
+
+    from npuflow.analysis.ranges import NodeOverride, QuantOptions
+    from npuflow.report.precision import _current_override
+
+    st = SimpleNamespace(name="s", nodes=("Conv_1", "Relu_2"))
+    user = QuantOptions(overrides={"Relu_2": NodeOverride(bits=16, abs_max=3.0)})
+    auto = QuantOptions(overrides={"Conv_1": NodeOverride(bits=16, auto=True)})
+    assert _current_override(user, st) == {"bits": 16, "abs_max": 3.0}
+    assert _current_override(auto, st) == {}
+    assert _current_override(QuantOptions(), st) == {}

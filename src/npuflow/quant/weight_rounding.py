@@ -96,12 +96,16 @@ class SecondMoment:
             idx = tuple(slice(off[i] * d[i], off[i] * d[i] + s[i] * r * (cnt[i] - 1) + 1, s[i] * r)
                         for i in range(self.nd))
             patches[:, t] = xp[(slice(None), slice(None)) + idx].reshape(n, c, p).transpose(1, 0, 2)
-        if self.depthwise:
-            pc = patches.reshape(c, self.taps, n * p)
-            self.sum += np.matmul(pc, pc.transpose(0, 2, 1))
-        else:
-            pm = patches.reshape(c * self.taps, n * p)
-            self.sum[0] += pm @ pm.T
+        # inputs near float32's limit (a calibration input scaled x1e20) overflow the products: the
+        # moment is then not finite and moment() gives None (nearest rounding, no warning from here;
+        # the CalibrationWarning names such an input)
+        with np.errstate(over="ignore", invalid="ignore"):
+            if self.depthwise:
+                pc = patches.reshape(c, self.taps, n * p)
+                self.sum += np.matmul(pc, pc.transpose(0, 2, 1))
+            else:
+                pm = patches.reshape(c * self.taps, n * p)
+                self.sum[0] += pm @ pm.T
         self.count += n * p
         self.samples += n
 
@@ -111,8 +115,10 @@ class SecondMoment:
         return self.samples >= SAMPLES or self.count >= POSITIONS_PER_TAP * self.sum.shape[-1]
 
     def moment(self) -> np.ndarray | None:
-        """``E[x x^T]``, or None before any update."""
-        return self.sum.astype(np.float64) / self.count if self.count else None
+        """``E[x x^T]``, or None before any update or when it overflowed (not finite)."""
+        if not self.count or not np.all(np.isfinite(self.sum)):
+            return None
+        return self.sum.astype(np.float64) / self.count
 
 
 def compensated_round(w: np.ndarray, w_fmt: QFormat, h: np.ndarray) -> np.ndarray:

@@ -301,9 +301,11 @@ class Suggestion:
 
 
 def _current_override(opts: QuantOptions, st: Step) -> dict[str, Any]:
-    """The user's own override of a step (keyed by any of its ONNX nodes), as a dict."""
+    """The user's own override of a step (keyed by any of its ONNX nodes), as a dict; an automatic
+    one (``NodeOverride.auto``: a 16-bit promotion, a mixed mode's choice) is not the user's: a
+    suggestion pasted into ``node_overrides`` replaces it, and the suggestion is measured so."""
     ov = step_override(st, opts)
-    if ov is None:
+    if ov is None or ov.auto:
         return {}
     return {f: getattr(ov, f) for f in ("bits", "weight_bits", "abs_max") if getattr(ov, f) is not None}
 
