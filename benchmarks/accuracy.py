@@ -93,6 +93,8 @@ QUICK_COUNTS: dict[str, tuple[int | None, int | None]] = {
     "gtcrn_simple": (100, 100),  # STFT frames (16 ms hop), of 1876 / 1876
     "waifu2x_upconv7_photo_2x": (10, 8),  # of 60 / 40 COCO crops
     "waifu2x_cunet_art_2x": (10, 8),
+    "u2netp_salient_320": (4, 4),  # of 200 / 100 ImageNet images (U^2-Net at 320x320: int8 analysis ~2 min)
+    "retinaface_mnet025_5pt": (None, None),  # 16 / 8 faces photos
 }
 SMALL_CALIB = 100  # below this many calibration items a note says the set is small
 
@@ -725,6 +727,15 @@ def task_summary(task_name: str, c: dict[str, Any]) -> str:
     if task_name.startswith("waifu2x_"):
         return (f"PSNR vs float {_f(c['psnr_vs_float_db'])} dB (images clipped to [0, 1]); vs the ground-truth crop: "
                 f"float {_f(c['float_psnr_vs_gt_db'])}, quant {_f(c['quant_psnr_vs_gt_db'])} dB")
+    if task_name == "u2netp_salient_320":
+        return (f"mask IoU vs float {_f(c['mask_iou_vs_float'], '{:.3f}')} (per image {_f(c['mean_image_iou_vs_float'], '{:.3f}')}), "
+                f"mean |\u0394 alpha| {_f(c['mean_abs_alpha_diff'], '{:.4f}')} (max {_f(c['max_abs_alpha_diff'], '{:.3f}')}); "
+                f"d0 SNR {_f(c['d0_snr_db'])} dB")
+    if task_name == "retinaface_mnet025_5pt":
+        return (f"recall {_pct(c['recall_vs_float'])}, precision {_pct(c['precision_vs_float'])} vs float "
+                f"({c['matched']} matched of {c['float_detections']} float / {c['quant_detections']} quant faces); "
+                f"landmarks: NME {_f(c['landmark_nme'], '{:.4f}')}, PCK@0.05 {_pct(c['landmark_pck@0.05'])}, "
+                f"mean {_f(c['landmark_mean_px'])} px (max {_f(c['landmark_max_px'])})")
     return json.dumps(c, default=str)[:200]
 
 
@@ -747,6 +758,11 @@ HEADLINES: dict[str, tuple[str, Any]] = {
     "gtcrn_simple": ("enhanced waveform SNR vs float", lambda c: _f(c["waveform_snr_vs_float_db"]) + " dB"),
     "waifu2x_upconv7_photo_2x": ("PSNR of the 2x image vs float", lambda c: _f(c["psnr_vs_float_db"]) + " dB"),
     "waifu2x_cunet_art_2x": ("PSNR of the 2x image vs float", lambda c: _f(c["psnr_vs_float_db"]) + " dB"),
+    "u2netp_salient_320": ("foreground-mask IoU vs float; mean abs alpha diff",
+                           lambda c: f"{_f(c['mask_iou_vs_float'], '{:.3f}')}; {_f(c['mean_abs_alpha_diff'], '{:.4f}')}"),
+    "retinaface_mnet025_5pt": ("faces recall / precision; landmark NME, PCK@0.05",
+                               lambda c: f"{_pct(c['recall_vs_float'])} / {_pct(c['precision_vs_float'])}; "
+                                         f"{_f(c['landmark_nme'], '{:.4f}')}, {_pct(c['landmark_pck@0.05'])}"),
 }
 
 SCOREBOARD_CONFIGS = (NPUFLOW_INT8, NPUFLOW_INT16, ORT_MINMAX, ORT_PERCENTILE)

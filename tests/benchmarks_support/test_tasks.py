@@ -30,6 +30,8 @@ COUNTS = {
     # extra models kept in benchmarks/assets/
     "waifu2x_upconv7_photo_2x": (60, 40),
     "waifu2x_cunet_art_2x": (60, 40),
+    "u2netp_salient_320": (200, 100),
+    "retinaface_mnet025_5pt": (16, 8),
 }
 
 
