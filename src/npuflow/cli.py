@@ -48,9 +48,12 @@ def _bitwidth_args(p: argparse.ArgumentParser, mixed: bool = False) -> None:
                        ("model-in", "model inputs"), ("model-out", "model outputs"), ("cpu-node", "CPU node inputs/outputs")):
         mix = (", or a mixed mode: 'mix light', 'mix balance', 'mixbw' (docs/fixed-point.md section 10.3)"
                if mixed and key in ("datapath", "weight") else "")
+        cpu = key == "cpu-node"
         p.add_argument(f"--{key}-bitwidth", f"--{key}-bitwidth-mode", dest=f"{key.replace('-', '_')}_bitwidth",
-                       default="int8", metavar="MODE",
-                       help=f"bit width of {help_}: int8 or int16 (int16 not on 520){mix}. Default int8")
+                       default=None if cpu else "int8", metavar="MODE",
+                       help=f"bit width of {help_}: int8 or int16 (int16 not on 520){mix}. "
+                            + ("Default: as the datapath (int16 under --datapath-bitwidth int16; ktc: int8)" if cpu
+                               else "Default int8"))
 
 
 def build_parser() -> argparse.ArgumentParser:

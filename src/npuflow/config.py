@@ -199,7 +199,7 @@ class ModelConfig:
         weight_bitwidth_mode: str = "int8",
         model_in_bitwidth_mode: str = "int8",
         model_out_bitwidth_mode: str = "int8",
-        cpu_node_bitwidth_mode: str = "int8",
+        cpu_node_bitwidth_mode: str | None = None,
         weight_bandwidth: float | None = None,
         dma_bandwidth: float | None = None,
         compiler_tiling: str = "default",
@@ -218,7 +218,8 @@ class ModelConfig:
         # a BIE fixes every tensor's and weight's width: the estimate uses those (the bit-width modes
         # given here would describe another program); after analysis() the modes given here count
         widths = program_widths_of(self.bie) if self._from_bie and not opts.keep_bn else None
-        given = [f"{k}_bitwidth_mode={v!r}" for k, v in opts.bitwidths.items() if v != "int8"]
+        given = [f"{k}_bitwidth_mode={v!r}" for k, v in opts.bitwidths.items()
+                 if v != "int8" and (k != "cpu_node" or cpu_node_bitwidth_mode is not None)]
         if widths is not None and given:
             warn_user(f"evaluate() of a BIE estimates with the BIE's own widths (every tensor and weight as quantized): "
                       f"{', '.join(given)} is ignored", OptionEffectWarning)
@@ -241,7 +242,7 @@ class ModelConfig:
         weight_bitwidth_mode: str = "int8",
         model_in_bitwidth_mode: str = "int8",
         model_out_bitwidth_mode: str = "int8",
-        cpu_node_bitwidth_mode: str = "int8",
+        cpu_node_bitwidth_mode: str | None = None,
         compiler_tiling: str = "default",
         mode: int | None = None,
         optimize: int = 0,

@@ -187,8 +187,8 @@ def test_model_out_int16_on_mnist(tmp_path):
 @pytest.mark.parametrize("op", OPS)
 def test_post_sigmoid_caps_the_sigmoid_input_through_every_pass_through_kernel(op, bits, monkeypatch):
     model = carrier_model(op, sigmoid=True, gain=12.0)  # with a Concat: raw channels beside (yolox's boxes)
-    opts = QuantOptions(datapath_bits=bits, model_out_bits=bits)
-    res = _analyse(model, QuantOptions(datapath_bits=bits, model_out_bits=bits, post_sigmoid=True), monkeypatch)
+    opts = QuantOptions(datapath_bits=bits, model_out_bits=bits, cpu_bits=bits)  # cpu follows the datapath (API default)
+    res = _analyse(model, QuantOptions(datapath_bits=bits, model_out_bits=bits, cpu_bits=bits, post_sigmoid=True), monkeypatch)
     base = _analyse(model, opts, monkeypatch)
     prog, b = res.program, base.program
     # the logit (the Sigmoid's input) is capped at 8 (16 with the int16 headroom)

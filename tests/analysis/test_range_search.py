@@ -223,3 +223,62 @@ def test_parts_are_skipped_when_the_whole_model_hardly_moves():
     base = {0.999: 20.0, 0.9999: 20.4, 0.99999: 19.8, 1.0: 19.9}
     _, _, rec = _search(lambda c: {"out": float(np.mean([base[q] for q in c.values()]))})
     assert rec["spread_db"] < RS.MIN_SPREAD_DB and rec["parts"] == [] and rec["measurements"] == 3
+
+
+class _Split:
+    """measure() with halves(): each half's "SNR" from its own function of the choice."""
+
+    def __init__(self, even, odd):
+        self.even, self.odd = even, odd
+
+    def _choice(self, p):
+        return {t: p.range_choice.get(t, 0.999) for t in TENSORS}
+
+    def __call__(self, p):
+        c = self._choice(p)
+        return {"out": (self.even(c) + self.odd(c)) / 2}
+
+    def halves(self, p):
+        c = self._choice(p)
+        return {"out": self.even(c)}, {"out": self.odd(c)}
+
+
+def test_a_gain_only_half_the_inputs_show_is_refused():
+    def build(o):
+        p = _fake()
+        p.range_choice = dict(o.range_choice)
+        return p
+
+    def m(c):
+        return float(np.mean([q == 1.0 for q in c.values()]))
+
+    # the max everywhere: +4 dB on average, but -1 dB on the odd inputs: refused
+    _, _, rec = RS.choose_ranges(_fake(), QuantOptions(), build, _Split(lambda c: 10 + 9 * m(c), lambda c: 10 - 1 * m(c)))
+    assert rec["whole_model_choice"] == "0.999"
+    assert rec["whole_model"][-1]["halves_snr_db"] == [19.0, 9.0]
+    # +4.5 / +3.5 dB: taken
+    _, _, rec = RS.choose_ranges(_fake(), QuantOptions(), build, _Split(lambda c: 10 + 4.5 * m(c), lambda c: 10 + 3.5 * m(c)))
+    assert rec["whole_model_choice"] == "max"
+
+
+def test_output_snr_halves_pool_to_the_whole(mnist_example, mnist_digits):
+    """OutputSnr.halves: the even- and odd-numbered inputs' SNRs from the same run, consistent with
+    the pooled one (batched run split per input)."""
+    import math
+
+    from npuflow.analysis.precision import OutputSnr
+    from npuflow.analysis.run import analyse
+    from npuflow.platforms import get_platform
+
+    km = npuflow.ModelConfig(40000, "0001", "720", onnx_path=str(mnist_example))
+    model = km.optimized_model()
+    xs = [mnist_digits["calib_x"][i].reshape(1, 1, 28, 28).astype(np.float32) for i in range(6)]
+    res = analyse(model, get_platform(720), {"Input3": xs}, QuantOptions(range_method="percentage"), threads=1,
+                  progress=False)
+    meas = OutputSnr(model, [{"Input3": x} for x in xs], ["Plus214_Output_0"], threads=1)
+    whole = meas(res.program)["Plus214_Output_0"]
+    even, odd = (h["Plus214_Output_0"] for h in meas.halves(res.program))
+    alone = [OutputSnr(model, [{"Input3": x} for x in xs[k::2]], ["Plus214_Output_0"], threads=1)(res.program)
+             ["Plus214_Output_0"] for k in (0, 1)]
+    assert even == pytest.approx(alone[0], abs=1e-9) and odd == pytest.approx(alone[1], abs=1e-9)
+    assert min(even, odd) <= whole <= max(even, odd) and math.isfinite(whole)

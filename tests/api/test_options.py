@@ -169,7 +169,7 @@ def test_options_are_frozen_and_derive_the_numerics():
         o.threads = 2  # type: ignore[misc]
     with pytest.raises(TypeError):
         o.node_overrides["m"] = NodeOverride(bits=8)  # type: ignore[index]
-    assert o.bits == {"datapath": 16, "weight": 8, "model_in": 8, "model_out": 8, "cpu_node": 8}
+    assert o.bits == {"datapath": 16, "weight": 8, "model_in": 8, "model_out": 8, "cpu_node": 16}
     q = o.quant
     assert isinstance(q, QuantOptions) and q.datapath_bits == 16 and q.percentage == 1.0 and isinstance(q.percentage, float)
     assert q.post_sigmoid and q.bias_adjust == 32 and q.overrides == {"n": NodeOverride(bits=16, abs_max=2)}
@@ -177,3 +177,17 @@ def test_options_are_frozen_and_derive_the_numerics():
     assert rec["percentage"] == 1 and rec["node_overrides"] == {"n": {"bits": 16, "abs_max": 2}}
     assert list(rec)[:4] == ["optimize", "bias_adjusted_steps", "weight_rounding", "compensated_steps"]
     assert AnalysisOptions(platform=P720).quant == QuantOptions()
+
+
+def test_cpu_node_width_follows_the_datapath_unless_given():
+    """cpu_node_bitwidth_mode=None (the default) takes the datapath's width (ktc: int8 always): a 16-bit
+    datapath with 8-bit CPU-node boundaries is almost never what is meant (docs/compatibility.md)."""
+    assert AnalysisOptions(platform=P720).bits["cpu_node"] == 8
+    assert AnalysisOptions(platform=P720, datapath_bitwidth_mode="int16").cpu_node_bitwidth_mode == "int16"
+    assert AnalysisOptions(platform=P720, datapath_bitwidth_mode="int16", cpu_node_bitwidth_mode="int8").bits["cpu_node"] == 8
+    assert EvaluateOptions(platform=P720, datapath_bitwidth_mode="int16").bits["cpu_node"] == 16
+    assert AnalysisOptions(platform=P720, datapath_bitwidth_mode="mix light").cpu_node_bitwidth_mode == "int8"
+    assert AnalysisOptions(platform=P720, datapath_bitwidth_mode="mixbw", weight_bitwidth_mode="mixbw").bits["cpu_node"] == 16
+    rec = AnalysisOptions(platform=P720, datapath_bitwidth_mode="int16").record(
+        bias_adjusted_steps=0, compensated_steps=0, calibration_samples=1)
+    assert rec["cpu_node_bitwidth_mode"] == "int16"  # the BIE records the width used

@@ -236,7 +236,9 @@ def option_effects(program: Any, opts: QuantOptions, notes: FormatNotes | None, 
     # under mixbw the model input, output and CPU nodes are 16-bit by the mode, not by an option
     forced = {"model_in_bits", "model_out_bits", "cpu_bits"} if "mixbw" in (opts.mix_datapath, opts.mix_weight) else set()
     for name, (option, rule, reason) in bits_of.items():
-        if _changed(opts, name) and rule not in rules and name not in forced:
+        # the CPU-node width's default follows the datapath's (npuflow.flow.options)
+        changed = opts.cpu_bits != opts.datapath_bits if name == "cpu_bits" else _changed(opts, name)
+        if changed and rule not in rules and name not in forced:
             no_effect(option, f"int{getattr(opts, name)}", reason)
     if _changed(opts, "weight_bits") and "weight" not in notes.weight.values():
         no_effect("weight_bitwidth_mode", f"int{opts.weight_bits}",

@@ -208,24 +208,47 @@ class OutputSnr:
         self.outputs = list(outputs)
         self.feeds = list(feeds)
         self.refs = [dict(zip(self.outputs, runner.run(dict(f), self.outputs))) for f in self.feeds]
-        # id -> (weak reference, result) of the programs measured (a program that is gone frees its
-        # id: the weak reference then no longer points to the program asked about)
-        self._done: dict[int, tuple[weakref.ref, dict[str, float]]] = {}
+        # id -> (weak reference, result, the two halves' results) of the programs measured (a program
+        # that is gone frees its id: the weak reference then no longer points to the program asked about)
+        self._done: dict[int, tuple[weakref.ref, dict[str, float], tuple[dict[str, float], dict[str, float]] | None]] = {}
 
     def __call__(self, program: Program) -> dict[str, float]:
+        return dict(self._measure(program)[1])
+
+    def halves(self, program: Program) -> tuple[dict[str, float], dict[str, float]] | None:
+        """Each output's SNR on the even-numbered and on the odd-numbered feeds separately (from the
+        same run as ``self(program)``); None with fewer than 2 feeds, or when an output's values
+        cannot be told apart per feed (its leading axis is not the batch)."""
+        return self._measure(program)[2]
+
+    def _measure(self, program: Program) -> tuple[Any, dict[str, float], Any]:
         done = self._done.get(id(program))
         if done is not None and done[0]() is program:
-            return dict(done[1])
+            return done
         acc = {o: _Snr() for o in self.outputs}
+        half: list[dict[str, _Snr]] | None = [{o: _Snr() for o in self.outputs} for _ in range(2)]
         for g in batch_groups(self.feeds, program.input_names):
             feed = {k: np.concatenate([np.asarray(self.feeds[i][k]) for i in g]) for k in self.feeds[g[0]]}
             env = program.run(program.quantize_inputs(feed), batch=len(g))
             for o in self.outputs:
+                value = _value(program, o, env[o])
                 ref = np.concatenate([np.asarray(self.refs[i][o]).reshape(-1) for i in g])
-                acc[o].add(ref, _value(program, o, env[o]))
+                acc[o].add(ref, value)
+                if half is None:
+                    continue
+                if len(g) == 1:
+                    half[g[0] % 2][o].add(ref, value)
+                elif np.shape(value)[:1] == (len(g),) and all(np.shape(self.refs[i][o])[:1] == (1,) for i in g):
+                    for j, i in enumerate(g):
+                        half[i % 2][o].add(self.refs[i][o], value[j])
+                else:
+                    half = None
         result = {o: a.db() for o, a in acc.items()}
-        self._done[id(program)] = (weakref.ref(program), result)
-        return dict(result)
+        halves = None if (half is None or len(self.feeds) < 2) else ({o: a.db() for o, a in half[0].items()},
+                                                                      {o: a.db() for o, a in half[1].items()})
+        entry = (weakref.ref(program), result, halves)
+        self._done[id(program)] = entry
+        return entry
 
 
 def _gain(before: Mapping[str, float], after: Mapping[str, float]) -> tuple[float, float]:

@@ -81,8 +81,8 @@ class AnalysisResult:
     #: the platform id the analysis placed the nodes for
     platform_id: int | None = None
     #: the options ``program`` was built with: the given ones plus the ranges ``auto`` chose
-    #: (``range_choice``), the automatic 16-bit promotions and the mixed modes' choices as ``overrides`` (:mod:`npuflow.analysis.precision`); rebuild
-    #: variants from these
+    #: (``range_choice``), the automatic 16-bit promotions and the mixed modes' choices as
+    #: ``overrides`` (:mod:`npuflow.analysis.precision`); rebuild variants from these
     options: QuantOptions | None = None
     #: the mixed modes (docs/fixed-point.md section 10.3): ``mode``, and ``rule_overrides`` (mix light
     #: / mix balance) or the mixbw search's record (``front``, ``chosen``, ``measured``, ...)
@@ -132,7 +132,7 @@ def analyse(
             moments[st.name] = SecondMoment(st.attrs, st.weights["W"].shape)
     collector = StatsCollector(optimized, tensors, threads=max(1, int(threads)),
                                channel_means=mac_inputs(steps) if opts.bias_correction else [],
-                               # the exact per-input quantiles only serve the "percentage" method
+                               # the exact per-input quantiles the range method reads (spec 3.1)
                                track=opts.tracked_quantiles(),
                                # the bias adjustment's float references come from this same pass
                                stash=[st.outputs[0] for st in steps if not st.float_step and st.op_type == "Conv"
