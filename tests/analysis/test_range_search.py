@@ -243,7 +243,7 @@ class _Split:
         return {"out": self.even(c)}, {"out": self.odd(c)}
 
 
-def test_a_gain_only_half_the_inputs_show_is_refused():
+def test_halves_are_recorded_and_decide_only_when_set(monkeypatch):
     def build(o):
         p = _fake()
         p.range_choice = dict(o.range_choice)
@@ -252,11 +252,13 @@ def test_a_gain_only_half_the_inputs_show_is_refused():
     def m(c):
         return float(np.mean([q == 1.0 for q in c.values()]))
 
-    # the max everywhere: +4 dB on average, but -1 dB on the odd inputs: refused
-    _, _, rec = RS.choose_ranges(_fake(), QuantOptions(), build, _Split(lambda c: 10 + 9 * m(c), lambda c: 10 - 1 * m(c)))
-    assert rec["whole_model_choice"] == "0.999"
+    split = _Split(lambda c: 10 + 9 * m(c), lambda c: 10 - 1 * m(c))  # max: +4 dB overall, -1 dB on the odd half
+    _, _, rec = RS.choose_ranges(_fake(), QuantOptions(), build, split)
     assert rec["whole_model"][-1]["halves_snr_db"] == [19.0, 9.0]
-    # +4.5 / +3.5 dB: taken
+    assert rec["whole_model_choice"] == "max"  # HALF_GAIN_DB None (the default): recorded, not deciding
+    monkeypatch.setattr(RS, "HALF_GAIN_DB", 0.25)
+    _, _, rec = RS.choose_ranges(_fake(), QuantOptions(), build, split)
+    assert rec["whole_model_choice"] == "0.999"
     _, _, rec = RS.choose_ranges(_fake(), QuantOptions(), build, _Split(lambda c: 10 + 4.5 * m(c), lambda c: 10 + 3.5 * m(c)))
     assert rec["whole_model_choice"] == "max"
 
