@@ -127,8 +127,40 @@ def int8_limbs(x: np.ndarray) -> np.ndarray:
     return out
 
 
+def uint8_limbs(x: np.ndarray) -> np.ndarray:
+    """The limbs of :func:`int8_limbs` plus 128, as uint8 (the operands of the uint8 x uint8
+    engine, zero point 128): ``hi + 128 = (x >> 8) + 128`` and ``lo + 128 = x & 255``; one
+    compiled pass when numba is available."""
+    from npuflow.sim.fast._nb import use_numba
+
+    out = np.empty((2,) + x.shape, dtype=np.uint8)
+    if use_numba() and x.flags.c_contiguous:
+        _uint8_limbs_kernel()(x.reshape(-1), out.reshape(2, -1))
+        return out
+    np.add(np.right_shift(x, 8, dtype=np.int32), 128, out=out[0], casting="unsafe")  # in [0, 255]
+    np.bitwise_and(x, 255, out=out[1], casting="unsafe")
+    return out
+
+
+def _uint8_limbs_kernel() -> Any:
+    global _UINT8_LIMBS_KERNEL
+    if _UINT8_LIMBS_KERNEL is None:
+        from npuflow.sim.fast._nb import njit, numba
+
+        @njit(parallel=True)
+        def kern(x, out):  # pragma: no cover - jitted
+            for i in numba.prange(x.size):
+                v = np.int32(x[i])
+                out[0, i] = (v >> 8) + 128
+                out[1, i] = v & 255
+
+        _UINT8_LIMBS_KERNEL = kern
+    return _UINT8_LIMBS_KERNEL
+
+
 _LIMBS_KERNEL: Any = None
 _INT8_LIMBS_KERNEL: Any = None
+_UINT8_LIMBS_KERNEL: Any = None
 
 
 def _int8_limbs_kernel() -> Any:
@@ -154,6 +186,19 @@ def _limbs_kernel() -> Any:
 
         @njit(parallel=True)
         def kern(x, b, k, out):  # pragma: no cover - jitted
+            if k == 2 and x.itemsize <= 2:
+                # two limbs of a container of at most 16 bits (the common case), in int32 so that
+                # it vectorizes (the general loop below converts int64 to float32 one value at a
+                # time on AVX2): hi = floor((x + 2**(b-1)) / 2**b) and lo = x - hi * 2**b are the
+                # balanced limbs below
+                hb = np.int32(1 << (b - 1))
+                bb = np.int32(b)
+                for i in numba.prange(x.size):
+                    v = np.int32(x[i])
+                    hi = np.int32(np.int32(v + hb) >> bb)
+                    out[1, i] = np.float32(np.int32(v - np.int32(hi << bb)))
+                    out[0, i] = np.float32(hi)
+                return
             h = 1 << (b - 1)
             mask = (1 << b) - 1
             for i in numba.prange(x.size):

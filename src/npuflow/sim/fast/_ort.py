@@ -57,25 +57,32 @@ def single_node_session(
     return ort.InferenceSession(m.SerializeToString(), session_options(), providers=["CPUExecutionProvider"])
 
 
-#: largest reduction length the int8 engine is used for: every partial sum of ``u8 * s8``
-#: products (``< 2**15`` each) stays below 2**31, and so does the exact result
+#: largest reduction length the int8 engines are used for: every partial sum of ``u8 * s8``
+#: products (``< 2**15`` each) stays below 2**31, and so does the exact result; so does every raw
+#: sum of ``u8 * u8`` products (``< 2**16`` each: at most ``255 * 255 * 2**15 < 2**31``)
 INT8_MAX_K = 1 << 15
 
 
-def int8_matmul_session(a: np.ndarray, a_zero_point: int) -> Any:
-    """Session computing ``(a - a_zero_point) @ x`` exactly in int32 with onnxruntime's
-    MatMulInteger: ``a`` a constant ``(M, K)`` uint8 matrix, ``x`` an int8 ``(N, K, P)`` input
-    (dynamic ``N``, ``P``), ``y`` int32 ``(N, M, P)``."""
+def int8_matmul_session(a: np.ndarray, a_zero_point: int, x_zero_point: int | None = None) -> Any:
+    """Session computing ``(a - a_zero_point) @ (x - x_zero_point)`` exactly in int32 with
+    onnxruntime's MatMulInteger: ``a`` a constant ``(M, K)`` uint8 matrix, ``x`` an ``(N, K, P)``
+    input (dynamic ``N``, ``P``): int8 without a zero point (``x_zero_point`` None), else uint8
+    with that zero point; ``y`` int32 ``(N, M, P)``."""
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    node = helper.make_node("MatMulInteger", ["a", "x", "az"], ["y"])
+    unsigned = x_zero_point is not None
+    node = helper.make_node("MatMulInteger", ["a", "x", "az"] + (["xz"] if unsigned else []), ["y"])
+    init = [numpy_helper.from_array(np.ascontiguousarray(a, dtype=np.uint8), "a"),
+            numpy_helper.from_array(np.array(a_zero_point, dtype=np.uint8), "az")]
+    if unsigned:
+        init.append(numpy_helper.from_array(np.array(x_zero_point, dtype=np.uint8), "xz"))
     g = helper.make_graph(
         [node], "npuflow_fast_int8",
-        [helper.make_tensor_value_info("x", TensorProto.INT8, ["n", int(a.shape[1]), "p"])],
+        [helper.make_tensor_value_info("x", TensorProto.UINT8 if unsigned else TensorProto.INT8,
+                                       ["n", int(a.shape[1]), "p"])],
         [helper.make_tensor_value_info("y", TensorProto.INT32, None)],
-        initializer=[numpy_helper.from_array(np.ascontiguousarray(a, dtype=np.uint8), "a"),
-                     numpy_helper.from_array(np.array(a_zero_point, dtype=np.uint8), "az")],
+        initializer=init,
     )
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     m.ir_version = 8
@@ -113,5 +120,35 @@ def int8_engine_exact() -> bool:
     return _INT8_EXACT
 
 
+_UINT8_EXACT: bool | None = None
+
+
+def uint8_engine_exact() -> bool:
+    """Whether onnxruntime's MatMulInteger on uint8 x uint8, both zero points 128 (how the 1x1
+    convolutions use it where :func:`int8_engine_exact` fails), is exact on this machine, checked
+    once per process against int64 numpy: the largest raw sums (every product ``255 * 255`` over
+    the longest reduction used: ``2.13e9``, just below ``2**31``), the largest zero-point
+    corrections (all zeros), alternating extremes and random values. x86 without VNNI widens both
+    operands to 16 bits there (exact pair sums). ``NPUFLOW_SIM_INT8=0`` switches it off too."""
+    global _UINT8_EXACT
+    if os.environ.get("NPUFLOW_SIM_INT8", "1") == "0":
+        return False
+    if _UINT8_EXACT is None:
+        try:
+            rng = np.random.default_rng(1)
+            k = INT8_MAX_K
+            a = rng.integers(0, 256, (8, k)).astype(np.uint8)
+            a[0], a[1], a[2, ::2], a[2, 1::2] = 255, 0, 255, 0
+            x = rng.integers(0, 256, (2, k, 6)).astype(np.uint8)
+            x[0, :, 0], x[0, :, 1], x[0, ::2, 2], x[0, 1::2, 2] = 255, 0, 255, 0
+            x[1, :, :3], x[1, :, 3:] = 255, 0
+            (y,) = int8_matmul_session(a, 128, 128).run(None, {"x": x})
+            ref = np.matmul(a.astype(np.int64) - 128, x.astype(np.int64) - 128)
+            _UINT8_EXACT = y.dtype == np.int32 and np.array_equal(y, ref)
+        except Exception:  # noqa: BLE001 - any onnxruntime problem: use the float32 engines
+            _UINT8_EXACT = False
+    return _UINT8_EXACT
+
+
 __all__ = ["F32_EXACT", "INT8_MAX_K", "int8_engine_exact", "int8_matmul_session", "session_options",
-           "single_node_session"]
+           "single_node_session", "uint8_engine_exact"]

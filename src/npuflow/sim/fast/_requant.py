@@ -141,13 +141,20 @@ if HAVE_NUMBA:
             for jj in range(lw):
                 src = parts[i, b, gi, jj, j]
                 sh = shx[i] + shw[jj]
-                for k in range(p):
-                    acc[k] += np.int64(src[k]) << sh
+                if parts.itemsize == 4:
+                    # float32 limbs (exact integers, |v| <= 2**24) or int32 sums: converted through
+                    # int32, which vectorizes (float32 -> int64 has no AVX2 instruction)
+                    for k in range(p):
+                        acc[k] += np.int64(np.int32(src[k])) << sh
+                else:
+                    for k in range(p):
+                        acc[k] += np.int64(src[k]) << sh
 
     @njit
     def _row(x, o, bc, m, s, mn, sn, has_neg, acc_lo, acc_hi, alo, ahi, qlo, qhi, amax):  # pragma: no cover - jitted
         """One output channel of one sample: ``o[k]`` = the reference output of ``x[k] + bc``;
-        ``amax`` = ``max |x[k]|`` (``inf`` when unknown: then the float64 branch is not taken)."""
+        ``amax`` = ``max |x[k]|``, or a bound on it (``inf`` when unknown: then the float64 and
+        31-bit branches open only by the accumulator's width)."""
         p = x.shape[0]
         nacc = 0
         nout = 0
@@ -168,8 +175,11 @@ if HAVE_NUMBA:
                     nout += (v < glo) | (v > ghi)
                     o[k] = min(max(v, glo), ghi)
                 return nacc, nout
-        if (not has_neg) and acc_lo >= -(1 << 31) and acc_hi < (1 << 31) and 1 <= s <= 62:
-            # |acc * M| < 2**62: RNE(v / 2**s) = (v + 2**(s-1) - 1 + bit_s(v)) >> s (floor shift)
+        if (not has_neg) and 1 <= s <= 62 and ((acc_lo >= -(1 << 31) and acc_hi < (1 << 31))
+                                               or amax + abs(np.float64(bc)) < 2147483648.0):
+            # every |acc| < 2**31 (the accumulator's width, or this row's bound: a wider accumulator
+            # then saturates nothing), so |acc * M| < 2**62: RNE(v / 2**s) =
+            # (v + 2**(s-1) - 1 + bit_s(v)) >> s (a floor shift)
             hm1 = (1 << (s - 1)) - 1
             for k in range(p):
                 a = np.int64(x[k]) + bc
@@ -220,6 +230,18 @@ if HAVE_NUMBA:
                     nout += 1
                 o[k] = v
         return nacc, nout
+
+    @njit(inline="always")
+    def _int_abs_max(row):  # pragma: no cover - jitted
+        """``max |row|`` as int64 (exact for int32 rows, ``-2**31`` included, and for rows of
+        integer-valued floats below 2**63)."""
+        lo = np.int64(0)
+        hi = np.int64(0)
+        for k in range(row.shape[0]):
+            v = np.int64(row[k])
+            lo = min(lo, v)
+            hi = max(hi, v)
+        return max(hi, -lo)
 
     @njit(inline="always")
     def _table_row(v, o, table, tsat, qlo, count_lut):  # pragma: no cover - jitted
@@ -283,14 +305,17 @@ if HAVE_NUMBA:
             t = numba.get_thread_id()
             acc = scratch[t, 0]
             _assemble_row(parts, b, gi, c - gi * cog, shx, shw, acc)
+            am = amax[row]
+            if am == np.inf and not has_neg:  # no static bound: this row's maximum (opens _row's faster branches)
+                am = np.float64(_int_abs_max(acc))
             if use_lut:
                 tmp = scratch[t, 1]
                 na, no = _row(acc, tmp, bias[c], mult[c], 31 + shift[c], mult_neg[c], 31 + shift_neg[c], has_neg,
-                              acc_lo, acc_hi, alo, ahi, qlo, qhi, amax[row])
+                              acc_lo, acc_hi, alo, ahi, qlo, qhi, am)
                 counts[row, 2] = _table_row(tmp, out[b, c], table, tsat, qlo, count_lut)
             else:
                 na, no = _row(acc, out[b, c], bias[c], mult[c], 31 + shift[c], mult_neg[c], 31 + shift_neg[c],
-                              has_neg, acc_lo, acc_hi, alo, ahi, qlo, qhi, amax[row])
+                              has_neg, acc_lo, acc_hi, alo, ahi, qlo, qhi, am)
                 counts[row, 2] = 0
             counts[row, 0] = na
             counts[row, 1] = no
@@ -318,18 +343,6 @@ if HAVE_NUMBA:
     # 150 ms in parallel, 11 ms split this way)
     _abs_max_rows_par = njit(parallel=True)(_renamed(_abs_max_rows_impl, "_abs_max_rows_par"))
     _abs_max_rows_seq = njit(_renamed(_abs_max_rows_impl, "_abs_max_rows_seq"))
-
-    @njit(inline="always")
-    def _int_abs_max(row):  # pragma: no cover - jitted
-        """``max |row|`` as int64 (exact for int32 rows, ``-2**31`` included, and for rows of
-        integer-valued floats below 2**63)."""
-        lo = np.int64(0)
-        hi = np.int64(0)
-        for k in range(row.shape[0]):
-            v = np.int64(row[k])
-            lo = min(lo, v)
-            hi = max(hi, v)
-        return max(hi, -lo)
 
     def _int_abs_max_rows_impl(x, out):  # pragma: no cover - jitted
         # max |x| of each row of an int32 array
@@ -433,9 +446,18 @@ def add_counts(counts: np.ndarray, size: int, stats: KernelStats | None, lut_sta
         lut_stats.out_elements += int(size)
 
 
+def _writable_into(out: np.ndarray, parts: np.ndarray, p: MacOutput, lut: Any) -> bool:
+    """``out`` is what :func:`mac_output` would allocate: its shape, dtype, C-contiguous, writable."""
+    _, n, g, _, cog, npos = parts.shape
+    dtype = lut.table.dtype if lut is not None else p.out_format.dtype
+    return (out.shape == (n, g * cog, npos) and out.dtype == dtype and out.flags.c_contiguous
+            and out.flags.writeable)
+
+
 def mac_output(
     parts: np.ndarray, p: MacOutput, stats: KernelStats | None, *, shx: Any = (0,), shw: Any = (0,),
     lut: Any = None, lut_stats: KernelStats | None = None, row_bound: np.ndarray | None = None,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Output stage of a MAC on limbs ``parts`` (layout in the module docstring).
 
@@ -445,27 +467,34 @@ def mac_output(
     result is then the table's output, and ``lut_stats`` gets the table step's counts. Needs
     numba (the caller fuses only then). ``row_bound``: per output channel, a bound on
     ``|accumulator - bias|`` over all inputs in range (from constant weights: see
-    :func:`static_row_bound`); it then gates the float64 branch instead of row maxima.
+    :func:`static_row_bound`); it then gates the float64 branch instead of row maxima. ``out``:
+    where to write the result (``(N, G*cog, P)``, the result's dtype); it is returned.
     """
+    if out is not None and not _writable_into(out, parts, p, lut):  # computed aside, then copied
+        out[...] = mac_output(parts, p, stats, shx=shx, shw=shw, lut=lut, lut_stats=lut_stats,
+                              row_bound=row_bound).reshape(out.shape)
+        return out
     shx_a = np.asarray(shx, dtype=np.int64)
     shw_a = np.asarray(shw, dtype=np.int64)
     if not use_numba():
-        out = mac_output_numpy(parts, shx_a, shw_a, p, stats)
-        if lut is None:
-            return out
-        idx = out.astype(np.int64) - lut.in_format.qmin  # LutKernel.eval's gather
-        if lut_stats is not None:
-            lut_stats.out_saturated += int(np.count_nonzero(lut.saturated[idx]))
-            lut_stats.out_elements += int(out.size)
-        return lut.table[idx]
+        res = mac_output_numpy(parts, shx_a, shw_a, p, stats)
+        if lut is not None:
+            idx = res.astype(np.int64) - lut.in_format.qmin  # LutKernel.eval's gather
+            if lut_stats is not None:
+                lut_stats.out_saturated += int(np.count_nonzero(lut.saturated[idx]))
+                lut_stats.out_elements += int(res.size)
+            res = lut.table[idx]
+        if out is None:
+            return res
+        out[...] = res
+        return out
     lx, n, g, lw, cog, npos = parts.shape
     c = g * cog
     fmt = p.out_format
     if lut is not None:
         table, tsat = lut.table, lut.saturated.view(np.uint8)
-        out = np.empty((n, c, npos), dtype=table.dtype)
-    else:
-        out = np.empty((n, c, npos), dtype=fmt.dtype)
+    if out is None:
+        out = np.empty((n, c, npos), dtype=table.dtype if lut is not None else fmt.dtype)
     if out.size == 0:
         return out
     pr = prepared(p, c)
@@ -473,8 +502,8 @@ def mac_output(
     fixed = (pr.bias, pr.mult, pr.shift, pr.mult_neg, pr.shift_neg, pr.has_neg, pr.acc_lo, pr.acc_hi, pr.alo, pr.ahi,
              fmt.qmin, fmt.qmax, out, counts)
     if not (lx == 1 and lw == 1 and shx_a[0] == 0 and shw_a[0] == 0):
-        # limbs: assembled row by row inside the kernel (the int64 accumulator has no row maxima
-        # to measure: only a static bound opens the float64 branch)
+        # limbs: assembled row by row inside the kernel, which measures each row's maximum there
+        # where no static bound is given
         amax = np.tile(row_bound, n) if row_bound is not None and not pr.has_neg else np.full(n * c, np.inf)
         scratch = np.empty((numba.get_num_threads() + 1, 2 if lut is not None else 1, npos), dtype=np.int64)
         if lut is None:  # typed placeholders: the kernel reads no table then

@@ -4,15 +4,21 @@ Recorded from numba's cache after each run with an empty ``NUMBA_CACHE_DIR``: mn
 (examples/mnist/quickstart.py), efficientnet_lite0_int8 (analysis of 100 inputs with the report,
 kneron_inference, run_batch of 32), yolox_nano_int8 (20 inputs, the same). The abs-max kernels were
 recorded as ``_abs_max_rows_impl`` (before the parallel and sequential ones had their own names) and
-are listed under both. Regenerate after changing a kernel's argument types
-(``python -m npuflow.sim.fast.precompile --record LABEL=FOLDER ...``); a signature missing here only
-compiles on first use.
+are listed under both. The uint8 x uint8 engine's (int32 sums: ``Array(int32, ...)`` accumulators, the
+uint8 limb kernel) were added from the same workloads run again on a machine without VNNI, where the
+1x1 convolutions use it, and from efficientnet_lite0_a16w8 (``datapath_bitwidth_mode="int16"``:
+kneron_inference, run_batch of 32), compared with the dispatchers' signatures. Regenerate after
+changing a kernel's argument types (``python -m npuflow.sim.fast.precompile --record LABEL=FOLDER
+...``); a signature missing here only compiles on first use.
 """
 
-#: 52 signatures
+#: 60 signatures
 SIGNATURES: dict[str, tuple[str, ...]] = {
     '_common._limbs_kernel.<locals>.kern': (
         "(Array(int16, 1, 'C', False, aligned=True), int64, int64, Array(float32, 2, 'C', False, aligned=True))",  # efficientnet_lite0_int8 mnist_quickstart yolox_nano_int8
+    ),
+    '_common._uint8_limbs_kernel.<locals>.kern': (
+        "(Array(int16, 1, 'C', False, aligned=True), Array(uint8, 2, 'C', False, aligned=True))",  # efficientnet_lite0_a16w8 efficientnet_lite0_int8
     ),
     '_requant._abs_max_rows_par': (
         "(Array(int32, 2, 'C', False, aligned=True), int32, Array(int32, 1, 'C', False, aligned=True))",  # efficientnet_lite0_int8 mnist_quickstart yolox_nano_int8
@@ -22,19 +28,30 @@ SIGNATURES: dict[str, tuple[str, ...]] = {
         "(Array(int32, 2, 'C', False, aligned=True), int32, Array(int32, 1, 'C', False, aligned=True))",  # efficientnet_lite0_int8 mnist_quickstart yolox_nano_int8
         "(Array(int64, 2, 'C', False, aligned=True), int64, Array(int64, 1, 'C', False, aligned=True))",  # efficientnet_lite0_int8 mnist_quickstart
     ),
+    '_requant._int_abs_max_rows_par': (
+        "(Array(int32, 2, 'C', False, aligned=True), Array(int64, 1, 'C', False, aligned=True))",  # efficientnet_lite0_int8
+    ),
+    '_requant._int_abs_max_rows_seq': (
+        "(Array(int32, 2, 'C', False, aligned=True), Array(int64, 1, 'C', False, aligned=True))",  # efficientnet_lite0_int8
+    ),
     '_requant._mac_out_kernel': (
         "(Array(float32, 3, 'C', False, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), bool, int64, int64, int64, int64, int64, int64, Array(int16, 3, 'C', False, aligned=True), Array(int64, 2, 'C', False, aligned=True), Array(float64, 1, 'C', False, aligned=True))",  # efficientnet_lite0_int8 mnist_quickstart yolox_nano_int8
         "(Array(float32, 3, 'C', False, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), bool, int64, int64, int64, int64, int64, int64, Array(int8, 3, 'C', False, aligned=True), Array(int64, 2, 'C', False, aligned=True), Array(float64, 1, 'C', False, aligned=True))",  # efficientnet_lite0_int8 mnist_quickstart yolox_nano_int8
         "(Array(float64, 3, 'C', False, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), bool, int64, int64, int64, int64, int64, int64, Array(int16, 3, 'C', False, aligned=True), Array(int64, 2, 'C', False, aligned=True), Array(float64, 1, 'C', False, aligned=True))",  # efficientnet_lite0_int8 mnist_quickstart
         "(Array(float64, 3, 'C', False, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), bool, int64, int64, int64, int64, int64, int64, Array(int8, 3, 'C', False, aligned=True), Array(int64, 2, 'C', False, aligned=True), Array(float64, 1, 'C', False, aligned=True))",  # mnist_quickstart
+        "(Array(int32, 3, 'C', False, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), bool, int64, int64, int64, int64, int64, int64, Array(int16, 3, 'C', False, aligned=True), Array(int64, 2, 'C', False, aligned=True), Array(float64, 1, 'C', False, aligned=True))",  # efficientnet_lite0_int8
+        "(Array(int32, 3, 'C', False, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), bool, int64, int64, int64, int64, int64, int64, Array(int8, 3, 'C', False, aligned=True), Array(int64, 2, 'C', False, aligned=True), Array(float64, 1, 'C', False, aligned=True))",  # efficientnet_lite0_int8 yolox_nano_int8
     ),
     '_requant._mac_out_limbs_kernel': (
         "(Array(float32, 6, 'C', False, aligned=True), Array(int64, 1, 'C', False, aligned=True), Array(int64, 1, 'C', False, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), bool, int64, int64, int64, int64, int64, int64, Array(int16, 3, 'C', False, aligned=True), Array(int64, 2, 'C', False, aligned=True), Array(float64, 1, 'C', False, aligned=True), Array(int64, 3, 'C', False, aligned=True), Array(int16, 1, 'C', False, aligned=True), Array(uint8, 1, 'C', False, aligned=True), bool, bool)",  # efficientnet_lite0_int8 mnist_quickstart yolox_nano_int8
         "(Array(float32, 6, 'C', False, aligned=True), Array(int64, 1, 'C', False, aligned=True), Array(int64, 1, 'C', False, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), bool, int64, int64, int64, int64, int64, int64, Array(int8, 3, 'C', False, aligned=True), Array(int64, 2, 'C', False, aligned=True), Array(float64, 1, 'C', False, aligned=True), Array(int64, 3, 'C', False, aligned=True), Array(int8, 1, 'C', False, aligned=True), Array(uint8, 1, 'C', False, aligned=True), bool, bool)",  # efficientnet_lite0_int8 mnist_quickstart yolox_nano_int8
+        "(Array(int32, 6, 'C', False, aligned=True), Array(int64, 1, 'C', False, aligned=True), Array(int64, 1, 'C', False, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), bool, int64, int64, int64, int64, int64, int64, Array(int16, 3, 'C', False, aligned=True), Array(int64, 2, 'C', False, aligned=True), Array(float64, 1, 'C', False, aligned=True), Array(int64, 3, 'C', False, aligned=True), Array(int16, 1, 'C', False, aligned=True), Array(uint8, 1, 'C', False, aligned=True), bool, bool)",  # efficientnet_lite0_a16w8 efficientnet_lite0_int8
+        "(Array(int32, 6, 'C', False, aligned=True), Array(int64, 1, 'C', False, aligned=True), Array(int64, 1, 'C', False, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), bool, int64, int64, int64, int64, int64, int64, Array(int8, 3, 'C', False, aligned=True), Array(int64, 2, 'C', False, aligned=True), Array(float64, 1, 'C', False, aligned=True), Array(int64, 3, 'C', False, aligned=True), Array(int8, 1, 'C', False, aligned=True), Array(uint8, 1, 'C', False, aligned=True), bool, bool)",  # efficientnet_lite0_int8
     ),
     '_requant._mac_out_lut_kernel': (
         "(Array(float32, 3, 'C', False, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), bool, int64, int64, int64, int64, int64, int64, Array(int16, 3, 'C', False, aligned=True), Array(int64, 2, 'C', False, aligned=True), Array(float64, 1, 'C', False, aligned=True), Array(int16, 1, 'C', False, aligned=True), Array(uint8, 1, 'C', False, aligned=True), Array(int64, 2, 'C', False, aligned=True), bool)",  # yolox_nano_int8
         "(Array(float32, 3, 'C', False, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), bool, int64, int64, int64, int64, int64, int64, Array(int8, 3, 'C', False, aligned=True), Array(int64, 2, 'C', False, aligned=True), Array(float64, 1, 'C', False, aligned=True), Array(int8, 1, 'C', False, aligned=True), Array(uint8, 1, 'C', False, aligned=True), Array(int64, 2, 'C', False, aligned=True), bool)",  # yolox_nano_int8
+        "(Array(int32, 3, 'C', False, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), bool, int64, int64, int64, int64, int64, int64, Array(int8, 3, 'C', False, aligned=True), Array(int64, 2, 'C', False, aligned=True), Array(float64, 1, 'C', False, aligned=True), Array(int8, 1, 'C', False, aligned=True), Array(uint8, 1, 'C', False, aligned=True), Array(int64, 2, 'C', False, aligned=True), bool)",  # yolox_nano_int8
     ),
     '_requant._mul_rne': (
         '(int64, int64, int64)',  # efficientnet_lite0_int8 mnist_quickstart yolox_nano_int8

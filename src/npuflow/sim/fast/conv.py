@@ -12,16 +12,24 @@ weight limbs stacked on the output channels of each group) and are recombined ex
 by the output stage. A case that no split makes exact, or a geometry onnxruntime refuses, runs on
 the reference kernel. Padding is computed by the reference geometry and passed explicitly (zero
 padding is exact).
+
+1x1 convolutions with at most 8-bit weights run on an exact int8 matrix product instead where this
+machine has one (:func:`_int8_engine`: uint8 x int8 with VNNI, else uint8 x uint8), depthwise ones
+on the compiled kernel of :mod:`npuflow.sim.fast.depthwise`. A batch whose onnxruntime buffers
+would exceed :data:`CHUNK_BYTES` runs in chunks of samples.
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from npuflow.sim.fast._common import PlanCache, checked, int8_limbs, limb_bits, limbs_f32, max_abs, split2
-from npuflow.sim.fast._ort import F32_EXACT, INT8_MAX_K, int8_engine_exact, int8_matmul_session, single_node_session
+from npuflow.sim.fast._common import (PlanCache, checked, int8_limbs, limb_bits, limbs_f32, max_abs, split2,
+                                      uint8_limbs)
+from npuflow.sim.fast._ort import (F32_EXACT, INT8_MAX_K, int8_engine_exact, int8_matmul_session, single_node_session,
+                                   uint8_engine_exact)
 from npuflow.sim.fast._nb import use_numba
 from npuflow.sim.fast._requant import mac_output, static_row_bound, with_bias_offset
 from npuflow.sim.fast.depthwise import DepthwisePlan, depthwise
@@ -35,6 +43,28 @@ from npuflow.sim.kernels.conv import CONV_TRANSPOSE, ConvParams, ConvTransposePa
 
 #: single-pass depthwise layers with at most this many multiply-adds run on the compiled kernel
 DW_SMALL_MACS = 1_000_000
+
+#: largest onnxruntime input or output (bytes) of one call: a batch whose buffers would be larger
+#: runs in chunks of samples, each written into its slice of the output. Buffers above glibc's
+#: largest dynamic mmap threshold (32 MiB) are mapped afresh by every call and their pages faulted
+#: in again (measured on 2 cores: efficientnet_lite0 a16w8, the 16 -> 96 1x1 Conv at 112x112 in
+#: micro-batches of 4 -- two input limbs, 37 MiB of float32 output -- took ~10x the CPU time of
+#: the same samples in two calls, most of it page faults); smaller chunks also stay nearer the cache
+CHUNK_BYTES = 16 << 20
+
+
+def _chunks(n: int, per_sample: int) -> list[tuple[int, int]]:
+    """Sample ranges ``[i, j)`` of near-equal sizes covering ``range(n)``, each at most
+    :data:`CHUNK_BYTES` at ``per_sample`` bytes a sample (at least one sample each)."""
+    per = max(1, CHUNK_BYTES // max(1, per_sample))
+    k = -(-n // per)
+    bounds = [n * i // k for i in range(k + 1)]
+    return list(itertools.pairwise(bounds))
+
+
+def _out_dtype(params: Any, lut: Any) -> np.dtype:
+    """The container of a MAC step's result: its output format's, or a fused table's."""
+    return lut.table.dtype if lut is not None else params.out.out_format.dtype
 
 
 @dataclass
@@ -76,6 +106,7 @@ class _Plan:
         self.int8 = int8_w and params.in_format.bits <= 8
         self.int16x8 = int8_w and 8 < params.in_format.bits <= 16
         self.i8: Any = None
+        self.i8_engine: str | None = None  # the engine ``i8`` was built for (:func:`_int8_engine`)
         # the int16 x int8 product's output stage: the bias plus 128 * (sum of each output
         # channel's weights), the low limb's offset (built on first use)
         self.out_lo: Any = None
@@ -158,39 +189,65 @@ def _pointwise_f64(plan: _Plan, params: ConvParams, x: np.ndarray, stats: Kernel
         w = params.w_q.reshape(params.w_q.shape[0], -1).astype(np.float64)
         plan.f64 = _matmul_session(np.float64, w, const_first=True)
     n, c = x.shape[:2]
-    (y,) = plan.f64.run(None, {"x": x.reshape(n, c, -1).astype(np.float64)})
-    out = mac_output(y.reshape((1, n, 1, 1) + y.shape[1:]), params.out, stats, lut=lut, lut_stats=lut_stats,
-                     row_bound=plan.row_bound)
-    return out.reshape((n, y.shape[1]) + x.shape[2:])
+    xs = x.reshape(n, c, -1)
+    c_out, npos = params.w_q.shape[0], xs.shape[2]
+    out = np.empty((n, c_out, npos), dtype=_out_dtype(params, lut))
+    for i, j in _chunks(n, 8 * npos * max(c, c_out)):
+        (y,) = plan.f64.run(None, {"x": xs[i:j].astype(np.float64)})
+        mac_output(y.reshape((1, j - i, 1, 1) + y.shape[1:]), params.out, stats, lut=lut, lut_stats=lut_stats,
+                   row_bound=plan.row_bound, out=out[i:j])
+    return out.reshape((n, c_out) + x.shape[2:])
 
 
-def _pointwise_i8(plan: _Plan, params: ConvParams, x: np.ndarray, stats: KernelStats | None,
+def _int8_engine() -> str | None:
+    """The exact int8 matrix product of this machine: ``"s8"`` (uint8 weights x int8 activations:
+    where onnxruntime sums them exactly, with VNNI), else ``"u8"`` (uint8 x uint8, both offset by
+    128: exact on x86 without VNNI too), else None (the float engines decide)."""
+    if int8_engine_exact():
+        return "s8"
+    if uint8_engine_exact():
+        return "u8"
+    return None
+
+
+def _pointwise_i8(plan: _Plan, params: ConvParams, x: np.ndarray, stats: KernelStats | None, engine: str,
                   lut: Any = None, lut_stats: KernelStats | None = None) -> np.ndarray:
     """1x1 Conv with at most 8-bit weights as exact int8 matrix products ``(C_out, C) @ (N, C, P)``:
     the weights as uint8 ``w + 128`` with zero point 128, int32 sums (``|sum| < 2**31``: at most
-    :data:`INT8_MAX_K` products of magnitude at most ``2**14`` each).
+    :data:`INT8_MAX_K` products of magnitude at most ``2**14`` each); the activations as int8
+    (``engine`` "s8") or as uint8 ``x + 128`` with zero point 128 ("u8"), the same products.
 
     int8 activations: one product. int16 activations: two int8 limbs ``hi = x >> 8`` and
     ``lo = (x & 255) - 128`` (``x = 256 * hi + lo + 128``), stacked on the batch axis of one call;
     ``W @ x = 256 * (W @ hi) + W @ lo + 128 * sum(W)``, the last term a constant per output
-    channel that joins the bias (``plan.out_lo``), so the output stage sees the same accumulator."""
-    if plan.i8 is None:
+    channel that joins the bias (``plan.out_lo``), so the output stage sees the same accumulator.
+    A batch runs in chunks (:func:`_chunks`)."""
+    unsigned = engine == "u8"
+    if plan.i8 is None or plan.i8_engine != engine:
         w = params.w_q.reshape(params.w_q.shape[0], -1).astype(np.int16) + 128
-        plan.i8 = int8_matmul_session(w.astype(np.uint8), 128)
+        plan.i8 = int8_matmul_session(w.astype(np.uint8), 128, 128 if unsigned else None)
+        plan.i8_engine = engine
     n, c = x.shape[:2]
     xs = np.ascontiguousarray(x).reshape(n, c, -1)
     if x.dtype == np.int8:
         p, shx, row_bound = params.out, (0,), plan.row_bound
     else:
-        xs = int8_limbs(xs).reshape((2 * n, c, -1))
         if plan.out_lo is None:
             plan.out_lo = with_bias_offset(
                 params.out, 128 * params.w_q.reshape(params.w_q.shape[0], -1).astype(np.int64).sum(axis=1))
         p, shx, row_bound = plan.out_lo, (8, 0), None
-    (y,) = plan.i8.run(None, {"x": xs})  # (limbs * N, C_out, P) int32
-    out = mac_output(y.reshape((len(shx), n, 1, 1) + y.shape[1:]), p, stats, shx=shx, lut=lut, lut_stats=lut_stats,
-                     row_bound=row_bound)
-    return out.reshape((n, y.shape[1]) + x.shape[2:])
+    lx = len(shx)
+    c_out, npos = params.w_q.shape[0], xs.shape[2]
+    out = np.empty((n, c_out, npos), dtype=_out_dtype(params, lut))
+    for i, j in _chunks(n, lx * npos * max(c, 4 * c_out)):
+        if lx == 1:
+            xc = np.bitwise_xor(xs[i:j].view(np.uint8), np.uint8(128)) if unsigned else xs[i:j]  # x + 128
+        else:
+            xc = (uint8_limbs if unsigned else int8_limbs)(xs[i:j]).reshape((2 * (j - i), c, -1))
+        (y,) = plan.i8.run(None, {"x": xc})  # (limbs * samples, C_out, P) int32
+        mac_output(y.reshape((lx, j - i, 1, 1) + y.shape[1:]), p, stats, shx=shx, lut=lut, lut_stats=lut_stats,
+                   row_bound=row_bound, out=out[i:j])
+    return out.reshape((n, c_out) + x.shape[2:])
 
 
 def _conv_geometry(params: ConvParams, sp: tuple[int, ...]) -> tuple[dict[str, Any], tuple[int, ...]]:
@@ -225,8 +282,10 @@ def _convt_geometry(params: ConvTransposeParams, sp: tuple[int, ...]) -> tuple[d
 
 def _run(plan: _Plan, params: Any, x: np.ndarray, stats: KernelStats | None, ref: Any,
          lut: Any = None, lut_stats: KernelStats | None = None) -> np.ndarray:
-    if ((plan.int8 and x.dtype == np.int8) or (plan.int16x8 and x.dtype == np.int16)) and int8_engine_exact():
-        return _pointwise_i8(plan, params, x, stats, lut, lut_stats)
+    if (plan.int8 and x.dtype == np.int8) or (plan.int16x8 and x.dtype == np.int16):
+        engine = _int8_engine()
+        if engine is not None:
+            return _pointwise_i8(plan, params, x, stats, engine, lut, lut_stats)
     key = x.shape[2:]
     geom = plan.geom.get(key)
     if geom is None:
@@ -246,18 +305,40 @@ def _run(plan: _Plan, params: Any, x: np.ndarray, stats: KernelStats | None, ref
     if geom is None or choice is None:
         return ref.eval(params, x, stats=stats)
     attrs, out_sp = geom
-    lx, bx, lw = choice
+    lx, _, lw = choice
     if lx * lw > 2 and plan.pointwise:
         return _pointwise_f64(plan, params, x, stats, lut, lut_stats)
-    if (lw, key) in plan.failed:
+    if (lw, key) in plan.failed or min(out_sp, default=1) <= 0:  # empty or negative windows: the reference
         return ref.eval(params, x, stats=stats)
+    n = x.shape[0]
+    c_out = params.w_q.shape[1] * params.group if plan.transpose else params.w_q.shape[0]
+    npos = int(np.prod(out_sp))
+    out = np.empty((n, c_out, npos), dtype=_out_dtype(params, lut))
+    for i, j in _chunks(n, 4 * lx * max(int(np.prod(x.shape[1:])), lw * c_out * npos)):
+        if not _float_pass(plan, params, x[i:j], attrs, out_sp, choice, stats, lut, lut_stats, out[i:j]):
+            # a geometry onnxruntime refuses (the first chunk finds out): the reference decides
+            plan.failed.add((lw, key))
+            if i == 0:
+                return ref.eval(params, x, stats=stats)
+            out[i:] = ref.eval(params, x[i:], stats=stats).reshape(out[i:].shape)
+            break
+    return out.reshape((n, c_out) + out_sp)
+
+
+def _float_pass(plan: _Plan, params: Any, x: np.ndarray, attrs: dict[str, Any], out_sp: tuple[int, ...],
+                choice: tuple[int, int, int], stats: KernelStats | None, lut: Any, lut_stats: KernelStats | None,
+                out: np.ndarray) -> bool:
+    """The samples ``x`` on onnxruntime's float32 kernel in ``choice``'s limbs, their output stage
+    written into ``out`` ``(N, C_out, P)``; False (nothing counted or written) when onnxruntime
+    refuses the geometry or answers another shape."""
+    lx, _, lw = choice
+    n = x.shape[0]
     if lx == 1:
         xf = x.astype(np.float32)
         shx: Any = (0,)
     else:
         xl, shx = limbs_f32(x, params.in_format.bits, lx)
-        xf = xl.reshape((lx * x.shape[0],) + x.shape[1:])
-    n = x.shape[0]
+        xf = xl.reshape((lx * n,) + x.shape[1:])
     g = params.group
     # grouped convolutions keep one session per weight limb: stacking the limbs on the outputs
     # of each group would turn a depthwise convolution into a (much slower) general grouped one
@@ -268,21 +349,18 @@ def _run(plan: _Plan, params: Any, x: np.ndarray, stats: KernelStats | None, ref
             y = ys[0]
         else:
             (y,) = plan.session(lw, attrs).run(None, {"x": xf})
-    except Exception:  # noqa: BLE001 - a geometry onnxruntime refuses: the reference decides
-        plan.failed.add((lw, key))
-        return ref.eval(params, x, stats=stats)
-    c_out = y.shape[1] if separate else y.shape[1] // lw
-    if tuple(y.shape[2:]) != out_sp or y.shape[0] != lx * n:
-        plan.failed.add((lw, key))
-        return ref.eval(params, x, stats=stats)
-    npos = int(np.prod(out_sp))
+    except Exception:  # noqa: BLE001 - a geometry onnxruntime refuses
+        return False
+    c_out, npos = out.shape[1:]
+    if tuple(y.shape[2:]) != out_sp or y.shape[0] != lx * n or y.shape[1] != (1 if separate else lw) * c_out:
+        return False
     if separate:
         parts = np.stack([v.reshape(lx, n, g, c_out // g, npos) for v in ys], axis=3)
     else:
         parts = y.reshape(lx, n, g, lw, c_out // g, npos)
-    out = mac_output(parts, params.out, stats, shx=shx, shw=plan.weight_limbs(lw).shifts, lut=lut,
-                     lut_stats=lut_stats, row_bound=plan.row_bound)
-    return out.reshape((n, c_out) + out_sp)
+    mac_output(parts, params.out, stats, shx=shx, shw=plan.weight_limbs(lw).shifts, lut=lut, lut_stats=lut_stats,
+               row_bound=plan.row_bound, out=out)
+    return True
 
 
 _PLANS = PlanCache(lambda p: _Plan(p, False))

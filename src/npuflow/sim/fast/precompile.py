@@ -50,7 +50,7 @@ def _import_kernels() -> dict[str, Any]:
             py = getattr(obj, "py_func", None)
             if py is not None and hasattr(obj, "compile"):  # named where it is defined (as numba's cache)
                 found[f"{py.__module__.rsplit('.', 1)[-1]}.{py.__qualname__}"] = obj
-    for factory in (_common._limbs_kernel, _common._int8_limbs_kernel):
+    for factory in (_common._limbs_kernel, _common._int8_limbs_kernel, _common._uint8_limbs_kernel):
         d = factory()
         found[f"_common.{d.py_func.__qualname__}"] = d
     return found
