@@ -10,6 +10,7 @@ and split operands into limbs when it does not hold (:mod:`npuflow.sim.fast.conv
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -89,7 +90,21 @@ def int8_matmul_session(a: np.ndarray, a_zero_point: int, x_zero_point: int | No
     return ort.InferenceSession(m.SerializeToString(), session_options(), providers=["CPUExecutionProvider"])
 
 
-_INT8_EXACT: bool | None = None
+#: engine -> whether its once-per-process exactness check passed (:func:`_engine_exact`)
+_EXACT: dict[str, bool] = {}
+
+
+def _engine_exact(engine: str, check: Callable[[], bool]) -> bool:
+    """``check()`` once per process for ``engine`` (an onnxruntime failure counts as inexact: the
+    float32 engines are used); ``NPUFLOW_SIM_INT8=0`` switches every integer engine off."""
+    if os.environ.get("NPUFLOW_SIM_INT8", "1") == "0":
+        return False
+    if engine not in _EXACT:
+        try:
+            _EXACT[engine] = bool(check())
+        except Exception:  # noqa: BLE001 - any onnxruntime problem: use the float32 engines
+            _EXACT[engine] = False
+    return _EXACT[engine]
 
 
 def int8_engine_exact() -> bool:
@@ -98,29 +113,22 @@ def int8_engine_exact() -> bool:
     products in saturating int16 (x86 without VNNI) gets wrong: ``255 * 127 + 255 * 127`` and
     ``255 * -128 + 255 * -128``, plus random values and the longest reduction used.
     ``NPUFLOW_SIM_INT8=0`` switches the int8 engine off."""
-    global _INT8_EXACT
-    if os.environ.get("NPUFLOW_SIM_INT8", "1") == "0":
-        return False
-    if _INT8_EXACT is None:
-        try:
-            rng = np.random.default_rng(0)
-            k = INT8_MAX_K
-            a = rng.integers(0, 256, (8, k)).astype(np.uint8)
-            a[:4] = 255
-            x = rng.integers(-128, 128, (2, k, 5)).astype(np.int8)
-            x[0, :, 0], x[0, :, 1] = 127, -128
-            x[1, :, :] = -128
-            (y,) = int8_matmul_session(a, 128).run(None, {"x": x})
-            ref = np.matmul(a.astype(np.int64) - 128, x.astype(np.int64))
-            (y0,) = int8_matmul_session(a, 0).run(None, {"x": x})
-            ref0 = np.matmul(a.astype(np.int64), x.astype(np.int64))
-            _INT8_EXACT = (y.dtype == np.int32 and np.array_equal(y, ref) and np.array_equal(y0, ref0))
-        except Exception:  # noqa: BLE001 - any onnxruntime problem: use the float32 engines
-            _INT8_EXACT = False
-    return _INT8_EXACT
 
+    def check() -> bool:
+        rng = np.random.default_rng(0)
+        k = INT8_MAX_K
+        a = rng.integers(0, 256, (8, k)).astype(np.uint8)
+        a[:4] = 255
+        x = rng.integers(-128, 128, (2, k, 5)).astype(np.int8)
+        x[0, :, 0], x[0, :, 1] = 127, -128
+        x[1, :, :] = -128
+        (y,) = int8_matmul_session(a, 128).run(None, {"x": x})
+        ref = np.matmul(a.astype(np.int64) - 128, x.astype(np.int64))
+        (y0,) = int8_matmul_session(a, 0).run(None, {"x": x})
+        ref0 = np.matmul(a.astype(np.int64), x.astype(np.int64))
+        return y.dtype == np.int32 and np.array_equal(y, ref) and np.array_equal(y0, ref0)
 
-_UINT8_EXACT: bool | None = None
+    return _engine_exact("s8", check)
 
 
 def uint8_engine_exact() -> bool:
@@ -130,24 +138,20 @@ def uint8_engine_exact() -> bool:
     the longest reduction used: ``2.13e9``, just below ``2**31``), the largest zero-point
     corrections (all zeros), alternating extremes and random values. x86 without VNNI widens both
     operands to 16 bits there (exact pair sums). ``NPUFLOW_SIM_INT8=0`` switches it off too."""
-    global _UINT8_EXACT
-    if os.environ.get("NPUFLOW_SIM_INT8", "1") == "0":
-        return False
-    if _UINT8_EXACT is None:
-        try:
-            rng = np.random.default_rng(1)
-            k = INT8_MAX_K
-            a = rng.integers(0, 256, (8, k)).astype(np.uint8)
-            a[0], a[1], a[2, ::2], a[2, 1::2] = 255, 0, 255, 0
-            x = rng.integers(0, 256, (2, k, 6)).astype(np.uint8)
-            x[0, :, 0], x[0, :, 1], x[0, ::2, 2], x[0, 1::2, 2] = 255, 0, 255, 0
-            x[1, :, :3], x[1, :, 3:] = 255, 0
-            (y,) = int8_matmul_session(a, 128, 128).run(None, {"x": x})
-            ref = np.matmul(a.astype(np.int64) - 128, x.astype(np.int64) - 128)
-            _UINT8_EXACT = y.dtype == np.int32 and np.array_equal(y, ref)
-        except Exception:  # noqa: BLE001 - any onnxruntime problem: use the float32 engines
-            _UINT8_EXACT = False
-    return _UINT8_EXACT
+
+    def check() -> bool:
+        rng = np.random.default_rng(1)
+        k = INT8_MAX_K
+        a = rng.integers(0, 256, (8, k)).astype(np.uint8)
+        a[0], a[1], a[2, ::2], a[2, 1::2] = 255, 0, 255, 0
+        x = rng.integers(0, 256, (2, k, 6)).astype(np.uint8)
+        x[0, :, 0], x[0, :, 1], x[0, ::2, 2], x[0, 1::2, 2] = 255, 0, 255, 0
+        x[1, :, :3], x[1, :, 3:] = 255, 0
+        (y,) = int8_matmul_session(a, 128, 128).run(None, {"x": x})
+        ref = np.matmul(a.astype(np.int64) - 128, x.astype(np.int64) - 128)
+        return y.dtype == np.int32 and np.array_equal(y, ref)
+
+    return _engine_exact("u8", check)
 
 
 __all__ = ["F32_EXACT", "INT8_MAX_K", "int8_engine_exact", "int8_matmul_session", "session_options",
