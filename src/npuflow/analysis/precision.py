@@ -47,7 +47,7 @@ from npuflow.analysis.program import (
     weight_bits,
 )
 from npuflow.analysis.ranges import NodeOverride, QuantOptions
-from npuflow.analysis.tails import _Snr, _value, batch_groups
+from npuflow.analysis.tails import _r, _Snr, _value, batch_groups
 
 #: a channel whose calibrated abs max is below this many steps of its tensor's format vanishes
 VANISH_STEPS = 2.0
@@ -258,10 +258,6 @@ def _gain(before: Mapping[str, float], after: Mapping[str, float]) -> tuple[floa
     gain = math.inf if (lo_a == math.inf and lo_b != math.inf) else (0.0 if lo_a == lo_b else lo_a - lo_b)
     worst = min((0.0 if after[o] == before[o] else after[o] - before[o]) for o in before)
     return gain, worst
-
-
-def _r(v: float) -> float | None:
-    return None if not math.isfinite(v) else round(v, 3)
 
 
 def choose_promotions(

@@ -31,7 +31,6 @@ are built and measured (11 with the defaults). The result is
 """
 from __future__ import annotations
 
-import math
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -40,6 +39,7 @@ from typing import Any
 
 from npuflow.analysis.program import Program
 from npuflow.analysis.ranges import AUTO_QUANTILES, QuantOptions
+from npuflow.analysis.tails import _r
 
 #: consecutive parts of the searchable tensors chosen one at a time after the whole-model choice
 GROUPS = 4
@@ -100,10 +100,6 @@ def _accept(before: Mapping[str, float], after: Mapping[str, float], halves_befo
     if HALF_GAIN_DB is not None and halves_before is not None and halves_after is not None:
         return all(_low(a) >= _low(b) + HALF_GAIN_DB for b, a in zip(halves_before, halves_after))
     return True
-
-
-def _r(v: float) -> float | None:
-    return round(v, 3) if math.isfinite(v) else None
 
 
 def _label(q: float) -> str:
