@@ -155,13 +155,15 @@ def choose_ranges(
     try:
         start = measure(program)
         record["whole_model"].append(entry(opts.percentage, program, start))
-        tried = []
+        best: tuple[float, float, Program, QuantOptions, dict[str, float]] | None = None
         for q in cands[1:]:
             p, o, s = trial({t: q for t in tensors})
             record["whole_model"].append(entry(q, p, s))
-            tried.append((_low(s), q, p, o, s))
+            if best is None or _low(s) > best[0]:  # only the best program is kept alive (memory)
+                best = (_low(s), q, p, o, s)
         # the best candidate replaces the start only when it is measurably better (_accept)
-        _, best_q, p, o, s = max(tried, key=lambda x: x[0])
+        assert best is not None  # candidates() always has alternatives to the start
+        _, best_q, p, o, s = best
         if _accept(start, s, halves(program), halves(p)):
             program, chosen_opts, cur = p, o, s
         else:
