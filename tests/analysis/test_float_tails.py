@@ -219,7 +219,7 @@ def test_decode_tail_kept_in_float_and_measured(decode_runs):
 def test_auto_precision_false_keeps_the_tail_quantized(decode_runs):
     m, evals, (km_on, bie_on, _), (km, bie, w) = decode_runs
     assert not any(issubclass(x.category, AutoPrecisionWarning) for x in w)
-    assert km.analysis_result.auto_precision == {"enabled": False, "float_tails": [], "promotions": []}
+    assert km.analysis_result.auto_precision == {"enabled": False, "float_tails": [], "promotions": [], "float_islands": {}}
     p = km.analysis_result.program
     assert not host_steps_of(p) and "boxes" in p.formats
     meta = {e.key: e.value for e in onnx.load(bie).metadata_props}
@@ -281,7 +281,7 @@ def test_mnist_bie_does_not_change(tmp_path, mnist_digits):
     km = ktc.ModelConfig(40000, "0001", 720, onnx_path=MNIST)
     a = km.analysis({"Input3": calib}, output_dir=tmp_path / "a", report=False)
     digest_a = hashlib.sha256(Path(a).read_bytes()).hexdigest()
-    assert km.analysis_result.auto_precision == {"enabled": True, "float_tails": [], "promotions": []}
+    assert km.analysis_result.auto_precision == {"enabled": True, "float_tails": [], "promotions": [], "float_islands": {}}
     with pytest.warns(OptionEffectWarning, match="auto_precision=False: the model has no float tail"):
         b = km.analysis({"Input3": calib}, output_dir=tmp_path / "b", report=False, auto_precision=False)
     ma, mb = onnx.load(a), onnx.load(b)

@@ -214,7 +214,7 @@ def option_effects(program: Any, opts: QuantOptions, notes: FormatNotes | None, 
     * ``model_out``: per model output, its width and the tensors of its chain that the width reaches.
 
     ``bias_adjusted``: steps the sequential bias adjustment changed; ``compensable``: steps eligible
-    for compensated weight rounding; ``tail_candidates``: float tails the model has (None: unknown)."""
+    for compensated weight rounding; ``tail_candidates``: float tails and float islands the model has (None: unknown)."""
     notes = notes or FormatNotes()
     fmts = program.formats
     rules = set(notes.width.values())
@@ -280,8 +280,9 @@ def option_effects(program: Any, opts: QuantOptions, notes: FormatNotes | None, 
         no_effect("weight_rounding", "nearest", "no convolution would get compensated rounding (it applies to "
                                                 "spatial 8-bit or int4 Conv weights)")
     if not opts.auto_precision and tail_candidates == 0:
-        no_effect("auto_precision", False, "the model has no float tail after its last MAC layer that auto_precision "
-                                           "would measure (docs/fixed-point.md section 10.1)")
+        no_effect("auto_precision", False, "the model has no float tail after its last MAC layer and no float island "
+                                           "that auto_precision would measure (docs/fixed-point.md sections 10.1, "
+                                           "10.4)")
     # per-node overrides that change nothing
     for node, ov in sorted(opts.overrides.items()):
         step = next((st for st in program.steps if node in st.nodes), None)

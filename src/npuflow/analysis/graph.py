@@ -21,6 +21,7 @@ Constant inputs (initializers) of a step are its ``weights``, keyed by the ONNX 
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,6 +61,26 @@ class Step:
     @property
     def runtime_inputs(self) -> list[str]:
         return [i for i in self.inputs if i]
+
+
+def components(members: Iterable[int], links: Iterable[tuple[int, int]]) -> list[list[int]]:
+    """The connected parts of ``members`` joined by ``links`` (pairs; a pair with an end outside
+    ``members`` is ignored), each sorted, ordered by their first member."""
+    parent = {i: i for i in members}
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for a, b in links:
+        if a in parent and b in parent:
+            parent[find(b)] = find(a)
+    comps: dict[int, list[int]] = {}
+    for i in sorted(parent):
+        comps.setdefault(find(i), []).append(i)
+    return sorted(comps.values(), key=lambda m: m[0])
 
 
 def node_attrs(node: onnx.NodeProto) -> dict[str, Any]:

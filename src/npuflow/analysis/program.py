@@ -68,7 +68,7 @@ class Program:
             inits = [onnx.numpy_helper.from_array(v, st.weight_names[n]) for n, v in st.weights.items()]
             ins = [onnx.helper.make_tensor_value_info(
                        x, onnx.helper.np_dtype_to_tensor_dtype(feeds[x].dtype) if feeds else onnx.TensorProto.FLOAT, None)
-                   for x in st.runtime_inputs]
+                   for x in dict.fromkeys(st.runtime_inputs)]  # Mul(x, x) reads x once
             outs = [onnx.helper.make_empty_tensor_value_info(y) for y in node.output if y]
             g = onnx.helper.make_graph([node], f"cpu_{k}", ins, outs, initializer=inits)
             m = onnx.helper.make_model(g, opset_imports=[onnx.helper.make_opsetid("", self.opset)])
@@ -482,8 +482,9 @@ def build_program(
         for y in st.outputs:
             if y and is_float.get(y, True):
                 notes.producer[y] = st.name
-                if st.host:  # host post-processing: its float outputs stay float (spec 10.1)
+                if st.host and y not in npu_reads:  # host steps' float outputs stay float (spec 10.1) ...
                     continue
+                # ... except where an NPU step reads them (the border of a float island, spec 10.4)
                 if y in stats:
                     formats[y] = calibrated(y, out_bits(y, "cpu_node", ov), key)
                 elif src is not None:  # a data-movement op that fell back to float: its input's format
@@ -491,6 +492,7 @@ def build_program(
                 else:
                     raise NpuflowError(f"internal: no calibration statistics for {y} (float step {st.name})")
 
+    npu_reads = {x for st in steps if not st.float_step for x in st.runtime_inputs}
     params: list[Any] = []
     for st in steps:
         key = override_key(st, opts)

@@ -11,6 +11,7 @@ import onnx
 from npuflow.analysis.bias_adjust import MEMORY_BUDGET as ADJUST_BUDGET
 from npuflow.analysis.effects import option_effects
 from npuflow.analysis.graph import Step, build_steps
+from npuflow.analysis.islands import choose_islands, find_islands
 from npuflow.analysis.precision import (
     MIXBW_SAMPLES,
     FpsModel,
@@ -74,9 +75,10 @@ class AnalysisResult:
     #: options that change nothing, the tensors that stay 8-bit under a 16-bit datapath, the
     #: post_sigmoid caps, the model outputs' chains
     effects: dict[str, Any] = field(default_factory=dict)
-    #: the automatic precision choices (``opts.auto_precision``): ``enabled`` and ``float_tails``,
-    #: one record per candidate tail measured (:func:`npuflow.analysis.tails.choose_tails`),
-    #: kept or not
+    #: the automatic precision choices (``opts.auto_precision``): ``enabled``, ``float_tails`` (one
+    #: record per candidate tail measured, :func:`npuflow.analysis.tails.choose_tails`, kept or
+    #: not), ``promotions`` and ``float_islands`` (the islands' measurement,
+    #: :func:`npuflow.analysis.islands.choose_islands`; empty when there is none)
     auto_precision: dict[str, Any] = field(default_factory=dict)
     #: the platform id the analysis placed the nodes for
     platform_id: int | None = None
@@ -120,6 +122,9 @@ def analyse(
     input_names = [s.name for s in specs]
     output_names = [o.name for o in optimized.graph.output]
     tensors = needed_stats(optimized, steps, input_names)
+    # float islands (docs/fixed-point.md 10.4): found on the steps as placed, measured after the tails
+    found_islands = find_islands(optimized, steps, set(tensors))
+    islands = found_islands if opts.auto_precision else []
     # second moments of the inputs of the convolutions that get compensated weight rounding
     # (8-bit and narrower weights only: a 16-bit grid is 256 times finer, nothing to gain)
     units = promotion_units(steps) if (opts.auto_precision or mixbw) else []
@@ -149,7 +154,8 @@ def analyse(
         bar = tqdm(total=total, desc="calibration", unit="input", file=sys.stderr)
     try:
         kept: list[dict[str, Any]] = []
-        keep = max(keep_inputs, opts.bias_adjust, TAIL_SAMPLES if ((candidates or units) and opts.auto_precision) else 0,
+        keep = max(keep_inputs, opts.bias_adjust,
+                   TAIL_SAMPLES if ((candidates or units or islands) and opts.auto_precision) else 0,
                    MIXBW_SAMPLES if mixbw else 0, TAIL_SAMPLES if opts.range_method in ("auto", "mmse") else 0)
         for feeds in iter_calibration_inputs(specs, input_mapping):
             collector.feed(feeds)
@@ -192,6 +198,13 @@ def analyse(
         steps, program, chosen = choose_tails(optimized, steps, program, measured, kept[:TAIL_SAMPLES], build,
                                               threads=max(1, int(threads) // 2))
         records += chosen
+    island_record: dict[str, Any] = {}
+    if islands and kept:
+        # found again on the steps the float tails left (an island never holds a host step)
+        islands = find_islands(optimized, steps, collector.hist)
+    if islands and kept:
+        steps, program, island_record = choose_islands(optimized, steps, program, islands, build,
+                                                       measure_on(TAIL_SAMPLES))
     ranges: dict[str, Any] = {}
     if opts.range_method == "auto" and kept:
         # datapath_range_method="auto" (spec 3.1): the ranges chosen by the model outputs, on the steps
@@ -234,10 +247,11 @@ def analyse(
                                     for k, v in sorted(opts.overrides.items()) if v.auto}}
     means = {t: m for t in collector.channel_sum if (m := collector.channel_mean(t)) is not None}
     effects = option_effects(program, given, program.notes, bias_adjusted=len(deltas), compensable=len(compensable),
-                             tail_candidates=len(candidates))
+                             tail_candidates=len(candidates) + len(found_islands))
     return AnalysisResult(optimized, steps, program, collector.hist, collector.samples, means, kept[:keep_inputs], deltas,
                           weight_moments, effects,
-                          {"enabled": opts.auto_precision, "float_tails": records, "promotions": promoted},
+                          {"enabled": opts.auto_precision, "float_tails": records, "promotions": promoted,
+                           "float_islands": island_record},
                           get_platform(platform).id, built_opts, mixed, ranges)
 
 

@@ -39,7 +39,13 @@ from typing import Any
 import numpy as np
 import onnx
 
-from npuflow.analysis.graph import MAC_OPS, PASS_THROUGH, Step, default_opset
+from npuflow.analysis.graph import (
+    MAC_OPS,
+    PASS_THROUGH,
+    Step,
+    components,
+    default_opset,
+)
 from npuflow.analysis.program import Program, as_float_step
 
 #: the label of host post-processing in reasons (evaluate(), the report, the BIE's steps)
@@ -109,25 +115,9 @@ def find_tails(model: onnx.ModelProto, steps: Sequence[Step]) -> list[TailCandid
             if readers_out or leading:  # (b)
                 tail.discard(i)
                 changed = True
-    # connected components
-    parent = {i: i for i in tail}
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for i in tail:
-        for y in nodes[i].output:
-            for c in cons.get(y, []) if y else []:
-                if c in tail:
-                    parent[find(c)] = find(i)
-    comps: dict[int, list[int]] = {}
-    for i in sorted(tail):
-        comps.setdefault(find(i), []).append(i)
+    links = ((i, c) for i in tail for y in nodes[i].output if y for c in cons.get(y, []))
     out: list[TailCandidate] = []
-    for members in sorted(comps.values(), key=lambda m: m[0]):
+    for members in components(tail, links):
         mset = set(members)
         if all(nodes[i].op_type in PASS_THROUGH for i in members):
             continue

@@ -18,6 +18,7 @@ import onnx
 from npuflow._io import atomic_write_bytes, atomic_write_text, json_dumps
 from npuflow._outputs import OutputSet
 from npuflow.analysis.effects import no_effect_message, stays_8bit_message
+from npuflow.analysis.islands import islands_message
 from npuflow.analysis.precision import promotion_message
 from npuflow.analysis.run import AnalysisResult, analyse
 from npuflow.analysis.tails import auto_precision_message, host_nodes
@@ -153,6 +154,9 @@ def warn_auto_precision(result: AnalysisResult) -> None:
     msg = auto_precision_message((result.auto_precision or {}).get("float_tails", []))
     if msg:
         warn_user(msg, AutoPrecisionWarning)
+    msg = islands_message((result.auto_precision or {}).get("float_islands") or {})
+    if msg:
+        warn_user(msg, AutoPrecisionWarning)
     msg = promotion_message((result.auto_precision or {}).get("promotions", []))
     if msg:
         warn_user(f"auto_precision: {msg} (docs/fixed-point.md section 10.2). analysis(auto_precision=False) or "
@@ -217,6 +221,7 @@ def _analysis_set(staged: OutputSet, optimized: Optimized, opts: AnalysisOptions
     promoted = [p for p in (result.auto_precision or {}).get("promotions", []) if p.get("kept")]
     options = opts.record(bias_adjusted_steps=len(result.bias_deltas), compensated_steps=len(result.weight_moments),
                           calibration_samples=result.samples, float_tails=kept_tails, promotions=promoted,
+                          float_islands=(result.auto_precision or {}).get("float_islands"),
                           ranges=result.ranges)
     data = build_bie(result.program, model, platform=platform.id, model_name=model_name, options=options,
                      preprocess=opts.preprocess)

@@ -408,12 +408,14 @@ class AnalysisOptions(_Bitwidths):
     def record(self, *, bias_adjusted_steps: int, compensated_steps: int, calibration_samples: int,
                float_tails: list[dict[str, Any]] | None = None,
                promotions: list[dict[str, Any]] | None = None,
-               ranges: dict[str, Any] | None = None) -> dict[str, Any]:
+               ranges: dict[str, Any] | None = None,
+               float_islands: dict[str, Any] | None = None) -> dict[str, Any]:
         """The ``options`` recorded in the BIE and the report (key order is part of the file).
         ``auto_precision`` is recorded when False and ``float_tails`` (the kept tails: outputs and
         nodes) when there is one, ``auto_promotions`` (the kept 16-bit promotions: tensor and
         steps) likewise, so that the BIE of a model without either is unchanged; ``auto_ranges``
-        (``datapath_range_method="auto"``: each searched tensor's quantile) when the search ran."""
+        (``datapath_range_method="auto"``: each searched tensor's quantile) when the search ran;
+        ``float_islands`` (each kept island's seeds and nodes) when islands were kept."""
         extra: dict[str, Any] = {}
         if not self.auto_precision:
             extra["auto_precision"] = False
@@ -421,6 +423,9 @@ class AnalysisOptions(_Bitwidths):
             extra["float_tails"] = [{"outputs": list(t["outputs"]), "nodes": list(t["nodes"])} for t in float_tails]
         if self.flops_ratio is not None or "mixbw" in (self.datapath_bitwidth_mode, self.weight_bitwidth_mode):
             extra["flops_ratio"] = float(self.flops_ratio) if self.flops_ratio is not None else DEFAULT_FLOPS_RATIO
+        if float_islands and float_islands.get("kept"):
+            extra["float_islands"] = [{"seeds": list(i["seeds"]), "nodes": list(i["nodes"])}
+                                      for i in float_islands["islands"]]
         if promotions:
             extra["auto_promotions"] = [{"tensor": p["tensor"], "steps": list(p["steps"])} for p in promotions]
         if ranges and ranges.get("chosen"):

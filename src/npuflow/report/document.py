@@ -16,7 +16,7 @@ from npuflow.analysis.tails import HOST_REASON
 from npuflow.errors import NpuflowError
 from npuflow.evaluate.result import EvalResult
 
-REPORT_SCHEMA_VERSION = "1.5"
+REPORT_SCHEMA_VERSION = "1.6"
 REPORT_FILES = ("model_fx_report.json", "model_fx_report.html", "model_fx_report.csv")
 
 _SNR = {"type": ["number", "null"]}  # null: no error at all (exact)
@@ -80,7 +80,12 @@ QUANTIZATION_SCHEMA: dict[str, Any] = {
                                  "channel_range", "snr_before_db", "snr_after_db", "gain_db", "fps_ratio", "kept", "why"],
                     "properties": {"kept": {"type": "boolean"}, "tensor": {"type": "string"},
                                    "gain_db": {"type": ["number", "null"]},
-                                   "fps_ratio": {"type": ["number", "null"]}}}}}},
+                                   "fps_ratio": {"type": ["number", "null"]}}}},
+                # 1.6: float islands (docs/fixed-point.md 10.4): the measurement; null without a candidate
+                "float_islands": {"type": ["object", "null"], "required": [
+                    "islands", "snr_quantized_db", "snr_float_db", "gain_db", "worst_db", "kept", "why"],
+                    "properties": {"kept": {"type": "boolean"}, "islands": {"type": "array", "items": {
+                        "type": "object", "required": ["nodes", "seeds", "moved", "inputs", "ops"]}}}}}},
         # 1.5: datapath_range_method="auto" (docs/fixed-point.md 3.1, docs/report.md "Range choice"): the
         # search's record; under "mmse" the comparison with "percentage"; null under "percentage"
         "ranges": {"type": ["object", "null"], "properties": {
