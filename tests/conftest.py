@@ -79,3 +79,19 @@ def pytest_terminal_summary(terminalreporter):
             f"{len(_skipped_for_shared)} tests over real models/data were SKIPPED: no shared folder at {SHARED}."
         )
         tr.write_line("Set NPUFLOW_SHARED=/path/to/shared to run them. CI always runs them.")
+
+
+def analyse_task(task, calib: list, output_dir: Path, **kw):
+    """``ktc.ModelConfig(...).analysis`` of a benchmarks task on 720 with ``calib`` (arrays of its one
+    input), 2 threads, no report, warnings silenced; returns (the ModelConfig, the loaded BIE)."""
+    import warnings
+
+    import ktc
+    import npuflow
+
+    km = ktc.ModelConfig(40000, "0001", "720", onnx_path=str(task.model_path), input_shapes=task.input_shapes)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bie = km.analysis({task.input_name: calib}, output_dir=output_dir, threads=2, progress=False, report=False,
+                          **kw)
+    return km, npuflow.load(bie)

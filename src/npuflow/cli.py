@@ -136,6 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "MAC layer (e.g. a box decode) that raises an output's SNR runs in float as host "
                         "post-processing (docs/fixed-point.md section 10.1; default: yes; --no-auto-precision keeps "
                         "every tail quantized)")
+    p.add_argument("--equalize", action=argparse.BooleanOptionalAction, default=True,
+                   help="rescale the channels a depthwise convolution reads so that they share the tensor's range, "
+                        "weights compensating (the float model computes the same; docs/fixed-point.md section 3.8; "
+                        "default: yes; --no-equalize keeps the model's own channel scaling)")
 
     p = sub.add_parser("infer", help="run a float ONNX model or a quantized BIE on inputs",
                        description="Run a float ONNX model (onnxruntime) or an npuflow BIE (bit-exact integer simulator) on "
@@ -293,7 +297,7 @@ def _cmd_analysis(a: argparse.Namespace) -> int:
         weight_bitwidth_mode=a.weight_bitwidth, model_in_bitwidth_mode=a.model_in_bitwidth,
         model_out_bitwidth_mode=a.model_out_bitwidth, cpu_node_bitwidth_mode=a.cpu_node_bitwidth,
         node_overrides=overrides or None, preprocess=spec.to_dict() if spec else None, report=a.report,
-        optimize=a.optimize, weight_rounding=a.weight_rounding, auto_precision=a.auto_precision,
+        optimize=a.optimize, weight_rounding=a.weight_rounding, auto_precision=a.auto_precision, equalize=a.equalize,
         flops_ratio=a.flops_ratio,
     )
     print(f"wrote {bie}")

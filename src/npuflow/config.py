@@ -260,6 +260,7 @@ class ModelConfig:
         report_samples: int = 8,
         weight_rounding: str = "compensated",
         auto_precision: bool = True,
+        equalize: bool = True,
         **legacy: Any,
     ) -> str:
         """Fixed-point analysis: calibrate on ``input_mapping`` ({input name: list/iterable of arrays}),
@@ -278,6 +279,9 @@ class ModelConfig:
         inputs: a float tail after the last MAC layer (e.g. a detector's box decode) that raises an
         output's SNR runs as float host post-processing inside the BIE (docs/fixed-point.md §10.1),
         listed in one warning and in the report; False keeps every tail quantized.
+        ``equalize`` (default True): before calibration, the channels of a convolution's output that a
+        depthwise convolution reads are rescaled to share the tensor's range (weights compensate; the
+        float model computes the same; docs/fixed-point.md §3.8); False keeps the model's own scaling.
 
         The fixed-point report (docs/report.md): after the BIE, ``model_fx_report.{html,json,csv}`` are
         written into ``output_dir`` (``report=False`` skips them). Its SNR figures are measured on

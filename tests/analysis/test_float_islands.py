@@ -15,15 +15,13 @@
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
-from onnx import helper, numpy_helper
+from onnx import helper
 
-import ktc
 import npuflow
 from npuflow.analysis.graph import build_steps
 from npuflow.analysis.islands import (
@@ -37,14 +35,11 @@ from npuflow.errors import AutoPrecisionWarning
 from npuflow.evaluate.placement import place_model
 from npuflow.passes import optimize
 from npuflow.sim.kernels import KERNELS
+from tests.analysis.test_float_tails import _init, snr
 from tests.analysis.test_float_tails import analyse as _analyse
-from tests.analysis.test_float_tails import snr
+from tests.conftest import analyse_task
 
 F = onnx.TensorProto.FLOAT
-
-
-def _init(name, v, dtype=np.float32):
-    return numpy_helper.from_array(np.asarray(v, dtype=dtype), name)
 
 
 def _model(nodes, inits, out="y"):
@@ -232,12 +227,7 @@ def test_basic_pitch_int16_log_island(shared, tmp_path):
                 "model_out_bitwidth_mode": "int16"}
     runs = {}
     for ap in (True, False):
-        km = ktc.ModelConfig(40000, "0001", "720", onnx_path=str(task.model_path), input_shapes=task.input_shapes)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            bie = km.analysis({task.input_name: cal}, output_dir=tmp_path / str(ap), threads=2, progress=False,
-                              report=False, auto_precision=ap, **wide)
-        runs[ap] = (km, npuflow.load(bie))
+        runs[ap] = analyse_task(task, cal, tmp_path / str(ap), auto_precision=ap, **wide)
     rec = runs[True][0].analysis_result.auto_precision["float_islands"]
     assert rec["kept"] and any("Log" in i["ops"] for i in rec["islands"])
     ref = [npuflow.load(str(task.model_path)).run(f) for f in ev]

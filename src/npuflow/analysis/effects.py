@@ -201,7 +201,8 @@ def _changed(opts: QuantOptions, name: str) -> bool:
 
 
 def option_effects(program: Any, opts: QuantOptions, notes: FormatNotes | None, *, bias_adjusted: int = 0,
-                   compensable: int = 0, tail_candidates: int | None = None) -> dict[str, Any]:
+                   compensable: int = 0, tail_candidates: int | None = None,
+                   equalize_pairs: int | None = None) -> dict[str, Any]:
     """What the options did on this model (spec 3.7), for the warnings and the report:
 
     * ``no_effect``: ``[{"option", "value", "reason"}]``, every option set to a non-default value
@@ -214,7 +215,8 @@ def option_effects(program: Any, opts: QuantOptions, notes: FormatNotes | None, 
     * ``model_out``: per model output, its width and the tensors of its chain that the width reaches.
 
     ``bias_adjusted``: steps the sequential bias adjustment changed; ``compensable``: steps eligible
-    for compensated weight rounding; ``tail_candidates``: float tails and float islands the model has (None: unknown)."""
+    for compensated weight rounding; ``tail_candidates``: float tails and float islands the model has (None: unknown);
+    ``equalize_pairs``: the pairs channel equalization would rescale (None: unknown)."""
     notes = notes or FormatNotes()
     fmts = program.formats
     rules = set(notes.width.values())
@@ -283,6 +285,9 @@ def option_effects(program: Any, opts: QuantOptions, notes: FormatNotes | None, 
         no_effect("auto_precision", False, "the model has no float tail after its last MAC layer and no float island "
                                            "that auto_precision would measure (docs/fixed-point.md sections 10.1, "
                                            "10.4)")
+    if not opts.equalize and equalize_pairs == 0:
+        no_effect("equalize", False, "the model has no convolution feeding a depthwise convolution through at most a "
+                                     "Relu, LeakyRelu or PRelu (docs/fixed-point.md section 3.8)")
     # per-node overrides that change nothing
     for node, ov in sorted(opts.overrides.items()):
         step = next((st for st in program.steps if node in st.nodes), None)

@@ -78,6 +78,9 @@ class QuantOptions:
     #: automatic precision choices measured on the calibration inputs (float tails:
     #: :mod:`npuflow.analysis.tails`); ``analysis(auto_precision=False)`` turns them off
     auto_precision: bool = True
+    #: channel equalization into depthwise convolutions before calibration (spec 3.8,
+    #: :mod:`npuflow.analysis.equalize`); ``analysis(equalize=False)`` turns it off
+    equalize: bool = True
     #: mixed modes (docs/fixed-point.md section 10.3): "" or "mix light" / "mix balance" / "mixbw"
     #: for the datapath and the weights (``datapath_bits`` / ``weight_bits`` hold the base width)
     mix_datapath: str = ""

@@ -1,6 +1,7 @@
 """Analysis orchestration: optimize -> place -> fuse -> calibrate -> choose formats -> program."""
 from __future__ import annotations
 
+import itertools
 import logging
 import sys
 from dataclasses import dataclass, field, replace
@@ -10,6 +11,7 @@ import onnx
 
 from npuflow.analysis.bias_adjust import MEMORY_BUDGET as ADJUST_BUDGET
 from npuflow.analysis.effects import option_effects
+from npuflow.analysis.equalize import EQ_SAMPLES, equalize, find_pairs
 from npuflow.analysis.graph import Step, build_steps
 from npuflow.analysis.islands import choose_islands, find_islands
 from npuflow.analysis.precision import (
@@ -92,6 +94,9 @@ class AnalysisResult:
     #: ``datapath_range_method="auto"``: the range search's record
     #: (:func:`npuflow.analysis.range_search.choose_ranges`); empty under the other methods
     ranges: dict[str, Any] = field(default_factory=dict)
+    #: ``equalize``: the channel equalization's record (:func:`npuflow.analysis.equalize.equalize`:
+    #: ``pairs`` with their scales; ``optimized`` is the equalized model); empty when off
+    equalized: dict[str, Any] = field(default_factory=dict)
 
 
 def analyse(
@@ -108,6 +113,14 @@ def analyse(
 
     ``keep_inputs``: keep the first N validated calibration feeds in ``AnalysisResult.kept_inputs``
     (memory: N inputs; the rest are streamed and dropped as before)."""
+    calibration = iter_calibration_inputs(input_specs(optimized), input_mapping)
+    head: list[dict[str, Any]] = []
+    equalized: dict[str, Any] = {}
+    if opts.equalize:
+        # channel equalization into depthwise convolutions (spec 3.8), from the first calibration
+        # inputs; the rest of the analysis works on the equalized model
+        head = list(itertools.islice(calibration, EQ_SAMPLES))
+        optimized, equalized = equalize(optimized, head, skip=opts.overrides, threads=max(1, int(threads)))
     placements = place_model(optimized, platform)
     steps = build_steps(optimized, placements, set(KERNELS))
     given = opts
@@ -157,7 +170,7 @@ def analyse(
         keep = max(keep_inputs, opts.bias_adjust,
                    TAIL_SAMPLES if ((candidates or units or islands) and opts.auto_precision) else 0,
                    MIXBW_SAMPLES if mixbw else 0, TAIL_SAMPLES if opts.range_method in ("auto", "mmse") else 0)
-        for feeds in iter_calibration_inputs(specs, input_mapping):
+        for feeds in itertools.chain(head, calibration):
             collector.feed(feeds)
             if len(kept) < keep:
                 kept.append(feeds)
@@ -247,12 +260,14 @@ def analyse(
                                     for k, v in sorted(opts.overrides.items()) if v.auto}}
     means = {t: m for t in collector.channel_sum if (m := collector.channel_mean(t)) is not None}
     effects = option_effects(program, given, program.notes, bias_adjusted=len(deltas), compensable=len(compensable),
-                             tail_candidates=len(candidates) + len(found_islands))
+                             tail_candidates=len(candidates) + len(found_islands),
+                             equalize_pairs=len(equalized.get("pairs", [])) if opts.equalize else len(find_pairs(
+                                 optimized, opts.overrides)))
     return AnalysisResult(optimized, steps, program, collector.hist, collector.samples, means, kept[:keep_inputs], deltas,
                           weight_moments, effects,
                           {"enabled": opts.auto_precision, "float_tails": records, "promotions": promoted,
                            "float_islands": island_record},
-                          get_platform(platform).id, built_opts, mixed, ranges)
+                          get_platform(platform).id, built_opts, mixed, ranges, equalized)
 
 
 def _mixbw(steps: list[Step], program: Program, given: QuantOptions, opts: QuantOptions, rebuild: Any,

@@ -222,8 +222,9 @@ def _analysis_set(staged: OutputSet, optimized: Optimized, opts: AnalysisOptions
     options = opts.record(bias_adjusted_steps=len(result.bias_deltas), compensated_steps=len(result.weight_moments),
                           calibration_samples=result.samples, float_tails=kept_tails, promotions=promoted,
                           float_islands=(result.auto_precision or {}).get("float_islands"),
+                          equalized=result.equalized,
                           ranges=result.ranges)
-    data = build_bie(result.program, model, platform=platform.id, model_name=model_name, options=options,
+    data = build_bie(result.program, result.optimized, platform=platform.id, model_name=model_name, options=options,
                      preprocess=opts.preprocess)
     bie_path = out_dir / f"{model_name}.kdp{platform.id}.scaled.bie"
     atomic_write_bytes(stage / bie_path.name, data)

@@ -320,6 +320,7 @@ class AnalysisOptions(_Bitwidths):
     report_samples: int = 8
     weight_rounding: str = "compensated"
     auto_precision: bool = True
+    equalize: bool = True
 
     def __post_init__(self) -> None:
         if self.quantize_mode not in ("default", "post_sigmoid"):
@@ -356,6 +357,9 @@ class AnalysisOptions(_Bitwidths):
         if not isinstance(self.auto_precision, bool):
             raise InvalidConfigError(f"auto_precision must be True or False (False: no automatic float tails, "
                                      f"docs/fixed-point.md section 10.1), got {self.auto_precision!r}")
+        if not isinstance(self.equalize, bool):
+            raise InvalidConfigError(f"equalize must be True or False (False: no channel equalization into depthwise "
+                                     f"convolutions, docs/fixed-point.md section 3.8), got {self.equalize!r}")
         if not isinstance(self.report, bool):
             raise InvalidConfigError(f"report must be True or False, got {self.report!r}")
         if isinstance(self.report_samples, bool) or not isinstance(self.report_samples, int) or self.report_samples < 1:
@@ -399,7 +403,7 @@ class AnalysisOptions(_Bitwidths):
             percentage=float(self.percentage), percentage_16b=float(self.percentage_16b), percentile=float(self.percentile),
             outlier_factor=float(self.outlier_factor), post_sigmoid=self.quantize_mode == "post_sigmoid",
             overrides=dict(self.node_overrides), bias_adjust=DEFAULT_SAMPLES if self.optimize else 0,
-            weight_rounding=self.weight_rounding, auto_precision=self.auto_precision,
+            weight_rounding=self.weight_rounding, auto_precision=self.auto_precision, equalize=self.equalize,
             mix_datapath=self.datapath_bitwidth_mode if self.datapath_bitwidth_mode in MIX_MODES else "",
             mix_weight=self.weight_bitwidth_mode if self.weight_bitwidth_mode in MIX_MODES else "",
             flops_ratio=float(self.flops_ratio) if self.flops_ratio is not None else DEFAULT_FLOPS_RATIO,
@@ -409,13 +413,16 @@ class AnalysisOptions(_Bitwidths):
                float_tails: list[dict[str, Any]] | None = None,
                promotions: list[dict[str, Any]] | None = None,
                ranges: dict[str, Any] | None = None,
-               float_islands: dict[str, Any] | None = None) -> dict[str, Any]:
+               float_islands: dict[str, Any] | None = None,
+               equalized: dict[str, Any] | None = None) -> dict[str, Any]:
         """The ``options`` recorded in the BIE and the report (key order is part of the file).
         ``auto_precision`` is recorded when False and ``float_tails`` (the kept tails: outputs and
         nodes) when there is one, ``auto_promotions`` (the kept 16-bit promotions: tensor and
         steps) likewise, so that the BIE of a model without either is unchanged; ``auto_ranges``
         (``datapath_range_method="auto"``: each searched tensor's quantile) when the search ran;
-        ``float_islands`` (each kept island's seeds and nodes) when islands were kept."""
+        ``float_islands`` (each kept island's seeds and nodes) when islands were kept; ``equalize:
+        false`` when it was turned off and ``equalized`` (each pair's nodes, tensor and per-channel
+        scales) when a pair was equalized."""
         extra: dict[str, Any] = {}
         if not self.auto_precision:
             extra["auto_precision"] = False
@@ -423,6 +430,11 @@ class AnalysisOptions(_Bitwidths):
             extra["float_tails"] = [{"outputs": list(t["outputs"]), "nodes": list(t["nodes"])} for t in float_tails]
         if self.flops_ratio is not None or "mixbw" in (self.datapath_bitwidth_mode, self.weight_bitwidth_mode):
             extra["flops_ratio"] = float(self.flops_ratio) if self.flops_ratio is not None else DEFAULT_FLOPS_RATIO
+        if not self.equalize:
+            extra["equalize"] = False
+        if equalized and equalized.get("pairs"):
+            extra["equalized"] = [{k: p[k] for k in ("producer", "activation", "consumer", "tensor", "scales")}
+                                  for p in equalized["pairs"]]
         if float_islands and float_islands.get("kept"):
             extra["float_islands"] = [{"seeds": list(i["seeds"]), "nodes": list(i["nodes"])}
                                       for i in float_islands["islands"]]

@@ -1,0 +1,213 @@
+"""Channel equalization into depthwise convolutions (docs/fixed-point.md section 3.8).
+
+* ``find_pairs``: Conv -> (Relu | LeakyRelu | PRelu | nothing) -> depthwise Conv, and the cases
+  that are not pairs (a non-homogeneous activation, a second reader, a model output, shared
+  weights, a depth multiplier, a node override).
+* ``scales_for`` by hand: the largest channel over each one, capped at MAX_SCALE, 1 for dead channels.
+* ``apply_scales`` keeps the float model's outputs and equalizes the channels.
+* End to end (ktc API): a tiny channel amplified by the depthwise convolution is lost without
+  equalization and kept with it; the BIE records the pairs and scales, its float graph computes
+  what the original does; ``equalize=False`` is recorded and changes nothing else; a calibration
+  generator is read once (the first inputs serve the scales and the statistics).
+* retinaface_mnet025 (shared): box and landmark SNR on the evaluation images +3 dB or more.
+"""
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper, numpy_helper
+
+import ktc
+import npuflow
+from npuflow.analysis.equalize import (
+    MAX_SCALE,
+    apply_scales,
+    channel_ranges,
+    find_pairs,
+    scales_for,
+)
+from npuflow.errors import InvalidConfigError
+from npuflow.passes import optimize
+from tests.analysis.test_float_tails import _init, snr
+from tests.conftest import analyse_task
+
+F = onnx.TensorProto.FLOAT
+
+
+def dw_model(act: str | None = "Relu", tiny: float = 0.02) -> onnx.ModelProto:
+    """x -> Conv a (1x1, 4 -> 4; output channel 0 scaled by ``tiny``) -> ``act`` -> depthwise Conv b
+    (3x3; channel 0 scaled by 1 / ``tiny``: the float model's channel 0 is as large as the others
+    after it) -> Conv c (1x1) -> y."""
+    rng = np.random.default_rng(0)
+    wa = rng.normal(0, 1, (4, 4, 1, 1))
+    wa[0] *= tiny
+    ba = rng.normal(0, 0.1, 4)
+    ba[0] *= tiny
+    wb = rng.normal(0, 0.3, (4, 1, 3, 3))
+    wb[0] /= tiny
+    nodes = [helper.make_node("Conv", ["x", "wa", "ba"], ["a"], name="conv_a")]
+    t = "a"
+    inits = [_init("wa", wa), _init("ba", ba), _init("wb", wb), _init("bb", np.zeros(4)),
+             _init("wc", rng.normal(0, 0.5, (4, 4, 1, 1)))]
+    if act == "PRelu":
+        nodes.append(helper.make_node("PRelu", ["a", "slope"], ["r"], name="act"))
+        inits.append(_init("slope", np.full((4, 1, 1), 0.1)))
+        t = "r"
+    elif act is not None:
+        kw = {"alpha": 0.1} if act == "LeakyRelu" else {}
+        nodes.append(helper.make_node(act, ["a"], ["r"], name="act", **kw))
+        t = "r"
+    nodes += [helper.make_node("Conv", [t, "wb", "bb"], ["d"], name="conv_dw", group=4, pads=[1, 1, 1, 1]),
+              helper.make_node("Conv", ["d", "wc"], ["y"], name="conv_c")]
+    g = helper.make_graph(nodes, "eq", [helper.make_tensor_value_info("x", F, [1, 4, 8, 8])],
+                          [helper.make_tensor_value_info("y", F, None)], initializer=inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 7
+    return m
+
+
+def feeds(n: int, seed: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.uniform(-1, 1, (1, 4, 8, 8)).astype(np.float32) for _ in range(n)]
+
+
+# ------------------------------------------------------------------------------------------------ pairs
+@pytest.mark.parametrize("act", [None, "Relu", "LeakyRelu", "PRelu"])
+def test_pairs_through_homogeneous_activations(act):
+    (p,) = find_pairs(optimize(dw_model(act)))
+    assert (p.producer, p.consumer) == ("conv_a", "conv_dw")
+    assert p.activation == (None if act is None else "act") and p.tensor == ("a" if act is None else "r")
+
+
+@pytest.mark.parametrize("act", ["Sigmoid", "HardSwish", "Tanh"])
+def test_no_pair_through_other_activations(act):
+    assert find_pairs(optimize(dw_model(act))) == []
+
+
+def test_no_pair_when_the_tensor_is_read_elsewhere_or_shared():
+    m = dw_model("Relu")
+    m.graph.output.append(helper.make_empty_tensor_value_info("r"))  # a model output
+    assert find_pairs(m) == []
+    m = dw_model("Relu")
+    m.graph.node.append(helper.make_node("Relu", ["a"], ["a2"], name="second_reader"))
+    m.graph.output.append(helper.make_empty_tensor_value_info("a2"))
+    assert find_pairs(m) == []
+    m = dw_model("Relu")
+    m.graph.node[-1].input[1] = "wa"  # conv_c reuses conv_a's weights: rescaling them would change conv_c
+    assert find_pairs(m) == []
+    assert find_pairs(dw_model("Relu"), skip=["conv_dw"]) == []  # a node override
+
+
+def test_no_pair_with_a_depth_multiplier():
+    m = dw_model("Relu")
+    w = numpy_helper.to_array(next(t for t in m.graph.initializer if t.name == "wb"))
+    next(t for t in m.graph.initializer if t.name == "wb").CopyFrom(_init("wb", np.concatenate([w, w])))
+    next(t for t in m.graph.initializer if t.name == "bb").CopyFrom(_init("bb", np.zeros(8)))
+    next(t for t in m.graph.initializer if t.name == "wc").CopyFrom(_init("wc", np.ones((4, 8, 1, 1))))
+    assert find_pairs(m) == []
+
+
+def test_scales_by_hand():
+    np.testing.assert_array_equal(scales_for(np.array([4.0, 1.0, 0.0, 0.1, 4.0])), [1.0, 4.0, 1.0, MAX_SCALE, 1.0])
+    np.testing.assert_array_equal(scales_for(np.zeros(3)), np.ones(3))
+
+
+def test_apply_scales_keeps_the_float_outputs_and_equalizes():
+    m = optimize(dw_model("LeakyRelu"))
+    pairs = find_pairs(m)
+    xs = feeds(4, 3)
+    r = channel_ranges(m, ["r"], [{"x": x} for x in xs])["r"]
+    assert r.max() / r.min() > 20
+    s = scales_for(r)
+    eq = apply_scales(m, pairs, {"r": s})
+    before = [npuflow.load(m).run({"x": x})[0] for x in xs]
+    after = [npuflow.load(eq).run({"x": x})[0] for x in xs]
+    for a, b in zip(before, after):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5 * float(np.abs(a).max()))
+    r2 = channel_ranges(eq, ["r"], [{"x": x} for x in xs])["r"]
+    np.testing.assert_allclose(r2, r * s, rtol=1e-5)
+    assert r2.max() / r2.min() < r.max() / r.min() / 10
+    # the original is not modified
+    assert numpy_helper.to_array(next(t for t in m.graph.initializer if t.name == "wa")).flat[0] != \
+        numpy_helper.to_array(next(t for t in eq.graph.initializer if t.name == "wa")).flat[0]
+
+
+# ------------------------------------------------------------------------------------------------ end to end
+def _analyse(tmp_path, calib, **kw):
+    km = ktc.ModelConfig(40000, "0001", 720, onnx_model=dw_model("Relu"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bie = km.analysis({"x": calib}, output_dir=tmp_path, threads=1, progress=False, report=False, **kw)
+    return km, bie
+
+
+def test_equalization_keeps_the_tiny_channel(tmp_path):
+    calib, ev = feeds(24, 1), feeds(6, 2)
+    km_on, bie_on = _analyse(tmp_path / "on", calib)
+    km_off, bie_off = _analyse(tmp_path / "off", calib, equalize=False)
+    rec = km_on.analysis_result.equalized
+    assert [(p["producer"], p["consumer"], p["tensor"]) for p in rec["pairs"]] == [("conv_a", "conv_dw", "r")]
+    assert rec["pairs"][0]["scales"][0] == MAX_SCALE and rec["samples"] == 16
+    assert km_off.analysis_result.equalized == {}
+    meta_on = json.loads({e.key: e.value for e in onnx.load(bie_on).metadata_props}["npuflow.options"])
+    meta_off = json.loads({e.key: e.value for e in onnx.load(bie_off).metadata_props}["npuflow.options"])
+    assert meta_on["equalized"][0]["scales"] == rec["pairs"][0]["scales"] and "equalize" not in meta_on
+    assert meta_off["equalize"] is False and "equalized" not in meta_off
+    assert km_on.analysis_result.samples == 24  # the first 16 inputs serve the scales and the statistics
+    ref = [npuflow.load(dw_model("Relu")).run({"x": x})[0] for x in ev]
+    fixed_on = npuflow.load(bie_on)
+    on = [fixed_on.run({"x": x})[0] for x in ev]
+    off = [npuflow.load(bie_off).run({"x": x})[0] for x in ev]
+    assert snr(ref, on) >= snr(ref, off) + 6.0, (snr(ref, on), snr(ref, off))
+    # the BIE's float graph is the equalized model: the same outputs as the original
+    float_graph = fixed_on.bie.float_model
+    assert any(numpy_helper.to_array(t).flat[0] != numpy_helper.to_array(u).flat[0]
+               for t in float_graph.graph.initializer for u in dw_model("Relu").graph.initializer
+               if t.name == u.name == "wa")
+    flo = npuflow.load(float_graph)
+    for x, a in zip(ev, ref):
+        np.testing.assert_allclose(flo.run({"x": x})[0], a, rtol=1e-4, atol=1e-5 * float(np.abs(a).max()))
+
+
+def test_a_calibration_generator_is_read_once(tmp_path):
+    calib = feeds(20, 4)
+    reads = []
+
+    def gen():
+        for i, x in enumerate(calib):
+            reads.append(i)
+            yield x
+
+    km, _ = _analyse(tmp_path, gen())
+    assert reads == list(range(20)) and km.analysis_result.samples == 20
+    assert km.analysis_result.equalized["pairs"]
+
+
+def test_equalize_must_be_a_bool(tmp_path):
+    with pytest.raises(InvalidConfigError, match="equalize must be True or False"):
+        _analyse(tmp_path, feeds(2, 1), equalize="yes")
+
+
+# ------------------------------------------------------------------------------------------------ shared model
+def test_retinaface_boxes_and_landmarks_gain(shared, tmp_path):
+    from benchmarks.tasks import get_task
+
+    task = get_task("retinaface_mnet025_5pt", str(shared))
+    cal = [f[task.input_name] for f in task.calib_inputs()]
+    ev = list(task.eval_inputs(4))
+    ref = [npuflow.load(str(task.model_path)).run(f) for f in ev]
+    got = {}
+    for eq in (True, False):
+        km, fixed = analyse_task(task, cal, tmp_path / str(eq), equalize=eq)
+        got[eq] = [fixed.run(f) for f in ev]
+        if eq:
+            assert len(km.analysis_result.equalized["pairs"]) >= 8
+    names = [o.name for o in onnx.load(str(task.model_path)).graph.output]
+    for j, name in enumerate(names):
+        on = snr([r[j] for r in ref], [q[j] for q in got[True]])
+        off = snr([r[j] for r in ref], [q[j] for q in got[False]])
+        assert on >= off + (3.0 if name in ("loc", "landmarks") else 0.0), (name, on, off)
