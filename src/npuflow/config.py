@@ -261,6 +261,7 @@ class ModelConfig:
         weight_rounding: str = "compensated",
         auto_precision: bool = True,
         equalize: bool = True,
+        executor: Any = None,
         **legacy: Any,
     ) -> str:
         """Fixed-point analysis: calibrate on ``input_mapping`` ({input name: list/iterable of arrays}),
@@ -282,6 +283,9 @@ class ModelConfig:
         ``equalize`` (default True): before calibration, the channels of a convolution's output that a
         depthwise convolution reads are rescaled to share the tensor's range (weights compensate; the
         float model computes the same; docs/fixed-point.md §3.8); False keeps the model's own scaling.
+        ``executor``: a ``concurrent.futures.Executor`` (a process pool, a Dask ``Client.get_executor()``,
+        a Ray executor) on which the mixbw search measures its candidates, ``threads`` at a time; the
+        BIE is the same as without (docs/fixed-point.md §10.3, "Executors").
 
         The fixed-point report (docs/report.md): after the BIE, ``model_fx_report.{html,json,csv}`` are
         written into ``output_dir`` (``report=False`` skips them). Its SNR figures are measured on

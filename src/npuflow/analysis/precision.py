@@ -200,14 +200,19 @@ class OutputSnr:
     """The SNR of each model output of a program against the float model on fixed ``feeds``
     (the float references are computed once; a program measured again is not re-run)."""
 
-    def __init__(self, model: onnx.ModelProto, feeds: Sequence[Mapping[str, np.ndarray]], outputs: Sequence[str],
-                 *, threads: int | None = None) -> None:
-        from npuflow.reference.float_runner import FloatRunner
-
-        runner = FloatRunner(model, label="float model (precision measurement)", threads=threads)
+    def __init__(self, model: onnx.ModelProto | None, feeds: Sequence[Mapping[str, np.ndarray]],
+                 outputs: Sequence[str], *, threads: int | None = None,
+                 refs: Sequence[Mapping[str, np.ndarray]] | None = None) -> None:
+        """``refs``: the float outputs of ``feeds`` when they are known (another process's
+        measurement: the same references give the same SNRs); ``model`` may then be None."""
         self.outputs = list(outputs)
         self.feeds = list(feeds)
-        self.refs = [dict(zip(self.outputs, runner.run(dict(f), self.outputs))) for f in self.feeds]
+        if refs is None:
+            from npuflow.reference.float_runner import FloatRunner
+
+            runner = FloatRunner(model, label="float model (precision measurement)", threads=threads)
+            refs = [dict(zip(self.outputs, runner.run(dict(f), self.outputs))) for f in self.feeds]
+        self.refs = [dict(r) for r in refs]
         # id -> (weak reference, result, the two halves' results) of the programs measured (a program
         # that is gone frees its id: the weak reference then no longer points to the program asked about)
         self._done: dict[int, tuple[weakref.ref, dict[str, float], tuple[dict[str, float], dict[str, float]] | None]] = {}
@@ -478,6 +483,8 @@ def mixbw_search(
     *,
     references: Mapping[str, tuple[Program, QuantOptions]] | None = None,
     progress: bool = False,
+    evaluate: Callable[[list[QuantOptions]], list[tuple[float, dict[str, float] | None]]] | None = None,
+    width: int = 1,
 ) -> tuple[Program, QuantOptions, dict[str, Any]]:
     """The mixbw search (section 10.3): from ``program`` (the mixbw start: base widths, model input,
     output and CPU nodes 16-bit, the automatic promotions), the first :data:`MIXBW_CANDIDATES`
@@ -486,7 +493,13 @@ def mixbw_search(
     model-output SNR by :data:`MIXBW_MIN_GAIN_DB` or more. Each acceptance is a point of the front
     (estimated FPS, SNR); the last one is chosen (the highest SNR inside the bound: every accepted
     point raises it). ``references``: label -> (program, its options) of fixed points measured
-    for the chart (e.g. int8, mix light). Returns the final program, its options and the record."""
+    for the chart (e.g. int8, mix light). Returns the final program, its options and the record.
+
+    ``evaluate(trials)``: (estimated FPS, SNRs or None when over the bound) of each trial's program,
+    computed elsewhere (e.g. on an executor, :mod:`npuflow.analysis.executors`), ``width`` trials at
+    a time: the next ``width`` candidates are measured together on top of the current state and
+    read in order up to the first accepted one; the ones after it are measured again on the new
+    state. The decisions, and so the program, are those of the one-at-a-time search."""
     bound = fps_int8 / (1.0 + opts.flops_ratio)
     snr = measure(program)
     start_fps = fps(program, opts)
@@ -499,29 +512,45 @@ def mixbw_search(
 
         bar = tqdm(total=len(todo) + len(references or {}), desc="mixbw search", unit="candidate", file=sys.stderr)
     moved: list[str] = []
+
+    def local(trial: QuantOptions) -> tuple[float, Program, dict[str, float] | None]:
+        variant = build(trial)
+        f = fps(variant, trial)
+        return f, variant, (None if f < bound else measure(variant))
+
     try:
-        for c in todo:
-            trial = replace(opts, overrides=c.apply(opts.overrides))
-            variant = build(trial)
-            f = fps(variant, trial)
-            row = {"label": c.label, "kind": c.kind, "estimate_db": _r(c.estimate_db), "fps": _r(f), "snr_db": None,
-                   "gain_db": None, "accepted": False}
-            rows.append(row)
-            if f < bound:
-                row["why"] = f"over the time bound: estimated FPS {f:.1f} < {bound:.1f}"
+        i = 0
+        while i < len(todo):
+            batch = todo[i:i + (max(1, int(width)) if evaluate is not None else 1)]
+            trials = [replace(opts, overrides=c.apply(opts.overrides)) for c in batch]
+            if evaluate is None:
+                results = [local(trials[0])]
             else:
-                s = measure(variant)
-                gain, _ = _gain(snr, s)
-                row.update(snr_db=_r(min(s.values())), gain_db=_r(gain) if math.isfinite(gain) else None)
-                if gain >= MIXBW_MIN_GAIN_DB:
-                    row.update(accepted=True, why="accepted")
-                    program, opts, snr = variant, trial, s
-                    moved.append(c.label)
-                    front.append({"label": c.label, "moved": list(moved), "fps": _r(f), "snr_db": _r(min(s.values()))})
+                results = [(f, None, s) for f, s in evaluate(trials)]
+            for c, trial, (f, variant, s) in zip(batch, trials, results):
+                i += 1
+                row = {"label": c.label, "kind": c.kind, "estimate_db": _r(c.estimate_db), "fps": _r(f),
+                       "snr_db": None, "gain_db": None, "accepted": False}
+                rows.append(row)
+                accepted = False
+                if f < bound or s is None:
+                    row["why"] = f"over the time bound: estimated FPS {f:.1f} < {bound:.1f}"
                 else:
-                    row["why"] = f"gains less than {MIXBW_MIN_GAIN_DB:g} dB"
-            if bar is not None:
-                bar.update(1)
+                    gain, _ = _gain(snr, s)
+                    row.update(snr_db=_r(min(s.values())), gain_db=_r(gain) if math.isfinite(gain) else None)
+                    if gain >= MIXBW_MIN_GAIN_DB:
+                        row.update(accepted=True, why="accepted")
+                        program = variant if variant is not None else build(trial)
+                        opts, snr, accepted = trial, s, True
+                        moved.append(c.label)
+                        front.append({"label": c.label, "moved": list(moved), "fps": _r(f),
+                                      "snr_db": _r(min(s.values()))})
+                    else:
+                        row["why"] = f"gains less than {MIXBW_MIN_GAIN_DB:g} dB"
+                if bar is not None:
+                    bar.update(1)
+                if accepted:  # the rest of the batch was measured on the state before: again
+                    break
         refs = []
         for label, (p, o) in (references or {}).items():
             refs.append({"label": label, "fps": _r(fps(p, o)), "snr_db": _r(min(measure(p).values()))})

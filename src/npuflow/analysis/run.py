@@ -4,6 +4,7 @@ from __future__ import annotations
 import itertools
 import logging
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -12,6 +13,7 @@ import onnx
 from npuflow.analysis.bias_adjust import MEMORY_BUDGET as ADJUST_BUDGET
 from npuflow.analysis.effects import option_effects
 from npuflow.analysis.equalize import EQ_SAMPLES, equalize, find_pairs
+from npuflow.analysis.executors import SearchContext, context_of, executor_evaluate
 from npuflow.analysis.graph import Step, build_steps
 from npuflow.analysis.islands import choose_islands, find_islands
 from npuflow.analysis.precision import (
@@ -108,8 +110,13 @@ def analyse(
     threads: int = 4,
     progress: bool | None = None,
     keep_inputs: int = 0,
+    executor: Any = None,
 ) -> AnalysisResult:
     """Calibrate ``optimized`` (already through ``npuflow.passes.optimize``) and build its program.
+
+    ``executor``: a ``concurrent.futures.Executor`` on which the mixbw search measures its
+    candidates, ``threads`` at a time (:mod:`npuflow.analysis.executors`; None: one at a time in
+    this process). The result is the same either way.
 
     ``keep_inputs``: keep the first N validated calibration feeds in ``AnalysisResult.kept_inputs``
     (memory: N inputs; the rest are streamed and dropped as before)."""
@@ -252,8 +259,14 @@ def analyse(
     mixed: dict[str, Any] = {}
     if mixbw and kept:
         assert fps_model is not None
+        def search_context(o: QuantOptions, bound: float) -> SearchContext:
+            means = {t: m for t in collector.channel_sum if (m := collector.channel_mean(t)) is not None}
+            return context_of(optimized, get_platform(platform).id, steps, collector.hist, input_names, output_names,
+                              means, weight_moments, deltas, measure_on(MIXBW_SAMPLES), o, bound)
+
         program, built_opts, mixed = _mixbw(steps, program, given, built_opts, rebuild, fps_model,
-                                            measure_on(MIXBW_SAMPLES), collector.channel_max, progress=bool(show))
+                                            measure_on(MIXBW_SAMPLES), collector.channel_max, progress=bool(show),
+                                            executor=executor, width=max(1, int(threads)), context=search_context)
     elif fps_model is not None and not mixbw:
         mixed = {"mode": {"datapath": opts.mix_datapath or None, "weight": opts.mix_weight or None},
                  "rule_overrides": {k: {f: getattr(v, f) for f in ("bits", "weight_bits") if getattr(v, f) is not None}
@@ -272,7 +285,9 @@ def analyse(
 
 def _mixbw(steps: list[Step], program: Program, given: QuantOptions, opts: QuantOptions, rebuild: Any,
            fps_model: FpsModel, measure: OutputSnr, channel_max: Any, *,
-           progress: bool) -> tuple[Program, QuantOptions, dict[str, Any]]:
+           progress: bool, executor: Any = None, width: int = 1,
+           context: Callable[[QuantOptions, float], SearchContext] | None = None
+           ) -> tuple[Program, QuantOptions, dict[str, Any]]:
     """The mixbw search (docs/fixed-point.md section 10.3) from ``program`` (built with ``opts``: the
     mixbw start, with the automatic promotions as fixed overrides)."""
     user = {k: v for k, v in given.overrides.items() if not v.auto}
@@ -287,9 +302,12 @@ def _mixbw(steps: list[Step], program: Program, given: QuantOptions, opts: Quant
                     mix_weight="mix light" if given.mix_weight == "mixbw" else "")
     light = replace(light, overrides=merge_overrides(mix_rule_overrides(steps, light, fps_model.macs), user))
     cands = mixbw_candidates(steps, program, opts, channel_max)
+    evaluate = None
+    if executor is not None and context is not None:
+        evaluate = executor_evaluate(executor, context(opts, fps_int8 / (1.0 + opts.flops_ratio)))
     program, opts, record = mixbw_search(program, opts, cands, rebuild, measure, fps_model.fps, fps_int8,
                                          references={"int8": (int8_program, int8), "mix light": (rebuild(light), light)},
-                                         progress=progress)
+                                         progress=progress, evaluate=evaluate, width=width)
     record["samples"] = len(measure.feeds)
     return program, opts, record
 

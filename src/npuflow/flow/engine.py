@@ -208,7 +208,8 @@ def _analysis_set(staged: OutputSet, optimized: Optimized, opts: AnalysisOptions
             raise InputError(f"report_inputs: {msg}") from None
     keep = 0 if user_feeds is not None else (opts.report_samples if (opts.report or opts.export_dynasty_dump) else 0)
     quant = opts.quant
-    result = analyse(model, platform, input_mapping, quant, threads=opts.threads, progress=opts.progress, keep_inputs=keep)
+    result = analyse(model, platform, input_mapping, quant, threads=opts.threads, progress=opts.progress, keep_inputs=keep,
+                     executor=opts.executor)
     # degenerate calibration data, from the statistics the calibration pass kept (no second pass)
     findings = check_statistics(result.stats, inputs=result.program.input_names)
     for f in findings:

@@ -321,6 +321,8 @@ class AnalysisOptions(_Bitwidths):
     weight_rounding: str = "compensated"
     auto_precision: bool = True
     equalize: bool = True
+    #: a concurrent.futures.Executor for the mixbw search's candidates (None: in this process)
+    executor: Any = None
 
     def __post_init__(self) -> None:
         if self.quantize_mode not in ("default", "post_sigmoid"):
@@ -357,6 +359,9 @@ class AnalysisOptions(_Bitwidths):
         if not isinstance(self.auto_precision, bool):
             raise InvalidConfigError(f"auto_precision must be True or False (False: no automatic float tails, "
                                      f"docs/fixed-point.md section 10.1), got {self.auto_precision!r}")
+        from npuflow.analysis.executors import check_executor
+
+        check_executor(self.executor)
         if not isinstance(self.equalize, bool):
             raise InvalidConfigError(f"equalize must be True or False (False: no channel equalization into depthwise "
                                      f"convolutions, docs/fixed-point.md section 3.8), got {self.equalize!r}")
