@@ -22,6 +22,7 @@ import onnx
 import pytest
 from onnx import helper
 
+import ktc
 import npuflow
 from npuflow.analysis.graph import build_steps
 from npuflow.analysis.islands import (
@@ -214,6 +215,11 @@ def test_report_and_evaluate_show_the_island(log_runs):
     assert 'id="float-islands"' in html and "Automatic precision" in html
     text = km.evaluate(output_dir=Path(km.report_paths["json"]).parent / "ev")
     assert "square, square, CPU" in text and ISLAND_REASON in text
+    # ... and from the BIE alone: every node of the island, its seed included, carries the label
+    km_b = ktc.ModelConfig(40000, "0001", 720, bie_path=km.bie_path)
+    rows = [line for line in km_b.evaluate(output_dir=Path(km.report_paths["json"]).parent / "ev_bie").splitlines()
+            if line.startswith(("1, square", "2, add_eps", "3, log"))]
+    assert len(rows) == 3 and all(", CPU, " in r and ISLAND_REASON in r for r in rows)
 
 
 # ------------------------------------------------------------------------------------------------ shared model
