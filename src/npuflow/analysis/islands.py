@@ -32,7 +32,6 @@ again:
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,10 +40,16 @@ import onnx
 
 from npuflow.analysis.graph import PASS_THROUGH, Step, components
 from npuflow.analysis.program import Program
-from npuflow.analysis.tails import HEAVY_OPS, _r, with_host_steps
+from npuflow.analysis.tails import (
+    HEAVY_OPS,
+    ISLAND_REASON,
+    _fmt_db,
+    _r,
+    op_counts,
+    snr_gains,
+    with_host_steps,
+)
 
-#: the reason prefix of an island's steps (evaluate(), the report, the BIE)
-ISLAND_REASON = "host float island"
 #: CPU ops whose error grows without bound as their input goes to 0
 SEED_OPS = frozenset({"Log", "Sqrt", "Reciprocal", "Div"})
 #: the ONNX ops an NPU step may hold to move into an island: cheap elementwise arithmetic,
@@ -170,13 +175,11 @@ def choose_islands(
     """Measure ``islands`` together (see the module docstring); returns the steps and program to go
     on with and the record: ``islands`` (nodes, seeds, moved NPU steps, ops), ``snr_quantized_db``
     / ``snr_float_db`` per model output, ``gain_db``, ``worst_db``, ``kept`` and ``why``."""
-    by_node = {n.name: n.op_type for n in model.graph.node}
     reason = f"{ISLAND_REASON}: runs in float with the range-sensitive CPU node it feeds, kept by auto_precision"
     variant_steps = with_host_steps(model, steps, islands, reason=reason)
     variant = build(variant_steps)
     before, after = measure(program), measure(variant)
-    gains = {o: (math.inf if after[o] == math.inf and before[o] != math.inf else
-                 0.0 if after[o] == before[o] else after[o] - before[o]) for o in before}
+    gains = snr_gains(before, after)
     best, worst = max(gains.values()), min(gains.values())
     ok = best >= MIN_GAIN_DB and worst >= -MAX_LOSS_DB
     if ok:
@@ -187,29 +190,18 @@ def choose_islands(
         why = f"not kept: lowers the SNR of {', '.join(o for o in gains if gains[o] < -MAX_LOSS_DB)}"
     record = {
         "islands": [{"nodes": list(i.nodes), "seeds": list(i.seeds), "moved": list(i.moved), "inputs": list(i.inputs),
-                     "ops": _count(by_node[n] for n in i.nodes)} for i in islands],
+                     "ops": op_counts(model, i.nodes)} for i in islands],
         "snr_quantized_db": {o: _r(v) for o, v in before.items()},
         "snr_float_db": {o: _r(v) for o, v in after.items()},
         "gain_db": _r(best), "worst_db": _r(worst), "kept": ok, "why": why,
     }
     if not ok:
         return steps, program, record
-    snrs = ", ".join(f"{o} {_fmt(before[o])} -> {_fmt(after[o])} dB" for o in before if gains[o] >= MIN_GAIN_DB)
+    snrs = ", ".join(f"{o} {_fmt_db(before[o])} -> {_fmt_db(after[o])} dB" for o in before if gains[o] >= MIN_GAIN_DB)
     for st in variant_steps:
         if st.host and st.reason == reason:
             st.reason = f"{reason} ({snrs})"
     return variant_steps, variant, record
-
-
-def _count(ops: Any) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for op in ops:
-        out[op] = out.get(op, 0) + 1
-    return out
-
-
-def _fmt(v: float) -> str:
-    return "exact" if v == math.inf else f"{v:.1f}"
 
 
 def islands_message(record: Mapping[str, Any]) -> str | None:
@@ -219,8 +211,7 @@ def islands_message(record: Mapping[str, Any]) -> str | None:
     isl = record["islands"]
     moved = sum(len(i["moved"]) for i in isl)
     seeds = ", ".join(f"{s}" for i in isl for s in i["seeds"][:1])
-    gains = ", ".join(f"{o} {_fmt(record['snr_quantized_db'][o] if record['snr_quantized_db'][o] is not None else math.inf)}"
-                      f" -> {_fmt(record['snr_float_db'][o] if record['snr_float_db'][o] is not None else math.inf)} dB"
+    gains = ", ".join(f"{o} {_fmt_db(record['snr_quantized_db'][o])} -> {_fmt_db(record['snr_float_db'][o])} dB"
                       for o in record["snr_float_db"])
     return (f"auto_precision: {len(isl)} float island(s) run on the CPU in float (docs/fixed-point.md section 10.4): "
             f"{moved} NPU step(s) moved to feed the range-sensitive CPU nodes {seeds} unquantized ({gains}). "

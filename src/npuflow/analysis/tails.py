@@ -50,6 +50,8 @@ from npuflow.analysis.program import Program, as_float_step
 
 #: the label of host post-processing in reasons (evaluate(), the report, the BIE's steps)
 HOST_REASON = "host post-processing"
+#: the label of a float island's steps (:mod:`npuflow.analysis.islands`, spec 10.4)
+ISLAND_REASON = "host float island"
 #: calibration inputs the measurement uses (the first ones)
 TAIL_SAMPLES = 8
 #: a candidate must raise the SNR of one of its outputs by at least this much (dB): the tail's own
@@ -161,13 +163,30 @@ def host_nodes(steps: Iterable[Step]) -> dict[str, str]:
 
 def host_steps_of(program: Program) -> list[int]:
     """Indices of the host steps of ``program``: ``Step.host``, or (a program read from a BIE) a
-    float step with a float output that has no format."""
+    float step with a float output that has no format, or one labelled as a float island's (the
+    island's border outputs are quantized, spec 10.4)."""
     out = []
     for k, st in enumerate(program.steps):
-        if st.host or (st.float_step and any(y and y not in program.formats and program.float_dtypes.get(y, True)
-                                             for y in st.outputs)):
+        if st.host or (st.float_step and (st.reason.startswith(ISLAND_REASON) or any(
+                y and y not in program.formats and program.float_dtypes.get(y, True) for y in st.outputs))):
             out.append(k)
     return out
+
+
+def op_counts(model: onnx.ModelProto, nodes: Iterable[str]) -> dict[str, int]:
+    """ONNX op type -> how many of ``nodes`` (names) have it, in first-seen order."""
+    by_name = {n.name: n.op_type for n in model.graph.node}
+    out: dict[str, int] = {}
+    for n in nodes:
+        out[by_name[n]] = out.get(by_name[n], 0) + 1
+    return out
+
+
+def snr_gains(before: Mapping[str, float], after: Mapping[str, float]) -> dict[str, float]:
+    """Per output, the SNR change from ``before`` to ``after`` (dB); ``inf`` counts as no error:
+    reaching it is an infinite gain, staying at it none."""
+    return {o: (math.inf if after[o] == math.inf and before[o] != math.inf else
+                0.0 if after[o] == before[o] else after[o] - before[o]) for o in before}
 
 
 class _Snr:
@@ -264,12 +283,10 @@ def choose_tails(
         del env, res
     records: list[dict[str, Any]] = []
     kept: list[TailCandidate] = []
-    by_name = {n.name: n for n in model.graph.node}
     for t in candidates:
         q = {o: base_acc[o].db() for o in t.outputs}
         f = {o: tail_acc[o].db() for o in t.outputs}
-        gains = {o: (math.inf if f[o] == math.inf and q[o] != math.inf else
-                     0.0 if f[o] == q[o] else f[o] - q[o]) for o in t.outputs}
+        gains = snr_gains(q, f)
         best, worst = max(gains.values()), min(gains.values())
         helped = [o for o in t.outputs if gains[o] >= MIN_GAIN_DB and q[o] < MAX_QUANTIZED_SNR_DB]
         ok = bool(helped) and worst >= -MAX_LOSS_DB
@@ -283,10 +300,8 @@ def choose_tails(
                    f"{MAX_QUANTIZED_SNR_DB:g} dB or more quantized")
         else:
             why = f"not kept: lowers the SNR of {', '.join(o for o in t.outputs if gains[o] < -MAX_LOSS_DB)}"
-        ops: dict[str, int] = {}
-        for n in t.nodes:
-            ops[by_name[n].op_type] = ops.get(by_name[n].op_type, 0) + 1
-        records.append({"outputs": list(t.outputs), "nodes": list(t.nodes), "inputs": list(t.inputs), "ops": ops,
+        records.append({"outputs": list(t.outputs), "nodes": list(t.nodes), "inputs": list(t.inputs),
+                        "ops": op_counts(model, t.nodes),
                         "snr_quantized_db": {o: _r(q[o]) for o in t.outputs},
                         "snr_float_db": {o: _r(f[o]) for o in t.outputs},
                         "gain_db": None if not math.isfinite(best) else round(best, 3),
@@ -314,11 +329,8 @@ def choose_tails(
 
 def unmeasured_record(model: onnx.ModelProto, t: TailCandidate, why: str) -> dict[str, Any]:
     """The record of a candidate that is not measured (see :func:`choose_tails`), with ``why``."""
-    ops: dict[str, int] = {}
-    by_name = {n.name: n.op_type for n in model.graph.node}
-    for n in t.nodes:
-        ops[by_name[n]] = ops.get(by_name[n], 0) + 1
-    return {"outputs": list(t.outputs), "nodes": list(t.nodes), "inputs": list(t.inputs), "ops": ops,
+    return {"outputs": list(t.outputs), "nodes": list(t.nodes), "inputs": list(t.inputs),
+            "ops": op_counts(model, t.nodes),
             "snr_quantized_db": {o: None for o in t.outputs}, "snr_float_db": {o: None for o in t.outputs},
             "gain_db": None, "samples": 0, "kept": False, "why": why}
 
@@ -331,7 +343,8 @@ def logit_tails(model: onnx.ModelProto, tails: Iterable[TailCandidate]) -> list[
 
 
 def _fmt_db(v: float | None) -> str:
-    return "exact" if v is None else f"{v:.1f}"
+    """An SNR for a message: "exact" for no error (None in records, ``inf`` measured)."""
+    return "exact" if v is None or v == math.inf else f"{v:.1f}"
 
 
 def auto_precision_message(records: Sequence[Mapping[str, Any]]) -> str | None:

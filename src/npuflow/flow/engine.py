@@ -135,8 +135,7 @@ def program_widths_of(fixed: Any) -> tuple[dict[str, int], dict[str, int]] | Non
 def host_nodes_of(source: Any, platform_id: int | None = None) -> dict[str, str]:
     """The nodes run as host steps (float tails and float islands, docs/fixed-point.md 10.1 and
     10.4) by an ``AnalysisResult`` (for ``platform_id`` when given) or a loaded BIE's program; {}
-    otherwise. From a BIE: the float steps with an unquantized float output, and every step whose
-    reason says it belongs to a float island (its border outputs are quantized)."""
+    otherwise (from a BIE: :func:`npuflow.analysis.tails.host_steps_of`)."""
     if isinstance(source, AnalysisResult):
         if platform_id is not None and source.platform_id not in (None, platform_id):
             return {}
@@ -144,12 +143,9 @@ def host_nodes_of(source: Any, platform_id: int | None = None) -> dict[str, str]
     program = getattr(source, "program", None)
     if program is None:
         return {}
-    from npuflow.analysis.islands import ISLAND_REASON
     from npuflow.analysis.tails import host_steps_of
 
-    ks = set(host_steps_of(program)) | {k for k, st in enumerate(program.steps)
-                                        if st.float_step and st.reason.startswith(ISLAND_REASON)}
-    return {n: program.steps[k].reason for k in sorted(ks) for n in program.steps[k].nodes}
+    return {n: program.steps[k].reason for k in host_steps_of(program) for n in program.steps[k].nodes}
 
 
 def warn_auto_precision(result: AnalysisResult) -> None:
