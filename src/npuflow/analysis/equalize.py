@@ -37,6 +37,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from npuflow.passes._rewrite import attr
+
 #: calibration inputs whose per-channel ranges set the scales (the first ones)
 EQ_SAMPLES = 16
 #: the largest factor a channel is scaled up by. A channel's range comes from a few calibration
@@ -60,13 +62,6 @@ class Pair:
     activation: str | None
     consumer: str
     tensor: str
-
-
-def _attr(node: onnx.NodeProto, name: str, default: Any) -> Any:
-    for a in node.attribute:
-        if a.name == name:
-            return onnx.helper.get_attribute_value(a)
-    return default
 
 
 def find_pairs(model: onnx.ModelProto, skip: Iterable[str] = ()) -> list[Pair]:
@@ -100,7 +95,7 @@ def find_pairs(model: onnx.ModelProto, skip: Iterable[str] = ()) -> list[Pair]:
     out: list[Pair] = []
     for b in g.node:
         wb = conv_weights(b)
-        if wb is None or len(wb) < 3 or wb[1] != 1 or _attr(b, "group", 1) != wb[0] or b.name in skip:
+        if wb is None or len(wb) < 3 or wb[1] != 1 or attr(b, "group", 1) != wb[0] or b.name in skip:
             continue
         t = b.input[0]
         x = prod.get(t)

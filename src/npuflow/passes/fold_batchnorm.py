@@ -36,14 +36,7 @@ from npuflow.passes._graph import (
     remove_nodes,
     unique_name,
 )
-from npuflow.passes._rewrite import FLOAT_TYPES
-
-
-def _attr(node: onnx.NodeProto, name: str, default):
-    for a in node.attribute:
-        if a.name == name:
-            return onnx.helper.get_attribute_value(a)
-    return default
+from npuflow.passes._rewrite import FLOAT_TYPES, attr
 
 
 def run(model: onnx.ModelProto) -> tuple[onnx.ModelProto, bool]:
@@ -67,7 +60,7 @@ def run(model: onnx.ModelProto) -> tuple[onnx.ModelProto, bool]:
             continue
         if y in outputs or y in in_subgraphs or len(used.get(y, [])) != 1:
             continue
-        if _attr(bn, "training_mode", 0) != 0 or _attr(bn, "spatial", 1) != 1:
+        if attr(bn, "training_mode", 0) != 0 or attr(bn, "spatial", 1) != 1:
             continue
         extra = [o for o in bn.output[1:] if o]
         if any(o in used or o in outputs or o in in_subgraphs for o in extra):
@@ -86,7 +79,7 @@ def run(model: onnx.ModelProto) -> tuple[onnx.ModelProto, bool]:
         b = numpy_helper.to_array(consts[b_name]).astype(np.float64) if b_name else np.zeros(m)
         if b.shape != (m,):
             continue
-        eps = float(_attr(bn, "epsilon", 1e-5))
+        eps = float(attr(bn, "epsilon", 1e-5))
         s = scale / np.sqrt(var + eps)
         w_new = (w.astype(np.float64) * s.reshape((m,) + (1,) * (w.ndim - 1))).astype(w.dtype)
         b_dtype = numpy_helper.to_array(consts[b_name]).dtype if b_name else w.dtype
