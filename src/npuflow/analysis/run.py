@@ -257,10 +257,11 @@ def analyse(
         program, built_opts, promoted = choose_promotions(found, program, opts, rebuild, measure_on(TAIL_SAMPLES),
                                                           fps_model.fps, fps_model.fps(base_program))
     mixed: dict[str, Any] = {}
+    means = {t: m for t in collector.channel_sum if (m := collector.channel_mean(t)) is not None}
     if mixbw and kept:
         assert fps_model is not None
+
         def search_context(o: QuantOptions, bound: float) -> SearchContext:
-            means = {t: m for t in collector.channel_sum if (m := collector.channel_mean(t)) is not None}
             return context_of(optimized, get_platform(platform).id, steps, collector.hist, input_names, output_names,
                               means, weight_moments, deltas, measure_on(MIXBW_SAMPLES), o, bound)
 
@@ -271,7 +272,6 @@ def analyse(
         mixed = {"mode": {"datapath": opts.mix_datapath or None, "weight": opts.mix_weight or None},
                  "rule_overrides": {k: {f: getattr(v, f) for f in ("bits", "weight_bits") if getattr(v, f) is not None}
                                     for k, v in sorted(opts.overrides.items()) if v.auto}}
-    means = {t: m for t in collector.channel_sum if (m := collector.channel_mean(t)) is not None}
     effects = option_effects(program, given, program.notes, bias_adjusted=len(deltas), compensable=len(compensable),
                              tail_candidates=len(candidates) + len(found_islands),
                              equalize_pairs=len(equalized.get("pairs", [])) if opts.equalize else len(find_pairs(
