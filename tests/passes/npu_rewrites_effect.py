@@ -2,7 +2,7 @@
 
 For each model: the optimizer without the rewrites ("before": the pipeline of rounds without
 ``fuse_hardswish``, ``hard_sigmoid``, ``fuse_silu``, ``fuse_gelu``, ``div_to_mul``,
-``split_global_pool``) and with them ("after", ``platform=get_platform(P)``), then
+``split_global_pool``, or without the passes given by ``--passes``) and with them ("after", ``platform=get_platform(P)``), then
 
 * CPU nodes on P (``npuflow.evaluate.placement``: the placement of ``evaluate()``);
 * the float outputs of both on the task's first evaluation input (onnxruntime, graph
@@ -43,11 +43,13 @@ from npuflow.platforms import get_platform
 
 REWRITES = ("fuse_hardswish", "hard_sigmoid", "fuse_silu", "fuse_gelu", "div_to_mul", "split_global_pool")
 _ORIG_OPTIMIZE = P.optimize
+#: the passes "before" leaves out (``--passes``; default: the NPU-friendly rewrites)
+COMPARED: list[tuple[str, ...]] = [REWRITES]
 
 
 def before_pipeline() -> tuple:
     setup, rounds, final = P.PIPELINE
-    return setup, tuple(p for p in rounds if p not in REWRITES), final
+    return setup, tuple(p for p in rounds if p not in COMPARED[0]), final
 
 
 @contextlib.contextmanager
@@ -58,7 +60,8 @@ def variant(name: str, platform):
         P.PIPELINE = before_pipeline()
 
     def opt(model, **kw):
-        if name == "after":
+        # "before" runs without the platform only when a compared pass reads it (the rewrites)
+        if name == "after" or not set(COMPARED[0]) & set(P.PLATFORM_PASSES):
             kw.setdefault("platform", platform)
         return _ORIG_OPTIMIZE(model, **kw)
 
@@ -136,9 +139,15 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--calib", type=int, default=None)
     ap.add_argument("--eval", type=int, default=None)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--passes", default=",".join(REWRITES),
+                    help="comma list of the passes compared ('before' runs without them), e.g. fold_conv_affine")
     ap.add_argument("--shape", default=None, help="override the first input's shape, e.g. 1,3,960,960 (no --snr)")
     a = ap.parse_args(argv)
     shape = [int(v) for v in a.shape.split(",")] if a.shape else None
+    COMPARED[0] = tuple(p for p in a.passes.split(",") if p)
+    unknown = [p for p in COMPARED[0] if p not in P.PASSES]
+    if unknown:
+        ap.error(f"unknown passes {unknown}; known: {', '.join(P.PASSES)}")
     for name in a.models:
         r = measure(name, a.platform, snr=a.snr, calib=a.calib, evaln=a.eval, threads=a.threads, shape=shape)
         print(json.dumps(r, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)), flush=True)

@@ -27,7 +27,7 @@ def test_registry_order_and_pipeline():
     assert list(PASSES) == ["name_nodes", "initializers_as_inputs", "fix_input_shapes", "constant_to_initializer",
                             "shape_inference", "constant_folding", "remove_identity", "fold_batchnorm",
                             "fuse_hardswish", "hard_sigmoid", "fuse_silu", "fuse_gelu", "div_to_mul",
-                            "split_global_pool", "remove_unused"]
+                            "fold_conv_affine", "split_global_pool", "remove_unused"]
     setup, rounds, final = PIPELINE
     assert set(setup) | set(rounds) | set(final) == set(PASSES)
     for fn in PASSES.values():

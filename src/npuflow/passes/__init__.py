@@ -11,8 +11,9 @@ Pipeline run by :func:`optimize` (``PIPELINE`` below):
    (once each, in this order);
 2. rounds of ``shape_inference``, ``constant_folding``, ``remove_identity``, ``fold_batchnorm``
    (skipped with ``keep_bn=True``), the NPU-friendly rewrites ``fuse_hardswish``,
-   ``hard_sigmoid``, ``fuse_silu``, ``fuse_gelu``, ``div_to_mul``, ``split_global_pool`` (skipped
-   without ``platform``), then ``remove_unused``, repeated until a round changes no node or
+   ``hard_sigmoid``, ``fuse_silu``, ``fuse_gelu``, ``div_to_mul``, ``fold_conv_affine`` (after the
+   rewrites, so that their patterns match first), ``split_global_pool`` (skipped without
+   ``platform``), then ``remove_unused``, repeated until a round changes no node or
    initializer (at most ``MAX_ROUNDS``);
 3. a final ``shape_inference``.
 
@@ -38,6 +39,7 @@ from npuflow.passes import (
     div_to_mul,
     fix_input_shapes,
     fold_batchnorm,
+    fold_conv_affine,
     fuse_gelu,
     fuse_hardswish,
     fuse_silu,
@@ -73,6 +75,7 @@ PASSES: dict[str, PassFn] = {
     "fuse_silu": fuse_silu.run,
     "fuse_gelu": fuse_gelu.run,
     "div_to_mul": div_to_mul.run,
+    "fold_conv_affine": fold_conv_affine.run,
     "split_global_pool": split_global_pool.run,
     "remove_unused": remove_unused.run,
 }
@@ -84,7 +87,7 @@ PLATFORM_PASSES = ("fuse_hardswish", "hard_sigmoid", "fuse_gelu", "split_global_
 PIPELINE: tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]] = (
     ("name_nodes", "initializers_as_inputs", "fix_input_shapes", "constant_to_initializer"),
     ("shape_inference", "constant_folding", "remove_identity", "fold_batchnorm", "fuse_hardswish", "hard_sigmoid",
-     "fuse_silu", "fuse_gelu", "div_to_mul", "split_global_pool", "remove_unused"),
+     "fuse_silu", "fuse_gelu", "div_to_mul", "fold_conv_affine", "split_global_pool", "remove_unused"),
     ("shape_inference",),
 )
 MAX_ROUNDS = 8

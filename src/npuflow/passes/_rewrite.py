@@ -75,6 +75,23 @@ def attr(node: onnx.NodeProto, name: str, default: Any = None) -> Any:
     return default
 
 
+def out_channels(node: onnx.NodeProto, w: np.ndarray) -> int:
+    """Output channel count of a ``Conv`` (weight ``[M, C / group, k...]``) or ``ConvTranspose``
+    (weight ``[C_in, M / group, k...]``)."""
+    return int(w.shape[0]) if node.op_type == "Conv" else int(w.shape[1]) * int(attr(node, "group", 1))
+
+
+def scale_out_channels(node: onnx.NodeProto, w: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """The weight ``w`` of a ``Conv`` / ``ConvTranspose`` with output channel ``m`` scaled by
+    ``s[m]`` (a ``ConvTranspose``'s channel ``g * (M / group) + j`` sits at ``[g-th block, j]``)."""
+    if node.op_type == "Conv":
+        return w * s.reshape((-1,) + (1,) * (w.ndim - 1))
+    g = int(attr(node, "group", 1))
+    cin, mg = w.shape[0], w.shape[1]
+    grouped = w.reshape((g, cin // g, mg) + w.shape[2:])
+    return (grouped * s.reshape((g, 1, mg) + (1,) * (w.ndim - 2))).reshape(w.shape)
+
+
 def default_opset(model: onnx.ModelProto) -> int:
     for imp in model.opset_import:
         if imp.domain in ("", "ai.onnx"):

@@ -1,22 +1,24 @@
-"""Pass ``fold_batchnorm``: fold an inference ``BatchNormalization`` into the ``Conv`` before it.
+"""Pass ``fold_batchnorm``: fold an inference ``BatchNormalization`` into the ``Conv`` or
+``ConvTranspose`` before it.
 
 With ``s = scale / sqrt(var + epsilon)`` per output channel ``m``:
 ``W'[m] = W[m] * s[m]`` and ``b'[m] = (b[m] - mean[m]) * s[m] + B[m]`` (``b = 0`` when the Conv
 has no bias). The arithmetic is done in float64 and cast back to the weight's dtype once.
 
 Rules:
-1. Pattern: ``Conv -> BatchNormalization`` where the Conv output is read by that BN only and is
-   not a graph output; both in the default domain.
+1. Pattern: ``Conv -> BatchNormalization`` or ``ConvTranspose -> BatchNormalization`` where the
+   convolution's output is read by that BN only and is not a graph output; both in the default
+   domain.
 2. Conv weight (and bias, when present) and the four BN parameters must be constant
    initializers (not graph inputs), float tensors; BN parameters of shape ``[M]`` where ``M`` is
-   the Conv's output channel count (``W.shape[0]``).
+   the convolution's output channel count (``W.shape[0]`` for a Conv, ``W.shape[1] * group`` for a
+   ConvTranspose, whose weight is scaled per output channel as in ``fold_conv_affine``).
 3. BN must be in inference mode: ``training_mode`` absent or 0, ``spatial`` absent or 1 (opset
    < 9), and its optional outputs (running mean/var, saved mean/var) absent or unused.
 4. The Conv gets new initializers ``<W>_bnfold`` / ``<conv name>_bias_bnfold`` (unique names; the
    originals stay for other readers and are dropped by ``remove_unused`` when unread), takes
    over the BN's output name, keeps its own node name; the BN node is removed.
-5. ``BatchNormalization`` after anything else (Add, ConvTranspose, a graph input ...) is left
-   alone. ``optimize(keep_bn=True)`` skips this pass entirely.
+5. ``BatchNormalization`` after anything else (Add, a graph input ...) is left alone. ``optimize(keep_bn=True)`` skips this pass entirely.
 """
 from __future__ import annotations
 
@@ -36,7 +38,7 @@ from npuflow.passes._graph import (
     remove_nodes,
     unique_name,
 )
-from npuflow.passes._rewrite import FLOAT_TYPES, attr
+from npuflow.passes._rewrite import FLOAT_TYPES, attr, out_channels, scale_out_channels
 
 
 def run(model: onnx.ModelProto) -> tuple[onnx.ModelProto, bool]:
@@ -56,7 +58,7 @@ def run(model: onnx.ModelProto) -> tuple[onnx.ModelProto, bool]:
             continue
         y = bn.input[0]
         conv = prod.get(y)
-        if conv is None or conv.op_type != "Conv" or not is_default_domain(conv.domain):
+        if conv is None or conv.op_type not in ("Conv", "ConvTranspose") or not is_default_domain(conv.domain):
             continue
         if y in outputs or y in in_subgraphs or len(used.get(y, [])) != 1:
             continue
@@ -72,7 +74,9 @@ def run(model: onnx.ModelProto) -> tuple[onnx.ModelProto, bool]:
             continue
         w_t = consts[w_name]
         w = numpy_helper.to_array(w_t)
-        m = w.shape[0]
+        if w.ndim < 3:
+            continue
+        m = out_channels(conv, w)
         scale, beta, mean, var = (numpy_helper.to_array(consts[p]).astype(np.float64) for p in bn.input[1:])
         if any(p.shape != (m,) for p in (scale, beta, mean, var)):
             continue
@@ -81,7 +85,7 @@ def run(model: onnx.ModelProto) -> tuple[onnx.ModelProto, bool]:
             continue
         eps = float(attr(bn, "epsilon", 1e-5))
         s = scale / np.sqrt(var + eps)
-        w_new = (w.astype(np.float64) * s.reshape((m,) + (1,) * (w.ndim - 1))).astype(w.dtype)
+        w_new = scale_out_channels(conv, w.astype(np.float64), s).astype(w.dtype)
         b_dtype = numpy_helper.to_array(consts[b_name]).dtype if b_name else w.dtype
         b_new = ((b - mean) * s + beta).astype(b_dtype)
 
