@@ -15,7 +15,7 @@ import onnx
 import pytest
 
 import npuflow
-from npuflow.analysis.precision import MIXBW_SAMPLES, SMALL_CHANNELS
+from npuflow.analysis.precision import MIXBW_INT4_TRIAL_LOSS_DB, MIXBW_SAMPLES, SMALL_CHANNELS
 from npuflow.errors import InvalidConfigError
 from tests.analysis.test_promotions import _analyse, _data, stem_model
 
@@ -65,6 +65,51 @@ def test_mixbw_finds_the_ill_conditioned_tensor_inside_the_time_bound(mixbw_run)
     assert doc["quantization"]["mixed_precision"]["chosen"]["label"] == "b"
     html = (tmp / "bw" / "model_fx_report.html").read_text()
     assert 'id="mixbw-front"' in html and 'id="mixbw-candidates"' in html and 'id="front-chart"' in html
+
+
+def test_mixbw_on_the_720_has_no_int4_phase(mixbw_run):
+    mx = mixbw_run[1].analysis_result.mixed
+    assert mx["int4"] is False and {r["phase"] for r in mx["measured"]} == {"promote"}
+
+
+def _run730(tmp_path, name, **kw):
+    km = _km(tmp_path, "730")
+    bie = km.analysis({"x": _data(16, 1)}, output_dir=str(tmp_path / name), threads=1, progress=False, report=False,
+                      datapath_bitwidth_mode="mixbw", weight_bitwidth_mode="mixbw", auto_precision=False, **kw)
+    return km, bie
+
+
+def test_mixbw_int4_weights_on_the_730_buy_a_promotion_over_the_bound(tmp_path):
+    # flops_ratio 0.001: on the 720 nothing fits (test above: over the time bound); on the 730 the
+    # int4 demotions free time and the SiLU output's promotion ("b") is measured again and taken
+    km, bie = _run730(tmp_path, "int4", flops_ratio=0.001)
+    mx = km.analysis_result.mixed
+    rows = {(r["phase"], r["label"]): r for r in mx["measured"]}
+    assert mx["int4"] is True
+    assert "over the time bound" in rows[("promote", "b")]["why"]
+    demoted = [r for r in mx["measured"] if r["phase"] == "int4" and r["accepted"]]
+    assert demoted and all(r["snr_db"] >= mx["front"][0]["snr_db"] - MIXBW_INT4_TRIAL_LOSS_DB for r in demoted)
+    assert rows[("promote again", "b")]["accepted"]
+    wb = _weight_bits(km)
+    assert {r["label"].split()[0] for r in demoted} == {n for n, b in wb.items() if b == 4}
+    p = km.analysis_result.program
+    assert p.formats["b"].bits == 16
+    chosen = mx["chosen"]
+    assert chosen == mx["front"][-1] and chosen["fps"] >= mx["fps_bound"]
+    assert chosen["snr_db"] > mx["front"][0]["snr_db"] + 3  # measured: 4.3 -> 11.6 dB
+    fixed = npuflow.load(bie)
+    assert fixed.run({"x": _data(1, 5)[0]})[0].shape == (1, 256, 32, 32)
+
+
+def test_mixbw_int4_phase_is_undone_when_it_buys_nothing(tmp_path, mixbw_run):
+    # flops_ratio 0.2: "b" fits without int4; the int4 demotions that follow cost SNR and the
+    # promotions left over the bound all set a demoted step's weights: the phase is undone
+    km, _ = _run730(tmp_path, "undo", flops_ratio=0.2)
+    mx = km.analysis_result.mixed
+    int4 = [r for r in mx["measured"] if r["phase"] == "int4"]
+    assert int4 and not any(r["accepted"] for r in int4)
+    assert not any(b == 4 for b in _weight_bits(km).values())
+    assert [p["label"] for p in mx["front"]] == [p["label"] for p in mixbw_run[1].analysis_result.mixed["front"]]
 
 
 def test_mixbw_a_tighter_bound_accepts_less(tmp_path, mixbw_run):

@@ -341,6 +341,13 @@ MIXBW_SAMPLES = 8
 MIXBW_CANDIDATES = 16
 #: mixbw: a candidate is accepted when it raises the lowest model-output SNR by at least this (dB)
 MIXBW_MIN_GAIN_DB = 0.1
+#: mixbw with int4 weights (platforms whose weights include int4: the 730): demotions measured at most
+MIXBW_INT4_CANDIDATES = 16
+#: ... each accepted while the lowest model-output SNR stays within this of the promotions' (dB) ...
+MIXBW_INT4_TRIAL_LOSS_DB = 1.0
+#: ... and the int4 phase (demotions, then the promotions over the bound again) is kept when it
+#: ends at most this below the promotions' SNR (dB); otherwise it is undone
+MIXBW_INT4_MAX_LOSS_DB = 0.1
 
 
 def _out_channels(st: Step) -> int | None:
@@ -472,6 +479,21 @@ def mixbw_candidates(steps: Sequence[Step], program: Program, opts: QuantOptions
     return out
 
 
+def int4_candidates(steps: Sequence[Step], program: Program, opts: QuantOptions) -> list[Candidate]:
+    """Weight mixbw on a platform with int4 weights (section 10.3): each MAC step whose weights are
+    8-bit (not set by the user) to int4, highest estimated int4 SQNR first (the least damage)."""
+    by_name = {st.name: st for st in steps}
+    user = {k for k, v in opts.overrides.items() if not v.auto}
+    out = []
+    for st in _mac_steps(steps):
+        if any(n in user for n in st.nodes) or weight_bits(step_override(by_name[st.name], opts), opts) != 8:
+            continue
+        out.append(Candidate(st.name + " weights int4", "weights int4", ((st.name, (("weight_bits", 4),)),),
+                             _weight_sqnr_db(st, 4)))
+    out.sort(key=lambda c: (-c.estimate_db, c.label))
+    return out
+
+
 def mixbw_search(
     program: Program,
     opts: QuantOptions,
@@ -485,15 +507,25 @@ def mixbw_search(
     progress: bool = False,
     evaluate: Callable[[list[QuantOptions]], list[tuple[float, dict[str, float] | None]]] | None = None,
     width: int = 1,
+    demotions: Callable[[QuantOptions], Sequence[Candidate]] | None = None,
 ) -> tuple[Program, QuantOptions, dict[str, Any]]:
     """The mixbw search (section 10.3): from ``program`` (the mixbw start: base widths, model input,
     output and CPU nodes 16-bit, the automatic promotions), the first :data:`MIXBW_CANDIDATES`
     ``candidates`` in order, each measured on top of the ones accepted; one is accepted when it
     keeps the estimated FPS at least ``fps_int8 / (1 + flops_ratio)`` and raises the lowest
     model-output SNR by :data:`MIXBW_MIN_GAIN_DB` or more. Each acceptance is a point of the front
-    (estimated FPS, SNR); the last one is chosen (the highest SNR inside the bound: every accepted
-    point raises it). ``references``: label -> (program, its options) of fixed points measured
-    for the chart (e.g. int8, mix light). Returns the final program, its options and the record.
+    (estimated FPS, SNR); the last one is chosen. ``references``: label -> (program, its options)
+    of fixed points measured for the chart (e.g. int8, mix light). Returns the final program, its
+    options and the record.
+
+    ``demotions(opts)``: with int4 weights (the 730), the int4 candidates of the state ``opts``
+    (:func:`int4_candidates`). After the promotions, the first :data:`MIXBW_INT4_CANDIDATES` are
+    measured in order, each accepted while the lowest output SNR stays within
+    :data:`MIXBW_INT4_TRIAL_LOSS_DB` of the SNR the promotions reached; then the promotions that
+    were over the time bound (and do not touch a demoted step) are measured again on the faster
+    state, same rule as before. The int4 phase is kept when it ends at most
+    :data:`MIXBW_INT4_MAX_LOSS_DB` below the promotions' SNR (int4 nearly free, or the time it
+    freed bought more than it cost), else undone (its rows say so).
 
     ``evaluate(trials)``: (estimated FPS, SNRs or None when over the bound) of each trial's program,
     computed elsewhere (e.g. on an executor, :mod:`npuflow.analysis.executors`), ``width`` trials at
@@ -512,45 +544,88 @@ def mixbw_search(
 
         bar = tqdm(total=len(todo) + len(references or {}), desc="mixbw search", unit="candidate", file=sys.stderr)
     moved: list[str] = []
+    state = {"program": program, "opts": opts, "snr": snr}
 
     def local(trial: QuantOptions) -> tuple[float, Program, dict[str, float] | None]:
         variant = build(trial)
         f = fps(variant, trial)
         return f, variant, (None if f < bound else measure(variant))
 
-    try:
+    def promote(s: dict[str, float]) -> tuple[bool, str]:
+        gain, _ = _gain(state["snr"], s)
+        return (True, "accepted") if gain >= MIXBW_MIN_GAIN_DB else (False, f"gains less than {MIXBW_MIN_GAIN_DB:g} dB")
+
+    def phase(todo: list[Candidate], accept: Callable[[dict[str, float]], tuple[bool, str]], name: str) -> list[dict]:
+        """Measure ``todo`` in order on top of the accepted state (batches of ``width`` on an
+        executor, the ones after an acceptance measured again); returns this phase's rows."""
+        out: list[dict[str, Any]] = []
         i = 0
         while i < len(todo):
             batch = todo[i:i + (max(1, int(width)) if evaluate is not None else 1)]
-            trials = [replace(opts, overrides=c.apply(opts.overrides)) for c in batch]
+            trials = [replace(state["opts"], overrides=c.apply(state["opts"].overrides)) for c in batch]
             if evaluate is None:
                 results = [local(trials[0])]
             else:
-                results = [(f, None, s) for f, s in evaluate(trials)]
-            for c, trial, (f, variant, s) in zip(batch, trials, results):
+                results = [(f, None, sn) for f, sn in evaluate(trials)]
+            for c, trial, (f, variant, sn) in zip(batch, trials, results):
                 i += 1
-                row = {"label": c.label, "kind": c.kind, "estimate_db": _r(c.estimate_db), "fps": _r(f),
+                row = {"label": c.label, "kind": c.kind, "phase": name, "estimate_db": _r(c.estimate_db), "fps": _r(f),
                        "snr_db": None, "gain_db": None, "accepted": False}
-                rows.append(row)
+                out.append(row)
                 accepted = False
-                if f < bound or s is None:
+                if f < bound or sn is None:
                     row["why"] = f"over the time bound: estimated FPS {f:.1f} < {bound:.1f}"
                 else:
-                    gain, _ = _gain(snr, s)
-                    row.update(snr_db=_r(min(s.values())), gain_db=_r(gain) if math.isfinite(gain) else None)
-                    if gain >= MIXBW_MIN_GAIN_DB:
-                        row.update(accepted=True, why="accepted")
-                        program = variant if variant is not None else build(trial)
-                        opts, snr, accepted = trial, s, True
+                    gain, _ = _gain(state["snr"], sn)
+                    row.update(snr_db=_r(min(sn.values())), gain_db=_r(gain) if math.isfinite(gain) else None)
+                    accepted, row["why"] = accept(sn)
+                    if accepted:
+                        row["accepted"] = True
+                        state.update(program=variant if variant is not None else build(trial), opts=trial, snr=sn)
                         moved.append(c.label)
                         front.append({"label": c.label, "moved": list(moved), "fps": _r(f),
-                                      "snr_db": _r(min(s.values()))})
-                    else:
-                        row["why"] = f"gains less than {MIXBW_MIN_GAIN_DB:g} dB"
+                                      "snr_db": _r(min(sn.values()))})
                 if bar is not None:
                     bar.update(1)
                 if accepted:  # the rest of the batch was measured on the state before: again
                     break
+        rows.extend(out)
+        return out
+
+    try:
+        first = phase(todo, promote, "promote")
+        if demotions is not None:
+            saved = (dict(state), len(front), len(moved))
+            before = min(state["snr"].values())
+            floor = before - MIXBW_INT4_TRIAL_LOSS_DB
+            down = list(demotions(state["opts"]))[:MIXBW_INT4_CANDIDATES]
+            if bar is not None:
+                bar.total += len(down)
+                bar.refresh()
+
+            def demote(s: dict[str, float]) -> tuple[bool, str]:
+                if min(s.values()) >= floor:
+                    return True, f"accepted: the lowest output SNR stays within {MIXBW_INT4_TRIAL_LOSS_DB:g} dB"
+                return False, f"lowers the lowest output SNR below {floor:.2f} dB"
+
+            int4_rows = phase(down, demote, "int4") if down else []
+            demoted = {name for c, r in zip(down, int4_rows) if r["accepted"] for name, _ in c.overrides}
+            # (a promotion that sets a demoted step's weights would undo the demotion: left out)
+            again = [c for c, r in zip(todo, first) if not r["accepted"] and r["why"].startswith("over the time bound")
+                     and not any(name in demoted and "weight_bits" in dict(f) for name, f in c.overrides)]
+            if demoted:  # the time freed: the promotions that were over the bound, again
+                if bar is not None:
+                    bar.total += len(again)
+                    bar.refresh()
+                later = int4_rows + phase(again, promote, "promote again")
+                if min(state["snr"].values()) < before - MIXBW_INT4_MAX_LOSS_DB:
+                    state.clear()
+                    state.update(saved[0])
+                    del front[saved[1]:], moved[saved[2]:]
+                    for r in later:
+                        if r["accepted"]:
+                            r.update(accepted=False, why=f"undone: the int4 phase ended more than "
+                                     f"{MIXBW_INT4_MAX_LOSS_DB:g} dB below the promotions' SNR ({before:.2f} dB)")
         refs = []
         for label, (p, o) in (references or {}).items():
             refs.append({"label": label, "fps": _r(fps(p, o)), "snr_db": _r(min(measure(p).values()))})
@@ -559,8 +634,9 @@ def mixbw_search(
     finally:
         if bar is not None:
             bar.close()
+    program, opts = state["program"], state["opts"]
     record = {"mode": {"datapath": opts.mix_datapath or None, "weight": opts.mix_weight or None},
               "flops_ratio": opts.flops_ratio, "fps_int8": _r(fps_int8), "fps_bound": _r(bound),
               "samples": None, "candidates": len(candidates), "measured": rows, "front": front,
-              "chosen": front[-1], "references": refs}
+              "chosen": front[-1], "references": refs, "int4": demotions is not None}
     return program, opts, record
