@@ -479,7 +479,7 @@ def mixbw_candidates(steps: Sequence[Step], program: Program, opts: QuantOptions
     return out
 
 
-def int4_candidates(steps: Sequence[Step], program: Program, opts: QuantOptions) -> list[Candidate]:
+def int4_candidates(steps: Sequence[Step], opts: QuantOptions) -> list[Candidate]:
     """Weight mixbw on a platform with int4 weights (section 10.3): each MAC step whose weights are
     8-bit (not set by the user) to int4, highest estimated int4 SQNR first (the least damage)."""
     by_name = {st.name: st for st in steps}

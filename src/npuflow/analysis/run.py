@@ -308,7 +308,7 @@ def _mixbw(steps: list[Step], program: Program, given: QuantOptions, opts: Quant
         evaluate = executor_evaluate(executor, context(opts, fps_int8 / (1.0 + opts.flops_ratio)))
     # int4 weights where the platform has them (the 730) and the weights are in mixbw (spec 10.3)
     int4 = opts.mix_weight == "mixbw" and 4 in fps_model.platform.bitwidths.get("weight", ())
-    demotions = (lambda o: int4_candidates(steps, program, o)) if int4 else None
+    demotions = (lambda o: int4_candidates(steps, o)) if int4 else None
     program, opts, record = mixbw_search(program, opts, cands, rebuild, measure, fps_model.fps, fps_int8,
                                          references={"int8": (int8_program, int8), "mix light": (rebuild(light), light)},
                                          progress=progress, evaluate=evaluate, width=width, demotions=demotions)
