@@ -134,6 +134,52 @@ def test_fold_numerics_property(seed, chain, op, group, bias):
     _assert_close(ref, out, rng)
 
 
+def transposed_model(rng, chain, perm=(0, 2, 3, 1), shape=None):
+    """Conv (4 -> 6 channels) -> Transpose(perm) -> chain of per-channel constants (TensorFlow's
+    NHWC layout: constants of shape [6] broadcast on the last axis)."""
+    w = rng.standard_normal((6, 4, 3, 3)).astype(np.float32)
+    inits = [init("W", w), init("B", rng.standard_normal(6).astype(np.float32))]
+    nodes = [helper.make_node("Conv", ["x", "W", "B"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Transpose", ["c"], ["t0"], name="nhwc", perm=list(perm))]
+    for i, kind in enumerate(chain):
+        c = rng.uniform(0.3, 2.0, shape or (6,)).astype(np.float32)
+        inits.append(init(f"c{i}", c))
+        nodes.append(helper.make_node(kind, [f"t{i}", f"c{i}"], [f"t{i + 1}"], name=f"{kind.lower()}{i}"))
+    out_shape = [[1, 6, 8, 8][p] for p in perm]
+    return make_model(nodes, [vi("x", [1, 4, 8, 8])], [vi(f"t{len(chain)}", out_shape)], inits)
+
+
+def test_chain_behind_a_transpose_folds_and_the_transpose_writes_its_output():
+    rng = np.random.default_rng(21)
+    model = transposed_model(rng, ["Add", "Sub", "Mul", "Add"])
+    ref = onnx.ModelProto()
+    ref.CopyFrom(model)
+    out, modified = fold_conv_affine.run(model)
+    assert modified and [n.op_type for n in out.graph.node] == ["Conv", "Transpose"]
+    assert list(out.graph.node[0].output) == ["c"] and list(out.graph.node[1].output) == ["t4"]
+    onnx.checker.check_model(out)
+    _assert_close(ref, out, rng)
+
+
+def test_constant_on_the_wrong_axis_behind_a_transpose_is_left_alone():
+    rng = np.random.default_rng(22)
+    # perm (0, 1, 3, 2) keeps channels on axis 1: a [6] constant lands on the last axis (width 8)
+    model = transposed_model(rng, ["Add"], perm=(0, 1, 3, 2), shape=(8,))
+    assert not fold_conv_affine.run(model)[1]
+
+
+def test_open_nsfw_tf_batchnorms_fold_through_transposes(shared):
+    # tf2onnx's open_nsfw: Conv -> Transpose -> Cast -> Add(bias) -> Cast -> Sub -> Mul -> Add per
+    # layer; remove_identity drops the float-to-float Casts, this pass folds the rest
+    model = onnx.load(str(shared / "models" / "zoo" / "open_nsfw.onnx"))
+    before = ops(model)
+    out = optimize(model)
+    after = ops(out)
+    assert (before["Cast"], before["Sub"], before["Mul"]) == (309, 62, 55)
+    assert after["Cast"] == after["Sub"] == after["Mul"] == 0
+    assert after["Add"] == 17 and after["Conv"] == 53  # 16 residual additions and the classifier's bias
+
+
 # (Mul, Add) nodes of each model before and after optimize(): dlib's "affine" layers are
 # Conv -> Mul -> Add; paddle2onnx writes ConvTranspose -> Add (bias) before a BatchNormalization
 AFFINE_COUNTS = {

@@ -102,3 +102,24 @@ def test_real_model_identity_before_the_output(trace):
     assert [o.name for o in t.optimized.graph.output] == ["save_infer_model/scale_0.tmp_1"]
     softmax = next(n for n in t.optimized.graph.node if n.op_type == "Softmax")
     assert list(softmax.output) == ["save_infer_model/scale_0.tmp_1"]
+
+
+def test_cast_to_the_type_it_already_has_is_removed_and_a_real_cast_is_kept():
+    f, i64 = onnx.TensorProto.FLOAT, onnx.TensorProto.INT64
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="relu"),
+             helper.make_node("Cast", ["r"], ["c1"], name="noop", to=f),
+             helper.make_node("Cast", ["c1"], ["c2"], name="real", to=i64),
+             helper.make_node("Cast", ["c2"], ["y"], name="back", to=f)]
+    model = make_model(nodes, [vi("x", [2, 3])], [vi("y", [2, 3])])
+    model.graph.value_info.extend([vi("r", [2, 3]), vi("c1", [2, 3]), vi("c2", [2, 3], i64)])
+    out, modified = remove_identity.run(model)
+    assert modified and [n.name for n in out.graph.node] == ["relu", "real", "back"]
+    assert list(out.graph.node[1].input) == ["r"]
+    _check_same(model, out)
+
+
+def test_cast_of_a_tensor_of_unknown_type_is_kept():
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="relu"),
+             helper.make_node("Cast", ["r"], ["y"], name="cast", to=onnx.TensorProto.FLOAT)]
+    model = make_model(nodes, [vi("x", [2, 3])], [vi("y", [2, 3])])  # no value_info for r
+    assert not remove_identity.run(model)[1]

@@ -16,12 +16,17 @@ With ``m`` the output channel:
 Rules:
 1. Pattern: ``Conv`` or ``ConvTranspose`` (default domain) whose output is read by that one
    ``Mul`` / ``Add`` / ``Sub`` node only, is not a graph output and is not read in a subgraph.
-   A chain (``Conv -> Mul -> Add``) folds in one run, one node after the other.
+   A chain (``Conv -> Mul -> Add``) folds in one run, one node after the other. One
+   ``Transpose`` may sit between the convolution and the chain (converters from TensorFlow write
+   ``Conv -> Transpose(NCHW -> NHWC) -> Add(bias) -> Sub -> Mul -> Add``): it is read by the chain
+   only, the constants then broadcast along the axis the channel axis moves to, and the
+   Transpose takes over the last folded node's output name.
 2. The convolution's weight (and bias, when present) and the other operand are constant
    initializers of a float type. The operand holds one value per output channel or one value in
    all: after right-aligning its shape to the output's rank (the weight's rank), every dimension is
-   1 except the channel axis (1), which is 1 or the output channel count ``M``; its rank is at most
-   the output's (so the output's shape does not change). Every value is finite.
+   1 except the channel axis (1, or its place after the Transpose), which is 1 or the output
+   channel count ``M``; its rank is at most the output's (so the output's shape does not change).
+   Every value is finite.
 3. ``ConvTranspose`` weights ``[C_in, M / group, k...]`` are scaled per output channel
    ``g * (M / group) + j`` (any ``group``).
 4. The arithmetic is done in float64 and cast back to the weight's and bias's dtypes once; the
@@ -43,21 +48,34 @@ from npuflow.passes._graph import (
     is_default_domain,
     remove_nodes,
 )
-from npuflow.passes._rewrite import Index, out_channels, scale_out_channels
+from npuflow.passes._rewrite import Index, attr, out_channels, scale_out_channels
 
 #: producers this pass folds into, and the op types it folds
 CONVS = ("Conv", "ConvTranspose")
 FOLDABLE = ("Mul", "Add", "Sub")
 
 
-def _per_channel(c: np.ndarray, rank: int, m: int) -> np.ndarray | None:
-    """``c`` as a float64 vector of ``m`` values when it broadcasts per output channel (rule 2)."""
+def _per_channel(c: np.ndarray, rank: int, m: int, axis: int = 1) -> np.ndarray | None:
+    """``c`` as a float64 vector of ``m`` values when it broadcasts per output channel along
+    ``axis`` (rule 2)."""
     if c.ndim > rank or c.size == 0 or not np.all(np.isfinite(c)):
         return None
     shape = (1,) * (rank - c.ndim) + tuple(c.shape)
-    if any(d != 1 for k, d in enumerate(shape) if k != 1) or shape[1] not in (1, m):
+    if any(d != 1 for k, d in enumerate(shape) if k != axis) or shape[axis] not in (1, m):
         return None
     return np.broadcast_to(c.astype(np.float64).reshape(-1), (m,)) if c.size == 1 else c.astype(np.float64).reshape(m)
+
+
+def _transpose_reader(idx: Index, y: str, rank: int) -> onnx.NodeProto | None:
+    """The Transpose that alone reads ``y`` and whose output alone feeds a foldable node (rule 1)."""
+    t = idx.sole_reader(y)
+    if t is None or t.op_type != "Transpose" or not is_default_domain(t.domain):
+        return None
+    perm = attr(t, "perm")
+    if perm is not None and sorted(perm) != list(range(rank)):
+        return None
+    nxt = idx.sole_reader(t.output[0])
+    return t if nxt is not None and nxt.op_type in FOLDABLE else None
 
 
 def run(model: onnx.ModelProto) -> tuple[onnx.ModelProto, bool]:
@@ -80,6 +98,10 @@ def run(model: onnx.ModelProto) -> tuple[onnx.ModelProto, bool]:
         w, b = w0.astype(np.float64), (b0.astype(np.float64) if b0 is not None else np.zeros(m))
         folded = []
         y = conv.output[0]
+        axis, through = 1, _transpose_reader(idx, y, w0.ndim)
+        if through is not None:
+            perm = attr(through, "perm") or list(range(w0.ndim))[::-1]
+            axis, y = list(perm).index(1), through.output[0]
         while True:
             nxt = idx.sole_reader(y)
             if nxt is None or nxt.op_type not in FOLDABLE or not is_default_domain(nxt.domain) or len(nxt.input) != 2:
@@ -88,7 +110,7 @@ def run(model: onnx.ModelProto) -> tuple[onnx.ModelProto, bool]:
             if other is None or other == y or (nxt.op_type == "Sub" and nxt.input[0] != y):
                 break
             c = idx.const_array(other)
-            v = None if c is None else _per_channel(c, w0.ndim, m)
+            v = None if c is None else _per_channel(c, w0.ndim, m, axis)
             if v is None:
                 break
             if nxt.op_type == "Mul":
@@ -111,7 +133,7 @@ def run(model: onnx.ModelProto) -> tuple[onnx.ModelProto, bool]:
             conv.input[2] = b_init.name
         else:
             conv.input.append(b_init.name)
-        conv.output[0] = y
+        (through if through is not None else conv).output[0] = y
         removed.extend(folded)
 
     if not removed:
