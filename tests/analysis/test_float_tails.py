@@ -262,12 +262,14 @@ def test_report_and_evaluate_show_host_post_processing(decode_runs):
 
 
 def test_tail_that_does_not_help_is_not_kept(tmp_path):
-    # Conv -> Add -> Relu -> output: floating it only removes the output's own int8 rounding
+    # Conv -> Add -> Relu -> output: floating it only removes the output's own int8 rounding (the
+    # Add's constant varies over rows, so that fold_conv_affine cannot fold it into the bias)
     rng = np.random.default_rng(3)
     m = _model([helper.make_node("Conv", ["x", "w"], ["a"], name="c1"),
                 helper.make_node("Add", ["a", "k"], ["s"], name="add"),
                 helper.make_node("Relu", ["s"], ["y"], name="relu")],
-               [_init("w", rng.normal(0, 0.5, (4, 4, 1, 1))), _init("k", 0.25)], ["y"])
+               [_init("w", rng.normal(0, 0.5, (4, 4, 1, 1))), _init("k", np.linspace(0.0, 0.5, 8).reshape(1, 1, 8, 1))],
+               ["y"])
     km, bie, w = analyse(m, tmp_path, feeds(8, 4), report=False)
     rec = km.analysis_result.auto_precision["float_tails"]
     assert len(rec) == 1 and not rec[0]["kept"] and rec[0]["gain_db"] < MIN_GAIN_DB and "not kept" in rec[0]["why"]
