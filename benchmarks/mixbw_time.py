@@ -86,7 +86,8 @@ def run_model(name: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
     row.update(int8_s=round(t8, 1), mixbw_s=round(tm, 1), mixbw_over_int8=round(tm / t8, 2),
                front=mx["front"], chosen=mx["chosen"], references=mx["references"], fps_bound=mx["fps_bound"],
                measured=len(mx["measured"]), accepted=[r["label"] for r in mx["measured"] if r["accepted"]],
-               int4=mx.get("int4"))
+               int4=mx.get("int4"), int4_rows=[{k: r[k] for k in ("label", "fps", "snr_db", "accepted", "why")}
+                                                for r in mx["measured"] if r.get("phase") != "promote"])
     if not args.no_pool:
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(args.threads, mp_context=ctx) as pool:
@@ -112,6 +113,10 @@ def _print(row: dict[str, Any]) -> None:
         print(f"| {p['label']}{mark} | {', '.join(p['moved']) or '-'} | {p['fps']} | {p['snr_db']} |")
     for r in row["references"]:
         print(f"| reference: {r['label']} | | {r['fps']} | {r['snr_db']} |")
+    if row.get("int4_rows"):
+        print("\n| int4 phase: candidate | est. FPS | lowest output SNR (dB) | decision |\n|---|---|---|---|")
+        for r in row["int4_rows"]:
+            print(f"| {r['label']} | {r['fps']} | {r['snr_db']} | {r['why']} |")
     print(f"\ntask metric vs float, int8: {json.dumps(row['int8_metric'])}")
     print(f"task metric vs float, mixbw: {json.dumps(row['mixbw_metric'])}")
 
