@@ -15,7 +15,11 @@ import onnx
 import pytest
 
 import npuflow
-from npuflow.analysis.precision import MIXBW_INT4_TRIAL_LOSS_DB, MIXBW_SAMPLES, SMALL_CHANNELS
+from npuflow.analysis.precision import (
+    MIXBW_INT4_TRIAL_LOSS_DB,
+    MIXBW_SAMPLES,
+    SMALL_CHANNELS,
+)
 from npuflow.errors import InvalidConfigError
 from tests.analysis.test_promotions import _analyse, _data, stem_model
 
