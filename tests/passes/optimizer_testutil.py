@@ -68,3 +68,18 @@ def static_shape_report(model: onnx.ModelProto) -> list[str]:
             if s is None or any(d is None or d < 0 for d in s):
                 bad.append(f"{n.name} ({n.op_type}) -> {o}: {s}")
     return bad
+
+
+def check_shared_weight(model: onnx.ModelProto, run, rng, cin: int, cout: int) -> None:
+    """A second Conv ``conv2`` reads the weight ``W`` of ``model``'s folded Conv without anything
+    after it: after the fold pass ``run`` its output is bit-identical (the original weight stays
+    for it) and the folded output agrees within 1e-5 of its largest magnitude."""
+    model.graph.node.append(helper.make_node("Conv", ["x", "W"], ["c2"], name="conv2", pads=[1, 1, 1, 1]))
+    model.graph.output.append(vi("c2", [1, cout, 8, 8]))
+    x = rng.standard_normal((1, cin, 8, 8)).astype(np.float32)
+    ref = ort_outputs(model, {"x": x})
+    out, modified = run(model)
+    assert modified
+    got = ort_outputs(out, {"x": x})
+    np.testing.assert_array_equal(got[1], ref[1])
+    assert np.max(np.abs(got[0] - ref[0])) <= 1e-5 * np.max(np.abs(ref[0]))

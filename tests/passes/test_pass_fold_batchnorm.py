@@ -7,7 +7,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import helper
-from optimizer_testutil import init, make_model, ops, ort_outputs, vi
+from optimizer_testutil import (
+    check_shared_weight,
+    init,
+    make_model,
+    ops,
+    ort_outputs,
+    vi,
+)
 
 from npuflow.passes import fold_batchnorm, optimize
 
@@ -128,14 +135,5 @@ def test_conv_output_read_twice_or_a_graph_output_is_not_folded():
 
 def test_shared_weight_gets_its_own_folded_copy():
     rng = np.random.default_rng(3)
-    model = conv_bn_model(rng)
     # a second Conv reads the same weight W without a BN after it
-    model.graph.node.append(helper.make_node("Conv", ["x", "W"], ["c2"], name="conv2", pads=[1, 1, 1, 1]))
-    model.graph.output.append(vi("c2", [1, 4, 8, 8]))
-    x = rng.standard_normal((1, 3, 8, 8)).astype(np.float32)
-    ref = ort_outputs(model, {"x": x})
-    out, modified = fold_batchnorm.run(model)
-    assert modified
-    got = ort_outputs(out, {"x": x})
-    np.testing.assert_array_equal(got[1], ref[1])
-    assert np.max(np.abs(got[0] - ref[0])) <= 1e-5 * np.max(np.abs(ref[0]))
+    check_shared_weight(conv_bn_model(rng), fold_batchnorm.run, rng, cin=3, cout=4)

@@ -8,7 +8,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import helper
-from optimizer_testutil import init, make_model, ops, ort_outputs, vi
+from optimizer_testutil import (
+    check_shared_weight,
+    init,
+    make_model,
+    ops,
+    ort_outputs,
+    vi,
+)
 
 from npuflow.passes import fold_conv_affine, optimize
 
@@ -109,16 +116,7 @@ def test_non_finite_constant_is_left_alone():
 
 def test_shared_weight_keeps_its_original_for_other_readers():
     rng = np.random.default_rng(16)
-    model = affine_model(rng, ["Mul"])
-    model.graph.node.append(helper.make_node("Conv", ["x", "W"], ["c2"], name="conv2", pads=[1, 1, 1, 1]))
-    model.graph.output.append(vi("c2", [1, 6, 8, 8]))
-    x = rng.standard_normal((1, 4, 8, 8)).astype(np.float32)
-    ref = ort_outputs(model, {"x": x})
-    out, modified = fold_conv_affine.run(model)
-    assert modified
-    got = ort_outputs(out, {"x": x})
-    np.testing.assert_array_equal(got[1], ref[1])
-    assert np.max(np.abs(got[0] - ref[0])) <= 1e-5 * np.max(np.abs(ref[0]))
+    check_shared_weight(affine_model(rng, ["Mul"]), fold_conv_affine.run, rng, cin=4, cout=6)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -18,7 +18,8 @@ Rules:
 4. The Conv gets new initializers ``<W>_bnfold`` / ``<conv name>_bias_bnfold`` (unique names; the
    originals stay for other readers and are dropped by ``remove_unused`` when unread), takes
    over the BN's output name, keeps its own node name; the BN node is removed.
-5. ``BatchNormalization`` after anything else (Add, a graph input ...) is left alone. ``optimize(keep_bn=True)`` skips this pass entirely.
+5. ``BatchNormalization`` after anything else (Add, a graph input ...) is left alone.
+   ``optimize(keep_bn=True)`` skips this pass entirely.
 """
 from __future__ import annotations
 
