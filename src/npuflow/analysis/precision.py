@@ -611,7 +611,8 @@ def mixbw_search(
             int4_rows = phase(down, demote, "int4") if down else []
             demoted = {name for c, r in zip(down, int4_rows) if r["accepted"] for name, _ in c.overrides}
             # (a promotion that sets a demoted step's weights would undo the demotion: left out)
-            again = [c for c, r in zip(todo, first) if not r["accepted"] and r["why"].startswith("over the time bound")
+            # (a row without an SNR was over the time bound: not measured)
+            again = [c for c, r in zip(todo, first) if r["snr_db"] is None
                      and not any(name in demoted and "weight_bits" in dict(f) for name, f in c.overrides)]
             if demoted:  # the time freed: the promotions that were over the bound, again
                 if bar is not None:
@@ -619,7 +620,6 @@ def mixbw_search(
                     bar.refresh()
                 later = int4_rows + phase(again, promote, "promote again")
                 if min(state["snr"].values()) < before - MIXBW_INT4_MAX_LOSS_DB:
-                    state.clear()
                     state.update(saved[0])
                     del front[saved[1]:], moved[saved[2]:]
                     for r in later:
