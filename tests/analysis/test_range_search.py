@@ -63,6 +63,24 @@ def test_whole_model_choice_needs_the_minimum_gain():
         assert rec["start_snr_db"] == 10.0
 
 
+def test_whole_model_takes_the_best_acceptable_candidate():
+    # the max is best on the lowest output (0.03 dB above 0.9999) but lowers the other output by more
+    # than MAX_LOSS_DB: 0.9999, which passes, is taken (not the start), as on ultraface_rfb_320
+    table = {0.999: (22.41, 52.68), 0.9999: (33.77, 52.78), 0.99999: (33.76, 52.05), 1.0: (33.80, 51.58)}
+
+    def snr(c):  # the mean over the tensors of each one's table row (the parts then move nothing)
+        return {"scores": float(np.mean([table[q][0] for q in c.values()])),
+                "boxes": float(np.mean([table[q][1] for q in c.values()]))}
+
+    _prog, opts, rec = _search(snr)
+    assert rec["whole_model_choice"] == "0.9999" and set(opts.range_choice.values()) == {0.9999}
+    assert [w["snr_db"] for w in rec["whole_model"]] == [22.41, 33.77, 33.76, 33.8]
+    # none passes (each gains the lowest output but costs the other 1 dB): the start stays
+    _prog, opts, rec = _search(lambda c: {"scores": 22.41 + 5.0 * float(np.mean([q != 0.999 for q in c.values()])),
+                                          "boxes": 52.68 - float(np.mean([q != 0.999 for q in c.values()]))})
+    assert rec["whole_model_choice"] == "0.999"
+
+
 def test_parts_move_one_notch_and_keep_only_measured_gains():
     # the first two tensors (part 0 of 4) want the max, the others 0.9999: the whole-model step takes
     # 0.9999, then part 0 moves to 0.99999 (one notch), never straight to the max in one pass

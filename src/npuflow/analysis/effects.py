@@ -22,6 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any, Iterable, Mapping
 
+import numpy as np
+
 from npuflow.analysis.graph import PASS_THROUGH, Step
 from npuflow.analysis.ranges import QuantOptions
 
@@ -145,6 +147,58 @@ def post_sigmoid_targets(steps: list[Step], output_names: list[str],
             else:
                 targets.setdefault(x, f"the input of {sig.name}, a Sigmoid whose output reaches model output {o!r}")
     return targets, skipped
+
+
+#: steps that only relabel their input's values (no value dropped or added): a Softmax seen through
+#: them is still the whole distribution
+RELABEL = {"Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Identity"}
+
+
+@dataclass(frozen=True)
+class Logits:
+    """Where a Softmax output's error is measured (docs/fixed-point.md section 3.1): the Softmax's
+    input ``tensor``, centred along the Softmax's ``axis`` (``flatten``: opset < 13, the axis and
+    every later one) since a Softmax ignores a common shift of its inputs."""
+
+    tensor: str
+    axis: int
+    flatten: bool
+
+    def usable(self, ndim: int) -> bool:
+        """A Softmax over the batch axis (axis 0: the measurement concatenates its inputs there)
+        cannot be measured at its logits."""
+        return ndim >= 2 and self.axis % ndim != 0
+
+    def centre(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        a = self.axis % x.ndim if x.ndim else 0
+        if self.flatten:
+            flat = x.reshape(int(np.prod(x.shape[:a], dtype=np.int64)), -1)
+            return (flat - flat.mean(axis=1, keepdims=True)).reshape(x.shape)
+        return x - x.mean(axis=a, keepdims=True)
+
+
+def softmax_logits(steps: list[Step], output_names: Iterable[str], opset: int) -> dict[str, Logits]:
+    """Model output -> :class:`Logits` for the outputs a Softmax produces (directly or through
+    :data:`RELABEL` steps). Whether the axis is the batch axis is known only with a value
+    (:meth:`Logits.usable`)."""
+    prod = _producers(steps)
+    out: dict[str, Logits] = {}
+    for o in output_names:
+        t = o
+        while t in prod and steps[prod[t]].op_type in RELABEL and steps[prod[t]].runtime_inputs:
+            t = steps[prod[t]].runtime_inputs[0]
+        k = prod.get(t)
+        if k is None or steps[k].op_type != "Softmax" or not steps[k].runtime_inputs:
+            continue
+        st = steps[k]
+        x = st.runtime_inputs[0]
+        node = st.onnx_node
+        axis = next((a.i for a in node.attribute if a.name == "axis"), None) if node is not None else None
+        if axis is None:
+            axis = st.attrs.get("axis", -1 if opset >= 13 else 1)
+        out[o] = Logits(x, int(axis), opset < 13)
+    return out
 
 
 def _host_upstream(steps: list[Step], prod: Mapping[str, int], tensor: str) -> list[str]:

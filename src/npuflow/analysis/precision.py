@@ -19,7 +19,7 @@ reading them weighs them so that they carry 10 % of its input (weights x range).
   channels carry at least :data:`MIN_SHARE` of the consumer's input, measured as
   ``sum over output channels |W| x channel abs max``.
 * **Measurement** (:func:`choose_promotions`): on the first calibration inputs (the same ones as the
-  float tails), each candidate in turn (largest share first, at most :data:`MAX_CANDIDATES`) is
+  float tails; a Softmax output at its logits, as the range search), each candidate in turn (largest share first, at most :data:`MAX_CANDIDATES`) is
   kept when it raises the lowest model-output SNR by at least :data:`MIN_GAIN_DB`, lowers no output
   by more than :data:`MAX_LOSS_DB`, and the model's estimated FPS stays at least
   :data:`MIN_FPS_RATIO` of the FPS without any automatic choice; the next is measured on top of
@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from npuflow.analysis.effects import Logits
 from npuflow.analysis.graph import MAC_OPS, PASS_THROUGH, Step
 from npuflow.analysis.program import (
     Program,
@@ -198,24 +199,45 @@ class FpsModel:
 
 class OutputSnr:
     """The SNR of each model output of a program against the float model on fixed ``feeds``
-    (the float references are computed once; a program measured again is not re-run)."""
+    (the float references are computed once; a program measured again is not re-run).
+
+    ``logits`` (output -> :class:`npuflow.analysis.effects.Logits`): those outputs are measured at
+    their Softmax's input, centred along its axis, instead of at the probabilities
+    (docs/fixed-point.md section 3.1: an 8-bit softmax of confident inputs hides every upstream
+    error below its own rounding)."""
 
     def __init__(self, model: onnx.ModelProto | None, feeds: Sequence[Mapping[str, np.ndarray]],
                  outputs: Sequence[str], *, threads: int | None = None,
-                 refs: Sequence[Mapping[str, np.ndarray]] | None = None) -> None:
-        """``refs``: the float outputs of ``feeds`` when they are known (another process's
-        measurement: the same references give the same SNRs); ``model`` may then be None."""
+                 refs: Sequence[Mapping[str, np.ndarray]] | None = None,
+                 logits: Mapping[str, Logits] | None = None) -> None:
+        """``refs``: the float references of ``feeds`` when they are known (another process's
+        measurement, with the same ``logits``: the same references give the same SNRs); ``model``
+        may then be None."""
         self.outputs = list(outputs)
         self.feeds = list(feeds)
+        self.logits = {o: lg for o, lg in (logits or {}).items() if o in self.outputs}
         if refs is None:
+            from npuflow.calibration.collector import expose_tensors
             from npuflow.reference.float_runner import FloatRunner
 
-            runner = FloatRunner(model, label="float model (precision measurement)", threads=threads)
-            refs = [dict(zip(self.outputs, runner.run(dict(f), self.outputs))) for f in self.feeds]
+            extra = list(dict.fromkeys(lg.tensor for lg in self.logits.values()))
+            runner = FloatRunner(expose_tensors(model, extra) if extra else model,
+                                 label="float model (precision measurement)", threads=threads)
+            names = list(dict.fromkeys(self.outputs + extra))
+            got = [dict(zip(names, runner.run(dict(f), names))) for f in self.feeds]
+            # a Softmax over the batch axis cannot be told apart per input: measured at its output
+            self.logits = {o: lg for o, lg in self.logits.items()
+                           if all(lg.usable(np.ndim(g[lg.tensor])) for g in got)}
+            refs = [{o: (self.logits[o].centre(g[self.logits[o].tensor]) if o in self.logits else g[o])
+                     for o in self.outputs} for g in got]
         self.refs = [dict(r) for r in refs]
         # id -> (weak reference, result, the two halves' results) of the programs measured (a program
         # that is gone frees its id: the weak reference then no longer points to the program asked about)
         self._done: dict[int, tuple[weakref.ref, dict[str, float], tuple[dict[str, float], dict[str, float]] | None]] = {}
+
+    def measured_at(self) -> dict[str, str]:
+        """Output -> the tensor measured in its place (the Softmax outputs measured at their logits)."""
+        return {o: lg.tensor for o, lg in self.logits.items()}
 
     def __call__(self, program: Program) -> dict[str, float]:
         return dict(self._measure(program)[1])
@@ -234,9 +256,11 @@ class OutputSnr:
         half: list[dict[str, _Snr]] | None = [{o: _Snr() for o in self.outputs} for _ in range(2)]
         for g in batch_groups(self.feeds, program.input_names):
             feed = {k: np.concatenate([np.asarray(self.feeds[i][k]) for i in g]) for k in self.feeds[g[0]]}
-            env = program.run(program.quantize_inputs(feed), batch=len(g))
+            env = program.run(program.quantize_inputs(feed), batch=len(g),
+                              keep=tuple(lg.tensor for lg in self.logits.values()))
             for o in self.outputs:
-                value = _value(program, o, env[o])
+                lg = self.logits.get(o)
+                value = _value(program, o, env[o]) if lg is None else lg.centre(_value(program, lg.tensor, env[lg.tensor]))
                 ref = np.concatenate([np.asarray(self.refs[i][o]).reshape(-1) for i in g])
                 acc[o].add(ref, value)
                 if half is None:

@@ -93,8 +93,10 @@ class Program:
         stats: list[KernelStats] | None = None,
         on_step: Callable[[int], None] | None = None,
         batch: int | None = None,
+        keep: tuple[str, ...] = (),
     ) -> dict[str, np.ndarray]:
-        """Run on quantized inputs. Returns the output tensors (every tensor with ``keep_all``).
+        """Run on quantized inputs. Returns the output tensors and the tensors named in ``keep``
+        (every tensor with ``keep_all``).
 
         Steps run on the fast kernels of :mod:`npuflow.sim.fast` (identical integers; the
         reference kernels with ``NPUFLOW_SIM=reference``). ``batch``: the feeds hold that many
@@ -103,7 +105,7 @@ class Program:
         """
         from npuflow.sim.fast.runner import execute
 
-        return execute(self, feeds_q, keep_all=keep_all, stats=stats, on_step=on_step, batch=batch)
+        return execute(self, feeds_q, keep_all=keep_all, stats=stats, on_step=on_step, batch=batch, keep=tuple(keep))
 
 
 def _float_tensors(model: onnx.ModelProto) -> dict[str, bool]:

@@ -11,7 +11,7 @@ from typing import Any
 import onnx
 
 from npuflow.analysis.bias_adjust import MEMORY_BUDGET as ADJUST_BUDGET
-from npuflow.analysis.effects import option_effects
+from npuflow.analysis.effects import option_effects, softmax_logits
 from npuflow.analysis.equalize import EQ_SAMPLES, equalize, find_pairs
 from npuflow.analysis.executors import SearchContext, context_of, executor_evaluate
 from npuflow.analysis.graph import Step, build_steps
@@ -200,13 +200,20 @@ def analyse(
                              channel_means=collector.channel_mean, weight_moments=weight_moments,
                              bias_deltas=deltas or None)
 
-    measures: dict[int, OutputSnr] = {}  # the float references of the first n calibration inputs, computed once
+    # the float references of the first n calibration inputs, computed once (per n, and per where a
+    # Softmax output is measured)
+    measures: dict[tuple[int, bool], OutputSnr] = {}
 
-    def measure_on(n: int) -> OutputSnr:
+    def measure_on(n: int, at_logits: bool = False) -> OutputSnr:
+        """``at_logits``: Softmax outputs measured at their logits (spec 3.1), for the choices that
+        only change formats upstream of them (ranges, promotions); the float tails, islands and mixbw
+        can change the Softmax's own output and measure it."""
         n = min(n, len(kept))
-        if n not in measures:
-            measures[n] = OutputSnr(optimized, kept[:n], output_names, threads=max(1, int(threads) // 2))
-        return measures[n]
+        if (n, at_logits) not in measures:
+            logits = softmax_logits(steps, output_names, program.opset) if at_logits else None
+            measures[n, at_logits] = OutputSnr(optimized, kept[:n], output_names, threads=max(1, int(threads) // 2),
+                                               logits=logits)
+        return measures[n, at_logits]
 
     records: list[dict[str, Any]] = []
     measured = candidates
@@ -230,11 +237,12 @@ def analyse(
     if opts.range_method == "auto" and kept:
         # datapath_range_method="auto" (spec 3.1): the ranges chosen by the model outputs, on the steps
         # as the float tails left them; later choices (promotions, mixbw) build on this choice
-        program, opts, ranges = choose_ranges(program, opts, lambda o: build(steps, o), measure_on(TAIL_SAMPLES),
-                                              progress=bool(show))
+        at = measure_on(TAIL_SAMPLES, at_logits=True)
+        program, opts, ranges = choose_ranges(program, opts, lambda o: build(steps, o), at, progress=bool(show))
+        ranges["measured_at"] = at.measured_at()
         given = replace(given, range_choice=opts.range_choice)
     elif opts.range_method == "mmse" and kept:
-        ranges = check_mmse(program, opts, lambda o: build(steps, o), measure_on(TAIL_SAMPLES))
+        ranges = check_mmse(program, opts, lambda o: build(steps, o), measure_on(TAIL_SAMPLES, at_logits=True))
     if opts.bias_adjust:
         # the sequential bias adjustment (analysis(optimize>=1)) on the program whose formats are final
         # (after the range choice: the corrections depend on every format upstream); the later
@@ -255,7 +263,8 @@ def analyse(
              if (units and kept and int16 and opts.auto_precision) else [])
     if found:
         fps_model = fps_model or FpsModel(optimized, platform, opts)
-        program, built_opts, promoted = choose_promotions(found, program, opts, rebuild, measure_on(TAIL_SAMPLES),
+        program, built_opts, promoted = choose_promotions(found, program, opts, rebuild,
+                                                          measure_on(TAIL_SAMPLES, at_logits=True),
                                                           fps_model.fps, fps_model.fps(base_program))
     mixed: dict[str, Any] = {}
     means = {t: m for t in collector.channel_sum if (m := collector.channel_mean(t)) is not None}

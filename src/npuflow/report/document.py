@@ -96,6 +96,8 @@ QUANTIZATION_SCHEMA: dict[str, Any] = {
             "parts": {"type": "array", "items": {"type": "object",
                                                  "required": ["first", "last", "tensors", "quantile", "tried"]}},
             "chosen": {"type": "object", "additionalProperties": {"type": "string"}},
+            # model output -> the tensor measured in its place (a Softmax's logits, spec 3.1)
+            "measured_at": {"type": "object", "additionalProperties": {"type": "string"}},
             "method": {"type": "string"}, "warning": {"type": ["string", "null"]}}},
         # 1.2: what the options did (docs/fixed-point.md 3.7, docs/report.md "Option effects")
         "option_effects": {

@@ -50,7 +50,9 @@ def _float_fn(program: Any, k: int) -> Callable[..., Any]:
     return fn
 
 
-def build_plan(program: Any, *, fuse: bool) -> list[_Exec]:
+def build_plan(program: Any, *, fuse: bool, keep: tuple[str, ...] = ()) -> list[_Exec]:
+    """The steps to execute, in order (a Conv and the table step reading it fused into one where
+    ``fuse``; never across a model output or a tensor of ``keep``), each with the tensors dead after it."""
     from npuflow.sim.fast import HAVE_NUMBA, kernel_for, mode
 
     steps = program.steps
@@ -67,7 +69,7 @@ def build_plan(program: Any, *, fuse: bool) -> list[_Exec]:
         for k, st in enumerate(steps):
             for x in st.runtime_inputs:
                 consumers.setdefault(x, []).append(k)
-        outputs = set(program.output_names)
+        outputs = set(program.output_names) | set(keep)
         skip: set[int] = set()
         for e in plan:
             st = steps[e.k]
@@ -89,13 +91,13 @@ def build_plan(program: Any, *, fuse: bool) -> list[_Exec]:
             e.fused = c[0]
             skip.add(c[0])
         plan = [e for e in plan if e.k not in skip]
-    keep = set(program.output_names)
+    live = set(program.output_names) | set(keep)
     last: dict[str, int] = {}
     for i, e in enumerate(plan):
         for x in e.inputs:
             last[x] = i
     for x, i in last.items():
-        if x not in keep:
+        if x not in live:
             plan[i].drop.append(x)
     return plan
 
@@ -107,16 +109,18 @@ def _fused_conv_lut(conv_lut: Any, lut_op: str, lut_params: Any, params: Any, x:
 
 def execute(program: Any, feeds_q: dict[str, np.ndarray], *, keep_all: bool = False,
             stats: list[Any] | None = None, on_step: Callable[[int], None] | None = None,
-            batch: int | None = None) -> dict[str, np.ndarray]:
-    """Run ``program`` (see ``Program.run``); returns the outputs, or every tensor with ``keep_all``."""
+            batch: int | None = None, keep: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """Run ``program`` (see ``Program.run``); returns the outputs and the tensors ``keep``, or every
+    tensor with ``keep_all``."""
     from npuflow.sim.fast import mode
 
     fuse = not keep_all and on_step is None
+    keep = tuple(dict.fromkeys(keep))
     cache = program._fast_plans
-    key = (mode(), fuse)
+    key = (mode(), fuse, keep)
     plan = cache.get(key)
     if plan is None:
-        plan = cache[key] = build_plan(program, fuse=fuse)
+        plan = cache[key] = build_plan(program, fuse=fuse, keep=keep)
     env: dict[str, np.ndarray] = dict(feeds_q)
     batched = batch is not None and batch > 1
     steps = program.steps
@@ -142,4 +146,4 @@ def execute(program: Any, feeds_q: dict[str, np.ndarray], *, keep_all: bool = Fa
                 env.pop(x, None)
         if on_step is not None:
             on_step(e.k)
-    return env if keep_all else {n: env[n] for n in program.output_names}
+    return env if keep_all else {n: env[n] for n in (*program.output_names, *keep)}
