@@ -271,3 +271,30 @@ def test_near_constant_tensor_gets_a_coarser_format(tmp_path):
     for e, r, o in zip(spiky(2, 9), ref, out):  # away from the spikes (which c saturates, by design)
         steady = e["x"].repeat(2, axis=1) == 0
         assert np.abs(r[steady] - o[steady]).max() <= 0.5 * lsb(km, "y") + 1e-6
+
+
+def _reflect_pad_model():
+    rng = np.random.default_rng(3)
+    w1, w2 = rng.standard_normal((4, 4, 3, 3)) * 0.3, rng.standard_normal((4, 4, 3, 3)) * 0.3
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"], name="c1", pads=[1, 1, 1, 1]),
+             helper.make_node("Pad", ["a", "pads"], ["p"], name="pad", mode="reflect"),
+             helper.make_node("Conv", ["p", "w2"], ["y"], name="c2")]
+    inits = [("w1", w1), ("w2", w2)]
+    m = make_model(nodes, [("x", [1, 4, 8, 8])], ["y"], inits)
+    m.graph.initializer.append(numpy_helper.from_array(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64), "pads"))
+    return m
+
+
+def test_data_movement_on_the_cpu_keeps_its_input_format(tmp_path):
+    # a reflect Pad is a CPU node on the 720 (constant mode only there): it moves the values it
+    # reads, so its output keeps c1's format exactly (no second rounding); with CPU nodes at 8 bits
+    # under a 16-bit datapath the widths differ and the Pad's output is calibrated at 8 bits
+    m = _reflect_pad_model()
+    km, ref, out = analyse_and_run(m, feeds("x", [1, 4, 8, 8], 8), feeds("x", [1, 4, 8, 8], 2, seed=4), tmp_path / "a")
+    pad = next(st for st in steps_of(km) if st.name == "pad")
+    p = km.analysis_result.program
+    assert pad.float_step and p.formats["p"] == p.formats["a"] and p.notes.width["p"] == "inherit"
+    km16, _, _ = analyse_and_run(m, feeds("x", [1, 4, 8, 8], 8), feeds("x", [1, 4, 8, 8], 2, seed=4), tmp_path / "b",
+                                 datapath_bitwidth_mode="int16", cpu_node_bitwidth_mode="int8")
+    p16 = km16.analysis_result.program
+    assert p16.formats["a"].bits == 16 and p16.formats["p"].bits == 8 and p16.notes.width["p"] == "cpu_node"

@@ -487,7 +487,12 @@ def build_program(
                 if st.host and y not in npu_reads:  # host steps' float outputs stay float (spec 10.1) ...
                     continue
                 # ... except where an NPU step reads them (the border of a float island, spec 10.4)
-                if y in stats:
+                if (st.op_type in PASS_THROUGH and src is not None and not (ov is not None and ov.abs_max is not None)
+                        and formats[src].bits == out_bits(y, "cpu_node", ov)):
+                    # data movement on the CPU moves the values it reads: its input's format is exact
+                    # (a calibrated one would round them again; a Pad's zeros would lower its quantiles)
+                    formats[y] = inherit(y, src)
+                elif y in stats:
                     formats[y] = calibrated(y, out_bits(y, "cpu_node", ov), key)
                 elif src is not None:  # a data-movement op that fell back to float: its input's format
                     formats[y] = inherit(y, src)
