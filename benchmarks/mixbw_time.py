@@ -3,6 +3,7 @@
 
     python benchmarks/mixbw_time.py                                   # efficientnet_lite0, yolox_nano on 720
     python benchmarks/mixbw_time.py --models efficientnet_lite0 --platform 730 --no-pool
+    python benchmarks/mixbw_time.py --models yolox_nano --calib 60 --single   # each candidate alone
 
 For each model, with its benchmarks/tasks.py calibration split (first ``--calib`` inputs):
 
@@ -100,6 +101,56 @@ def run_model(name: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
     return row
 
 
+def single_candidates(name: str, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Every mixbw candidate measured alone on the search's start (``--single``): the lowest
+    model-output SNR gain on the search's inputs and the extra estimated time, best gain first.
+    The start is the mixbw one without automatic promotions (datapath and weights int8, model
+    input, output and CPU nodes 16-bit, ``auto_precision=False``)."""
+    from dataclasses import replace
+
+    import npuflow
+    from benchmarks.tasks import get_task
+    from npuflow.analysis.precision import (
+        MIXBW_SAMPLES,
+        FpsModel,
+        OutputSnr,
+        mixbw_candidates,
+    )
+    from npuflow.analysis.program import build_program
+    from npuflow.analysis.ranges import QuantOptions
+    from npuflow.analysis.run import analyse
+    from npuflow.platforms import get_platform
+
+    task = get_task(name, args.shared)
+    feeds = list(task.calib_inputs(args.calib))
+    km = npuflow.ModelConfig(32769, "0001", str(args.platform), onnx_path=str(task.model_path),
+                             input_shapes=task.input_shapes)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = analyse(km.optimized_model(), get_platform(args.platform), {n: [f[n] for f in feeds] for n in task.input_shapes},
+                      QuantOptions(model_in_bits=16, model_out_bits=16, cpu_bits=16, auto_precision=False),
+                      threads=args.threads, progress=False, keep_inputs=MIXBW_SAMPLES)
+    o = res.options
+    ins, outs = res.program.input_names, res.program.output_names
+    cands = mixbw_candidates(res.steps, res.program, replace(o, mix_datapath="mixbw", mix_weight="mixbw"), lambda t: None)
+    measure = OutputSnr(res.optimized, res.kept_inputs[:MIXBW_SAMPLES], outs, threads=args.threads)
+    fps = FpsModel(res.optimized, get_platform(args.platform), o)
+    base, f0 = min(measure(res.program).values()), fps.fps(res.program, o)
+    rows = []
+    for c in cands:
+        trial = replace(o, overrides=c.apply(o.overrides))
+        p = build_program(res.optimized, res.steps, res.stats, trial, ins, outs, channel_means=res.channel_means.get,
+                          weight_moments=res.weight_moments, bias_deltas=res.bias_deltas or None)
+        rows.append({"label": c.label, "kind": c.kind, "gain_db": round(min(measure(p).values()) - base, 3),
+                     "extra_time_pct": round(100 * (f0 / fps.fps(p, trial) - 1), 2)})
+    rows.sort(key=lambda r: -r["gain_db"])
+    print(f"\n## {name}: {len(rows)} of {len(cands)} mixbw candidates alone on the start "
+          f"({base:.2f} dB, est. FPS {f0:.1f}), best first\n\n| candidate | kind | gain dB | extra est. time % |\n|---|---|---|---|")
+    for r in rows[:20]:
+        print(f"| {r['label']} | {r['kind']} | {r['gain_db']} | {r['extra_time_pct']} |")
+    return rows
+
+
 def _print(row: dict[str, Any]) -> None:
     print(f"\n## {row['model']}, platform {row['platform']} ({row['calib']} calibration / {row['eval']} evaluation inputs)")
     print(f"analysis int8 {row['int8_s']} s; mixbw {row['mixbw_s']} s = {row['mixbw_over_int8']}x int8 (bound 5x)"
@@ -133,7 +184,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shared", default=None)
     ap.add_argument("--out", default=None, help="keep the BIEs and reports here (default: a temporary folder)")
     ap.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    ap.add_argument("--single", action="store_true",
+                    help="instead: measure every mixbw candidate alone on the search's start (minutes)")
     args = ap.parse_args(argv)
+    if args.single:
+        rows = {name: single_candidates(name, args) for name in args.models.split(",") if name}
+        if args.json:
+            Path(args.json).write_text(json.dumps(rows, indent=1))
+        return 0
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.out or tmp)
         out.mkdir(parents=True, exist_ok=True)
