@@ -138,7 +138,9 @@ def context_of(optimized: onnx.ModelProto, platform: int, steps: Sequence[Step],
                input_names: Sequence[str], output_names: Sequence[str], channel_means: Mapping[str, np.ndarray],
                weight_moments: Mapping[str, Any], bias_deltas: Mapping[str, Any], measure: Any,
                opts: QuantOptions, bound: float) -> SearchContext:
-    """A :class:`SearchContext` from the analysis' pieces (``measure``: its OutputSnr)."""
+    """A :class:`SearchContext` from the analysis' pieces (``measure``: its OutputSnr, measuring the
+    model outputs themselves: a worker rebuilds it from the references alone)."""
+    assert not measure.logits, "a worker measures the outputs: pass a measure without logits"
     return SearchContext(optimized.SerializeToString(), int(platform), list(steps), dict(stats), list(input_names),
                          list(output_names), dict(channel_means), dict(weight_moments), dict(bias_deltas),
                          list(measure.feeds), list(measure.refs), opts, float(bound))

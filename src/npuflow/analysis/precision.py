@@ -19,10 +19,11 @@ reading them weighs them so that they carry 10 % of its input (weights x range).
   channels carry at least :data:`MIN_SHARE` of the consumer's input, measured as
   ``sum over output channels |W| x channel abs max``.
 * **Measurement** (:func:`choose_promotions`): on the first calibration inputs (the same ones as the
-  float tails; a Softmax output at its logits, as the range search), each candidate in turn (largest share first, at most :data:`MAX_CANDIDATES`) is
-  kept when it raises the lowest model-output SNR by at least :data:`MIN_GAIN_DB`, lowers no output
-  by more than :data:`MAX_LOSS_DB`, and the model's estimated FPS stays at least
-  :data:`MIN_FPS_RATIO` of the FPS without any automatic choice; the next is measured on top of
+  float tails; a Softmax output at its logits, as the range search), each candidate in turn
+  (largest share first, at most :data:`MAX_CANDIDATES`) is kept when it raises the lowest
+  model-output SNR by at least :data:`MIN_GAIN_DB`, lowers no output by more than
+  :data:`MAX_LOSS_DB`, and the model's estimated FPS stays at least :data:`MIN_FPS_RATIO` of the
+  FPS without any automatic choice; the next is measured on top of
   the ones kept. User ``node_overrides`` win: a unit touching a step the user overrides is not a
   candidate.
 """
