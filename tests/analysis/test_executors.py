@@ -74,11 +74,51 @@ def test_speculative_batches_decide_as_one_at_a_time(width):
     assert "over the time bound" in rec["measured"][3]["why"]
 
 
+class _HalvesMeasure:
+    """A measure whose two halves of the inputs are known: candidate k moves the even half by
+    even[k] dB and the odd half by odd[k] dB (the whole: their mean)."""
+
+    def __init__(self, even, odd):
+        self.even, self.odd = even, odd
+
+    def _halves(self, o):
+        ks = [int(n[1:]) for n in o.overrides]
+        return ({"y": 10.0 + sum(self.even[k] for k in ks)}, {"y": 10.0 + sum(self.odd[k] for k in ks)})
+
+    def __call__(self, o):
+        a, b = self._halves(o)
+        return {"y": (a["y"] + b["y"]) / 2}
+
+    def halves(self, o):
+        return self._halves(o)
+
+
+@pytest.mark.parametrize("width", [1, 3])
+def test_mixbw_refuses_a_gain_of_one_half_of_the_inputs(width):
+    """c0 gains on both halves (accepted); c1 gains 0.5 dB overall from one half alone while the
+    other loses 0.2 dB (refused: a few inputs' gain); c2 gains a little on both (accepted)."""
+    cands = [Candidate(f"c{k}", "activations", ((f"s{k}", (("bits", 16),)),), -float(k)) for k in range(3)]
+    measure = _HalvesMeasure(even=[0.4, 1.2, 0.2], odd=[0.6, -0.2, 0.1])
+    opts = QuantOptions(mix_datapath="mixbw", flops_ratio=0.2)
+    evaluate = None
+    if width > 1:
+        def evaluate(trials):
+            return [(100.0, measure(t), measure.halves(t)) for t in trials]
+    _p, final, record = mixbw_search(opts, opts, cands, lambda o: o, measure, lambda p, o: 100.0, 100.0,
+                                     evaluate=evaluate, width=width)
+    assert sorted(final.overrides) == ["s0", "s2"]
+    rows = record["measured"]
+    assert [r["accepted"] for r in rows] == [True, False, True]
+    assert rows[1]["gain_db"] == 0.5 and rows[1]["halves_gain_db"] == [1.2, -0.2]
+    assert "lowers one half of the inputs by 0.20 dB" in rows[1]["why"]
+
+
 # ------------------------------------------------------------------------------------------------ real executors
-def _mnist_mixbw(tmp_path, executor=None):
+def _mnist_mixbw(tmp_path, digits, executor=None):
+    """mixbw on the shipped MNIST digits (16 of them; the search accepts Gemm_7's 16-bit weights, on
+    both halves of its inputs, and finds the two convolutions over the time bound)."""
     spec = input_specs(onnx.load(MNIST))[0]
-    rng = np.random.default_rng(0)
-    calib = [rng.uniform(0, 1, spec.shape).astype(np.float32) for _ in range(16)]
+    calib = [digits["calib_x"][i].reshape(spec.shape).astype(np.float32) for i in range(16)]
     km = ktc.ModelConfig(40000, "0001", 720, onnx_path=MNIST)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -89,43 +129,43 @@ def _mnist_mixbw(tmp_path, executor=None):
 
 
 @pytest.fixture(scope="module")
-def serial_run(tmp_path_factory):
-    return _mnist_mixbw(tmp_path_factory.mktemp("serial"))
+def serial_run(tmp_path_factory, mnist_digits):
+    return _mnist_mixbw(tmp_path_factory.mktemp("serial"), mnist_digits)
 
 
-def test_process_pool_gives_the_same_bie(serial_run, tmp_path):
+def test_process_pool_gives_the_same_bie(serial_run, tmp_path, mnist_digits):
     digest, mixed = serial_run
     assert len(mixed["measured"]) >= 2 and any(r["accepted"] for r in mixed["measured"])
     with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
-        got, mixed_pool = _mnist_mixbw(tmp_path, pool)
+        got, mixed_pool = _mnist_mixbw(tmp_path, mnist_digits, pool)
     assert got == digest and mixed_pool["measured"] == mixed["measured"]
 
 
-def test_dask_local_cluster_gives_the_same_bie(serial_run, tmp_path):
+def test_dask_local_cluster_gives_the_same_bie(serial_run, tmp_path, mnist_digits):
     distributed = pytest.importorskip("dask.distributed", reason="dask[distributed] is in the test extra: "
                                                                  "pip install -e '.[test]'")
     digest, mixed = serial_run
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
             distributed.Client(cluster) as client:
-        got, mixed_dask = _mnist_mixbw(tmp_path, client.get_executor())
+        got, mixed_dask = _mnist_mixbw(tmp_path, mnist_digits, client.get_executor())
     assert got == digest and mixed_dask["measured"] == mixed["measured"]
 
 
 @pytest.mark.slow
-def test_ray_tasks_give_the_same_bie(serial_run, tmp_path):
+def test_ray_tasks_give_the_same_bie(serial_run, tmp_path, mnist_digits):
     ray = pytest.importorskip("ray", reason="the Ray executor test needs pip install -e '.[ray]'")
     from npuflow.analysis.executors import RayTasks
 
     digest, mixed = serial_run
     ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True)
     try:
-        got, mixed_ray = _mnist_mixbw(tmp_path, RayTasks())
+        got, mixed_ray = _mnist_mixbw(tmp_path, mnist_digits, RayTasks())
     finally:
         ray.shutdown()
     assert got == digest and mixed_ray["measured"] == mixed["measured"]
 
 
-def test_an_executor_must_have_submit(tmp_path):
+def test_an_executor_must_have_submit(tmp_path, mnist_digits):
     with pytest.raises(InvalidConfigError, match="concurrent.futures.Executor"):
-        _mnist_mixbw(tmp_path, executor=object())
+        _mnist_mixbw(tmp_path, mnist_digits, executor=object())
 

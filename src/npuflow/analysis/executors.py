@@ -85,21 +85,23 @@ def _state(digest: str, blob: bytes) -> tuple[Any, ...]:
     return _CACHE[digest]
 
 
-def evaluate_candidate(digest: str, blob: bytes, trial: QuantOptions) -> tuple[float, dict[str, float] | None]:
-    """(estimated FPS, model-output SNRs or None when the FPS is under the bound) of the program
-    built with ``trial`` (a task: runs in any process)."""
+def evaluate_candidate(digest: str, blob: bytes, trial: QuantOptions) -> tuple[float, Any, Any]:
+    """(estimated FPS, model-output SNRs, the SNRs on each half of the inputs; both None when the FPS
+    is under the bound) of the program built with ``trial`` (a task: runs in any process)."""
     ctx, build, fps_model, measure = _state(digest, blob)
     program = build(trial)
     f = fps_model.fps(program, trial)
-    return f, (None if f < ctx.bound else measure(program))
+    if f < ctx.bound:
+        return f, None, None
+    return f, measure(program), measure.halves(program)
 
 
 def executor_evaluate(executor: Executor, ctx: SearchContext
-                      ) -> Callable[[list[QuantOptions]], list[tuple[float, dict[str, float] | None]]]:
+                      ) -> Callable[[list[QuantOptions]], list[tuple[float, Any, Any]]]:
     """The ``evaluate`` of :func:`npuflow.analysis.precision.mixbw_search` on ``executor``."""
     digest, blob = pack(ctx)
 
-    def evaluate(trials: list[QuantOptions]) -> list[tuple[float, dict[str, float] | None]]:
+    def evaluate(trials: list[QuantOptions]) -> list[tuple[float, Any, Any]]:
         futures = [executor.submit(evaluate_candidate, digest, blob, t) for t in trials]
         return [f.result() for f in futures]
 

@@ -364,8 +364,11 @@ BALANCE_MAC_SHARE = 0.5
 MIXBW_SAMPLES = 8
 #: mixbw: candidates measured at most (in the order of their estimated SQNR, lowest first)
 MIXBW_CANDIDATES = 16
-#: mixbw: a candidate is accepted when it raises the lowest model-output SNR by at least this (dB)
+#: mixbw: a candidate is accepted when it raises the lowest model-output SNR by at least this (dB) ...
 MIXBW_MIN_GAIN_DB = 0.1
+#: ... and lowers it on neither half of the search's inputs (even- and odd-numbered) by more than
+#: this (dB; None: the halves are recorded, not used)
+MIXBW_HALF_LOSS_DB: float | None = 0.0
 #: mixbw with int4 weights (platforms whose weights include int4: the 730): demotions measured at most
 MIXBW_INT4_CANDIDATES = 16
 #: ... each accepted while the lowest model-output SNR stays within this of the promotions' (dB) ...
@@ -530,7 +533,7 @@ def mixbw_search(
     *,
     references: Mapping[str, tuple[Program, QuantOptions]] | None = None,
     progress: bool = False,
-    evaluate: Callable[[list[QuantOptions]], list[tuple[float, dict[str, float] | None]]] | None = None,
+    evaluate: Callable[[list[QuantOptions]], list[tuple[Any, ...]]] | None = None,
     width: int = 1,
     demotions: Callable[[QuantOptions], Sequence[Candidate]] | None = None,
 ) -> tuple[Program, QuantOptions, dict[str, Any]]:
@@ -538,7 +541,9 @@ def mixbw_search(
     output and CPU nodes 16-bit, the automatic promotions), the first :data:`MIXBW_CANDIDATES`
     ``candidates`` in order, each measured on top of the ones accepted; one is accepted when it
     keeps the estimated FPS at least ``fps_int8 / (1 + flops_ratio)`` and raises the lowest
-    model-output SNR by :data:`MIXBW_MIN_GAIN_DB` or more. Each acceptance is a point of the front
+    model-output SNR by :data:`MIXBW_MIN_GAIN_DB` or more, lowering it on neither half of the inputs
+    (even- and odd-numbered, when ``measure`` gives them: :data:`MIXBW_HALF_LOSS_DB`). Each
+    acceptance is a point of the front
     (estimated FPS, SNR); the last one is chosen. ``references``: label -> (program, its options)
     of fixed points measured for the chart (e.g. int8, mix light). Returns the final program, its
     options and the record.
@@ -559,6 +564,10 @@ def mixbw_search(
     state. The decisions, and so the program, are those of the one-at-a-time search."""
     bound = fps_int8 / (1.0 + opts.flops_ratio)
     snr = measure(program)
+    split = getattr(measure, "halves", None)  # OutputSnr: each half of the inputs, from the same run
+
+    def halves_of(p: Any) -> Any:
+        return split(p) if split is not None else None
     start_fps = fps(program, opts)
     front = [{"label": "start", "moved": [], "fps": _r(start_fps), "snr_db": _r(min(snr.values()))}]
     rows: list[dict[str, Any]] = []
@@ -569,18 +578,31 @@ def mixbw_search(
 
         bar = tqdm(total=len(todo) + len(references or {}), desc="mixbw search", unit="candidate", file=sys.stderr)
     moved: list[str] = []
-    state = {"program": program, "opts": opts, "snr": snr}
+    state = {"program": program, "opts": opts, "snr": snr, "halves": halves_of(program)}
 
-    def local(trial: QuantOptions) -> tuple[float, Program, dict[str, float] | None]:
+    def local(trial: QuantOptions) -> tuple[float, Program, dict[str, float] | None, Any]:
         variant = build(trial)
         f = fps(variant, trial)
-        return f, variant, (None if f < bound else measure(variant))
+        return (f, variant, None, None) if f < bound else (f, variant, measure(variant), halves_of(variant))
 
-    def promote(s: dict[str, float]) -> tuple[bool, str]:
+    def half_gains(hv: Any) -> list[float] | None:
+        """The lowest-output SNR gain on each half of the inputs over the accepted state's."""
+        if hv is None or state["halves"] is None:
+            return None
+        return [_gain(b, a)[0] for b, a in zip(state["halves"], hv)]
+
+    def promote(s: dict[str, float], hv: Any) -> tuple[bool, str]:
         gain, _ = _gain(state["snr"], s)
-        return (True, "accepted") if gain >= MIXBW_MIN_GAIN_DB else (False, f"gains less than {MIXBW_MIN_GAIN_DB:g} dB")
+        if gain < MIXBW_MIN_GAIN_DB:
+            return False, f"gains less than {MIXBW_MIN_GAIN_DB:g} dB"
+        hg = half_gains(hv)
+        if MIXBW_HALF_LOSS_DB is not None and hg is not None and min(hg) < -MIXBW_HALF_LOSS_DB:
+            return False, (f"gains {gain:.2f} dB but lowers one half of the inputs by {-min(hg):.2f} dB "
+                           "(a gain of a few inputs)")
+        return True, "accepted"
 
-    def phase(todo: list[Candidate], accept: Callable[[dict[str, float]], tuple[bool, str]], name: str) -> list[dict]:
+    def phase(todo: list[Candidate], accept: Callable[[dict[str, float], Any], tuple[bool, str]], name: str
+              ) -> list[dict]:
         """Measure ``todo`` in order on top of the accepted state (batches of ``width`` on an
         executor, the ones after an acceptance measured again); returns this phase's rows."""
         out: list[dict[str, Any]] = []
@@ -590,9 +612,9 @@ def mixbw_search(
             trials = [replace(state["opts"], overrides=c.apply(state["opts"].overrides)) for c in batch]
             if evaluate is None:
                 results = [local(trials[0])]
-            else:
-                results = [(f, None, sn) for f, sn in evaluate(trials)]
-            for c, trial, (f, variant, sn) in zip(batch, trials, results):
+            else:  # (FPS, SNRs) or (FPS, SNRs, halves) per trial
+                results = [(r[0], None, r[1], r[2] if len(r) > 2 else None) for r in evaluate(trials)]
+            for c, trial, (f, variant, sn, hv) in zip(batch, trials, results):
                 i += 1
                 row = {"label": c.label, "kind": c.kind, "phase": name, "estimate_db": _r(c.estimate_db), "fps": _r(f),
                        "snr_db": None, "gain_db": None, "accepted": False}
@@ -603,10 +625,14 @@ def mixbw_search(
                 else:
                     gain, _ = _gain(state["snr"], sn)
                     row.update(snr_db=_r(min(sn.values())), gain_db=_r(gain) if math.isfinite(gain) else None)
-                    accepted, row["why"] = accept(sn)
+                    hg = half_gains(hv)
+                    if hg is not None:
+                        row["halves_gain_db"] = [_r(g) if math.isfinite(g) else None for g in hg]
+                    accepted, row["why"] = accept(sn, hv)
                     if accepted:
                         row["accepted"] = True
-                        state.update(program=variant if variant is not None else build(trial), opts=trial, snr=sn)
+                        state.update(program=variant if variant is not None else build(trial), opts=trial, snr=sn,
+                                     halves=hv)
                         moved.append(c.label)
                         front.append({"label": c.label, "moved": list(moved), "fps": _r(f),
                                       "snr_db": _r(min(sn.values()))})
@@ -628,7 +654,7 @@ def mixbw_search(
                 bar.total += len(down)
                 bar.refresh()
 
-            def demote(s: dict[str, float]) -> tuple[bool, str]:
+            def demote(s: dict[str, float], _hv: Any) -> tuple[bool, str]:
                 if min(s.values()) >= floor:
                     return True, f"accepted: the lowest output SNR stays within {MIXBW_INT4_TRIAL_LOSS_DB:g} dB"
                 return False, f"lowers the lowest output SNR below {floor:.2f} dB"
