@@ -209,11 +209,12 @@ def analyse(
         only change formats upstream of them (ranges, promotions); the float tails, islands and mixbw
         can change the Softmax's own output and measure it."""
         n = min(n, len(kept))
-        if (n, at_logits) not in measures:
-            logits = softmax_logits(steps, output_names, program.opset) if at_logits else None
-            measures[n, at_logits] = OutputSnr(optimized, kept[:n], output_names, threads=max(1, int(threads) // 2),
-                                               logits=logits)
-        return measures[n, at_logits]
+        logits = softmax_logits(steps, output_names, program.opset) if at_logits else {}
+        key = (n, bool(logits))  # no Softmax output: the plain measure (its float references run once)
+        if key not in measures:
+            measures[key] = OutputSnr(optimized, kept[:n], output_names, threads=max(1, int(threads) // 2),
+                                      logits=logits)
+        return measures[key]
 
     records: list[dict[str, Any]] = []
     measured = candidates
