@@ -210,13 +210,19 @@ class OutputSnr:
     def __init__(self, model: onnx.ModelProto | None, feeds: Sequence[Mapping[str, np.ndarray]],
                  outputs: Sequence[str], *, threads: int | None = None,
                  refs: Sequence[Mapping[str, np.ndarray]] | None = None,
-                 logits: Mapping[str, Logits] | None = None) -> None:
+                 logits: Mapping[str, Logits] | None = None, scores: Sequence[str] = (),
+                 weights: Sequence[Mapping[str, np.ndarray]] | None = None) -> None:
         """``refs``: the float references of ``feeds`` when they are known (another process's
-        measurement, with the same ``logits``: the same references give the same SNRs); ``model``
-        may then be None."""
+        measurement, with the same ``logits``, and its ``weights``: the same references give the same
+        SNRs); ``model`` may then be None. ``scores``: the model outputs a Softmax produces (the keys
+        of :func:`npuflow.analysis.effects.softmax_logits`): the outputs that share their rows are
+        measured with :func:`row_weights`."""
         self.outputs = list(outputs)
         self.feeds = list(feeds)
         self.logits = {o: lg for o, lg in (logits or {}).items() if o in self.outputs}
+        self.weights: list[dict[str, np.ndarray]] = [dict(w) for w in weights] if weights is not None else []
+        #: output -> the score output whose rows weight it (see :func:`row_weights`)
+        self.weighted_by: dict[str, str] = {}
         if refs is None:
             from npuflow.calibration.collector import expose_tensors
             from npuflow.reference.float_runner import FloatRunner
@@ -229,9 +235,21 @@ class OutputSnr:
             # a Softmax over the batch axis cannot be told apart per input: measured at its output
             self.logits = {o: lg for o, lg in self.logits.items()
                            if all(lg.usable(np.ndim(g[lg.tensor])) for g in got)}
+            self.weights, self.weighted_by = row_weights(got, self.outputs, [s for s in scores if s in self.outputs])
             refs = [{o: (self.logits[o].centre(g[self.logits[o].tensor]) if o in self.logits else g[o])
                      for o in self.outputs} for g in got]
         self.refs = [dict(r) for r in refs]
+        # a weight only where its rows are the reference's (a Softmax output measured at logits of
+        # another shape keeps the plain measure)
+        drop = {o for i, w in enumerate(self.weights) for o in w
+                if np.shape(w[o])[:-1] != np.shape(self.refs[i][o])[:-1]}
+        if drop:
+            self.weights = [{o: x for o, x in w.items() if o not in drop} for w in self.weights]
+            self.weighted_by = {o: s for o, s in self.weighted_by.items() if o not in drop}
+        # square roots of the row weights, flattened as the references are: a weighted SNR is the
+        # plain one of the reference and the value both multiplied by them
+        self._root = [{o: np.sqrt(np.broadcast_to(w[o], np.shape(self.refs[i][o]))).reshape(-1) for o in w}
+                      for i, w in enumerate(self.weights)]
         # id -> (weak reference, result, the two halves' results) of the programs measured (a program
         # that is gone frees its id: the weak reference then no longer points to the program asked about)
         self._done: dict[int, tuple[weakref.ref, dict[str, float], tuple[dict[str, float], dict[str, float]] | None]] = {}
@@ -263,14 +281,20 @@ class OutputSnr:
                 lg = self.logits.get(o)
                 value = _value(program, o, env[o]) if lg is None else lg.centre(_value(program, lg.tensor, env[lg.tensor]))
                 ref = np.concatenate([np.asarray(self.refs[i][o]).reshape(-1) for i in g])
+                batch_major = np.shape(value)[:1] == (len(g),)
+                if self._root and o in self._root[g[0]]:
+                    root = np.concatenate([self._root[i][o] for i in g])
+                    ref, value = ref * root, np.asarray(value, dtype=np.float64).reshape(-1) * root
                 acc[o].add(ref, value)
                 if half is None:
                     continue
                 if len(g) == 1:
                     half[g[0] % 2][o].add(ref, value)
-                elif np.shape(value)[:1] == (len(g),) and all(np.shape(self.refs[i][o])[:1] == (1,) for i in g):
+                elif batch_major and all(np.shape(self.refs[i][o])[:1] == (1,) for i in g):
+                    n = np.size(ref) // len(g)
+                    flat_ref, flat_value = ref.reshape(-1), np.asarray(value).reshape(-1)
                     for j, i in enumerate(g):
-                        half[i % 2][o].add(self.refs[i][o], value[j])
+                        half[i % 2][o].add(flat_ref[j * n:(j + 1) * n], flat_value[j * n:(j + 1) * n])
                 else:
                     half = None
         result = {o: a.db() for o, a in acc.items()}
@@ -279,6 +303,61 @@ class OutputSnr:
         entry = (weakref.ref(program), result, halves)
         self._done[id(program)] = entry
         return entry
+
+
+#: a score output weights the outputs that share its rows only with at least this many rows per input
+#: (a detector's anchors; a classifier's probabilities are one row)
+MIN_SCORE_ROWS = 2
+#: a score output's rows sum to 1 along its last axis within this (else its Softmax axis is another one)
+SCORE_SUM_TOL = 1e-3
+
+
+def row_weights(values: Sequence[Mapping[str, np.ndarray]], outputs: Sequence[str], scores: Sequence[str]
+                ) -> tuple[list[dict[str, np.ndarray]], dict[str, str]]:
+    """Row weights of the outputs that share a score output's rows (docs/fixed-point.md section 3.1,
+    "Outputs read per detection"): ``values`` are the float model's outputs on each measurement
+    input, ``scores`` the outputs a Softmax produces. A score output ``P`` qualifies when its last axis
+    is the Softmax's (every row sums to 1) and it has at least :data:`MIN_SCORE_ROWS` rows per input;
+    its *background* class is the one most rows predict, and row ``r``'s weight is
+    ``1 - P[r, background]``, the probability that the row holds something. Every other output whose
+    shape but the last axis equals ``P``'s (a detector's boxes and landmarks per anchor) is weighted by
+    it (by the largest of several). A score output whose rows hold less than one object in all is not
+    used. Returns (per input: output -> weights of shape ``[..., 1]``, output -> its score output);
+    both empty when nothing qualifies."""
+    if len(outputs) < 2 or not scores or not values:
+        return [], {}
+    per_score: dict[str, list[np.ndarray]] = {}
+    for sc in scores:
+        ps = [np.asarray(v[sc], dtype=np.float64) for v in values]
+        if any(p.ndim < 2 or p.shape[-1] < 2 or p.size // p.shape[-1] < MIN_SCORE_ROWS for p in ps):
+            continue
+        if any(not np.all(np.abs(p.sum(axis=-1) - 1.0) <= SCORE_SUM_TOL) for p in ps):
+            continue
+        counts = np.bincount(np.concatenate([p.argmax(axis=-1).ravel() for p in ps]), minlength=ps[0].shape[-1])
+        b = int(np.argmax(counts))
+        w = [np.clip(1.0 - p[..., b:b + 1], 0.0, 1.0) for p in ps]
+        if sum(float(x.sum()) for x in w) >= 1.0:
+            per_score[sc] = w
+    weights: list[dict[str, np.ndarray]] = [{} for _ in values]
+    by: dict[str, str] = {}
+    for o in outputs:
+        if o in scores:
+            continue
+        for sc, w in per_score.items():
+            if not all(np.shape(v[o])[:-1] == np.shape(v[sc])[:-1] for v in values):
+                continue
+            for i, x in enumerate(w):
+                weights[i][o] = np.maximum(weights[i][o], x) if o in weights[i] else x
+            by[o] = ", ".join(filter(None, [by.get(o, ""), sc]))
+    if not by:
+        return [], {}
+    # a score output that weights others is read per row too (the decode keeps the rows over its
+    # threshold): its own rows are weighted the same way
+    for sc in set(", ".join(by.values()).split(", ")):
+        for i, x in enumerate(per_score[sc]):
+            weights[i][sc] = x
+        by[sc] = sc
+    return weights, by
 
 
 def _gain(before: Mapping[str, float], after: Mapping[str, float]) -> tuple[float, float]:

@@ -209,11 +209,12 @@ def analyse(
         only change formats upstream of them (ranges, promotions); the float tails, islands and mixbw
         can change the Softmax's own output and measure it."""
         n = min(n, len(kept))
-        logits = softmax_logits(steps, output_names, program.opset) if at_logits else {}
+        softmax = softmax_logits(steps, output_names, program.opset)
+        logits = softmax if at_logits else {}
         key = (n, bool(logits))  # no Softmax output: the plain measure (its float references run once)
         if key not in measures:
             measures[key] = OutputSnr(optimized, kept[:n], output_names, threads=max(1, int(threads) // 2),
-                                      logits=logits)
+                                      logits=logits, scores=list(softmax))
         return measures[key]
 
     records: list[dict[str, Any]] = []
@@ -241,6 +242,7 @@ def analyse(
         at = measure_on(TAIL_SAMPLES, at_logits=True)
         program, opts, ranges = choose_ranges(program, opts, lambda o: build(steps, o), at, progress=bool(show))
         ranges["measured_at"] = at.measured_at()
+        ranges["weighted_by"] = dict(at.weighted_by)
         given = replace(given, range_choice=opts.range_choice)
     elif opts.range_method == "mmse" and kept:
         ranges = check_mmse(program, opts, lambda o: build(steps, o), measure_on(TAIL_SAMPLES, at_logits=True))

@@ -98,6 +98,8 @@ QUANTIZATION_SCHEMA: dict[str, Any] = {
             "chosen": {"type": "object", "additionalProperties": {"type": "string"}},
             # model output -> the tensor measured in its place (a Softmax's logits, spec 3.1)
             "measured_at": {"type": "object", "additionalProperties": {"type": "string"}},
+            # model output -> the score output whose rows weight its error (spec 3.1, outputs read per detection)
+            "weighted_by": {"type": "object", "additionalProperties": {"type": "string"}},
             "method": {"type": "string"}, "warning": {"type": ["string", "null"]}}},
         # 1.2: what the options did (docs/fixed-point.md 3.7, docs/report.md "Option effects")
         "option_effects": {
