@@ -145,3 +145,20 @@ def test_the_range_search_records_the_weighting(analysed):
     assert res.ranges["weighted_by"] == {"boxes": "scores", "scores": "scores"}
     # the Softmax output is measured at its logits, which share its rows: weighted too
     assert list(res.ranges["measured_at"]) == ["scores"]
+
+
+def test_the_report_lists_the_weighted_outputs(mnist_example, mnist_digits, tmp_path):
+    import json
+    import warnings
+
+    path = tmp_path / "mnist_rows.onnx"
+    onnx.save(_detector(mnist_example), str(path))
+    km = npuflow.ModelConfig(40000, "0001", "720", onnx_path=str(path))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        km.analysis({"Input3": list(mnist_digits["calib_x"][:8])}, output_dir=str(tmp_path / "out"), threads=1)
+    doc = json.loads((tmp_path / "out" / "model_fx_report.json").read_text())
+    assert doc["quantization"]["ranges"]["weighted_by"] == {"boxes": "scores", "scores": "scores"}
+    html = " ".join((tmp_path / "out" / "model_fx_report.html").read_text().split())
+    assert "Outputs read per detection" in html
+    assert "boxes by scores; scores by its own rows." in html
