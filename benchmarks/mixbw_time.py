@@ -62,7 +62,13 @@ def _metric(task: Any, bie: Path, ev: list[dict], refs: list[list], n: int) -> d
     fixed = npuflow.load(str(bie))
     q = [[np.asarray(o).reshape(np.shape(r)) for o, r in zip(fixed.run(f), rr)] for f, rr in zip(ev, refs)]
     res = task.compare(refs, q, task.eval_meta(n))
-    return {k: v for k, v in res.items() if not isinstance(v, (list, dict))}
+    out: dict[str, Any] = {}
+    for k, v in res.items():  # scalars, and one level of scalar dicts (PAN's per-class IoU: "iou_q_vs_float.skin")
+        if isinstance(v, dict) and all(isinstance(x, (int, float)) for x in v.values()):
+            out.update({f"{k}.{c}": x for c, x in v.items()})
+        elif not isinstance(v, (list, dict)):
+            out[k] = v
+    return out
 
 
 def run_model(name: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:

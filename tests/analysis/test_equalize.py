@@ -205,7 +205,9 @@ def test_retinaface_boxes_and_landmarks_gain(shared, tmp_path):
     ref = [npuflow.load(str(task.model_path)).run(f) for f in ev]
     got = {}
     for eq in (True, False):
-        km, fixed = analyse_task(task, cal, tmp_path / str(eq), equalize=eq)
+        # auto_precision off on both sides: the equalization's own effect (the precision search runs
+        # where the int8 SNR is low, and would answer each side differently)
+        km, fixed = analyse_task(task, cal, tmp_path / str(eq), equalize=eq, auto_precision=False)
         got[eq] = [fixed.run(f) for f in ev]
         if eq:
             assert len(km.analysis_result.equalized["pairs"]) >= 8

@@ -256,7 +256,7 @@ def _changed(opts: QuantOptions, name: str) -> bool:
 
 def option_effects(program: Any, opts: QuantOptions, notes: FormatNotes | None, *, bias_adjusted: int = 0,
                    compensable: int = 0, tail_candidates: int | None = None,
-                   equalize_pairs: int | None = None) -> dict[str, Any]:
+                   equalize_pairs: int | None = None, would_search: bool = False) -> dict[str, Any]:
     """What the options did on this model (spec 3.7), for the warnings and the report:
 
     * ``no_effect``: ``[{"option", "value", "reason"}]``, every option set to a non-default value
@@ -335,10 +335,10 @@ def option_effects(program: Any, opts: QuantOptions, notes: FormatNotes | None, 
     if opts.weight_rounding == "nearest" and not compensable:
         no_effect("weight_rounding", "nearest", "no convolution would get compensated rounding (it applies to "
                                                 "spatial 8-bit or int4 Conv weights)")
-    if not opts.auto_precision and tail_candidates == 0:
+    if not opts.auto_precision and tail_candidates == 0 and not would_search:
         no_effect("auto_precision", False, "the model has no float tail after its last MAC layer and no float island "
-                                           "that auto_precision would measure (docs/fixed-point.md sections 10.1, "
-                                           "10.4)")
+                                           "that auto_precision would measure, and its int8 output SNR needs no "
+                                           "precision search (docs/fixed-point.md sections 10.1, 10.2, 10.4)")
     if not opts.equalize and equalize_pairs == 0:
         no_effect("equalize", False, "the model has no convolution feeding a depthwise convolution through at most a "
                                      "Relu, LeakyRelu or PRelu (docs/fixed-point.md section 3.8)")

@@ -419,6 +419,17 @@ def choose_promotions(
     return program, opts, records
 
 
+def search_message(record: Mapping[str, Any] | None) -> str | None:
+    """The warning line part of the budgeted search at defaults (section 10.2; None: nothing moved)."""
+    if not record or not record.get("overrides"):
+        return None
+    first, last = record["front"][0], record["front"][-1]
+    ratio = last["fps"] / record["fps_int8"] if record.get("fps_int8") else 1.0
+    return (f"the budgeted precision search moved {', '.join(last['moved'])} to 16 bits (lowest output SNR "
+            f"{first['snr_db']} -> {last['snr_db']} dB on the first {record['samples']} calibration inputs, "
+            f"estimated FPS x{ratio:.3f} of the analysis without automatic choices)")
+
+
 def promotion_message(records: Sequence[Mapping[str, Any]]) -> str | None:
     """The warning line part listing the kept promotions (None: none kept)."""
     kept = [r for r in records if r.get("kept")]
@@ -615,6 +626,7 @@ def mixbw_search(
     evaluate: Callable[[list[QuantOptions]], list[tuple[Any, ...]]] | None = None,
     width: int = 1,
     demotions: Callable[[QuantOptions], Sequence[Candidate]] | None = None,
+    desc: str = "mixbw search",
 ) -> tuple[Program, QuantOptions, dict[str, Any]]:
     """The mixbw search (section 10.3): from ``program`` (the mixbw start: base widths, model input,
     output and CPU nodes 16-bit, the automatic promotions), the first :data:`MIXBW_CANDIDATES`
@@ -655,7 +667,7 @@ def mixbw_search(
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(todo) + len(references or {}), desc="mixbw search", unit="candidate", file=sys.stderr)
+        bar = tqdm(total=len(todo) + len(references or {}), desc=desc, unit="candidate", file=sys.stderr)
     moved: list[str] = []
     state = {"program": program, "opts": opts, "snr": snr, "halves": halves_of(program)}
 

@@ -17,6 +17,7 @@ from npuflow.analysis.executors import SearchContext, context_of, executor_evalu
 from npuflow.analysis.graph import Step, build_steps
 from npuflow.analysis.islands import choose_islands, find_islands
 from npuflow.analysis.precision import (
+    MIN_FPS_RATIO,
     MIXBW_SAMPLES,
     FpsModel,
     OutputSnr,
@@ -41,6 +42,7 @@ from npuflow.analysis.range_search import check_mmse, choose_ranges
 from npuflow.analysis.ranges import QuantOptions
 from npuflow.analysis.tails import (
     TAIL_SAMPLES,
+    _r,
     choose_tails,
     find_tails,
     logit_tails,
@@ -100,6 +102,12 @@ class AnalysisResult:
     #: ``equalize``: the channel equalization's record (:func:`npuflow.analysis.equalize.equalize`:
     #: ``pairs`` with their scales; ``optimized`` is the equalized model); empty when off
     equalized: dict[str, Any] = field(default_factory=dict)
+
+
+#: the budgeted joint search at defaults (auto_precision, docs/fixed-point.md section 10.2) runs when the
+#: lowest model-output SNR on its measurement inputs is below this (the original's ladder: "int8 if
+#: SNR >= 20 dB is acceptable", then mixed precision)
+AUTO_SEARCH_BELOW_DB = 20.0
 
 
 def analyse(
@@ -269,6 +277,35 @@ def analyse(
         program, built_opts, promoted = choose_promotions(found, program, opts, rebuild,
                                                           measure_on(TAIL_SAMPLES, at_logits=True),
                                                           fps_model.fps, fps_model.fps(base_program))
+    searched: dict[str, Any] = {}
+    would_search = False
+    if (not opts.auto_precision and kept and int16 and not (opts.mix_datapath or opts.mix_weight)
+            and opts.datapath_bits == 8 and opts.weight_bits == 8):
+        # auto_precision=False: whether the search would have run (for the options-that-change-nothing note)
+        would_search = min(measure_on(MIXBW_SAMPLES, at_logits=True)(program).values(),
+                           default=float("inf")) < AUTO_SEARCH_BELOW_DB
+    if (opts.auto_precision and kept and int16 and not (opts.mix_datapath or opts.mix_weight)
+            and opts.datapath_bits == 8 and opts.weight_bits == 8):
+        # the budgeted joint search at defaults (docs/fixed-point.md 10.2): mixbw's search, inside
+        # MIN_FPS_RATIO of the estimate without automatic choices, where the int8 model loses much
+        at = measure_on(MIXBW_SAMPLES, at_logits=True)
+        low = min(at(program).values(), default=float("inf"))
+        searched = {"ran": low < AUTO_SEARCH_BELOW_DB, "start_snr_db": _r(low), "below_db": AUTO_SEARCH_BELOW_DB}
+        if searched["ran"]:
+            fps_model = fps_model or FpsModel(optimized, platform, opts)
+            trial = replace(built_opts, mix_datapath="mixbw", mix_weight="mixbw",
+                            flops_ratio=1.0 / MIN_FPS_RATIO - 1.0)
+            cands = mixbw_candidates(steps, program, trial, collector.channel_max)
+            program, trial, record = mixbw_search(program, trial, cands, rebuild, at, fps_model.fps,
+                                                  fps_model.fps(base_program), progress=bool(show),
+                                                  desc="precision search")
+            added = {k: v for k, v in trial.overrides.items() if built_opts.overrides.get(k) != v}
+            record.pop("mode", None)
+            record.pop("flops_ratio", None)
+            searched.update(record, samples=len(at.feeds), overrides={
+                k: {f: getattr(v, f) for f in ("bits", "weight_bits") if getattr(v, f) is not None}
+                for k, v in sorted(added.items())})
+            built_opts = replace(trial, mix_datapath="", mix_weight="", flops_ratio=built_opts.flops_ratio)
     mixed: dict[str, Any] = {}
     means = {t: m for t in collector.channel_sum if (m := collector.channel_mean(t)) is not None}
     if mixbw and kept:
@@ -288,11 +325,11 @@ def analyse(
     effects = option_effects(program, given, program.notes, bias_adjusted=len(deltas), compensable=len(compensable),
                              tail_candidates=len(candidates) + len(found_islands),
                              equalize_pairs=len(equalized.get("pairs", [])) if opts.equalize else len(find_pairs(
-                                 optimized, opts.overrides)))
+                                 optimized, opts.overrides)), would_search=would_search)
     return AnalysisResult(optimized, steps, program, collector.hist, collector.samples, means, kept[:keep_inputs], deltas,
                           weight_moments, effects,
                           {"enabled": opts.auto_precision, "float_tails": records, "promotions": promoted,
-                           "float_islands": island_record},
+                           "float_islands": island_record, **({"search": searched} if searched else {})},
                           get_platform(platform).id, built_opts, mixed, ranges, equalized)
 
 

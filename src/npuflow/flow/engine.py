@@ -19,7 +19,7 @@ from npuflow._io import atomic_write_bytes, atomic_write_text, json_dumps
 from npuflow._outputs import OutputSet
 from npuflow.analysis.effects import no_effect_message, stays_8bit_message
 from npuflow.analysis.islands import islands_message
-from npuflow.analysis.precision import promotion_message
+from npuflow.analysis.precision import promotion_message, search_message
 from npuflow.analysis.run import AnalysisResult, analyse
 from npuflow.analysis.tails import auto_precision_message, host_nodes
 from npuflow.bie import build_bie
@@ -162,6 +162,10 @@ def warn_auto_precision(result: AnalysisResult) -> None:
     if msg:
         warn_user(f"auto_precision: {msg} (docs/fixed-point.md section 10.2). analysis(auto_precision=False) or "
                   "--no-auto-precision keeps them 8-bit", AutoPrecisionWarning)
+    msg = search_message((result.auto_precision or {}).get("search"))
+    if msg:
+        warn_user(f"auto_precision: {msg} (docs/fixed-point.md section 10.2). analysis(auto_precision=False) or "
+                  "--no-auto-precision keeps them 8-bit", AutoPrecisionWarning)
 
 
 def run_analysis(optimized: Optimized, opts: AnalysisOptions, input_mapping: Any, *, report_inputs: Any = None,
@@ -225,7 +229,7 @@ def _analysis_set(staged: OutputSet, optimized: Optimized, opts: AnalysisOptions
                           calibration_samples=result.samples, float_tails=kept_tails, promotions=promoted,
                           float_islands=(result.auto_precision or {}).get("float_islands"),
                           equalized=result.equalized,
-                          ranges=result.ranges)
+                          ranges=result.ranges, search=(result.auto_precision or {}).get("search"))
     data = build_bie(result.program, result.optimized, platform=platform.id, model_name=model_name, options=options,
                      preprocess=opts.preprocess)
     bie_path = out_dir / f"{model_name}.kdp{platform.id}.scaled.bie"

@@ -419,7 +419,8 @@ class AnalysisOptions(_Bitwidths):
                promotions: list[dict[str, Any]] | None = None,
                ranges: dict[str, Any] | None = None,
                float_islands: dict[str, Any] | None = None,
-               equalized: dict[str, Any] | None = None) -> dict[str, Any]:
+               equalized: dict[str, Any] | None = None,
+               search: dict[str, Any] | None = None) -> dict[str, Any]:
         """The ``options`` recorded in the BIE and the report (key order is part of the file).
         ``auto_precision`` is recorded when False and ``float_tails`` (the kept tails: outputs and
         nodes) when there is one, ``auto_promotions`` (the kept 16-bit promotions: tensor and
@@ -427,7 +428,8 @@ class AnalysisOptions(_Bitwidths):
         (``datapath_range_method="auto"``: each searched tensor's quantile) when the search ran;
         ``float_islands`` (each kept island's seeds and nodes) when islands were kept; ``equalize:
         false`` when it was turned off and ``equalized`` (each pair's nodes, tensor and per-channel
-        scales) when a pair was equalized."""
+        scales) when a pair was equalized; ``auto_search`` (the budgeted precision search's moves: labels
+        and step overrides) when it moved something."""
         extra: dict[str, Any] = {}
         if not self.auto_precision:
             extra["auto_precision"] = False
@@ -445,6 +447,8 @@ class AnalysisOptions(_Bitwidths):
                                       for i in float_islands["islands"]]
         if promotions:
             extra["auto_promotions"] = [{"tensor": p["tensor"], "steps": list(p["steps"])} for p in promotions]
+        if search and search.get("overrides"):
+            extra["auto_search"] = {"moved": list(search["front"][-1]["moved"]), "overrides": dict(search["overrides"])}
         if ranges and ranges.get("chosen"):
             extra["auto_ranges"] = dict(ranges["chosen"])
         return {
