@@ -49,9 +49,10 @@ def test_no_search_above_20_db(tmp_path, mnist_example, mnist_digits):
 
 def test_the_search_runs_under_the_bound(tmp_path, mnist_example, mnist_digits, monkeypatch):
     monkeypatch.setattr(run, "AUTO_SEARCH_BELOW_DB", 100.0)
-    km, bie, _w = _mnist(tmp_path, mnist_example, mnist_digits, "searched")
+    km, bie, _w = _mnist(tmp_path, mnist_example, mnist_digits, "searched", report=True)
     s = km.analysis_result.auto_precision["search"]
     assert s["ran"] is True and s["samples"] == 8
+    assert km.analysis_result.mixed == {}, "not a mixed mode: no mixed-precision section"
     assert s["fps_bound"] == pytest.approx(s["fps_int8"] * MIN_FPS_RATIO, rel=1e-4)
     assert s["measured"], "every candidate is recorded"
     for r in s["measured"]:
@@ -64,6 +65,13 @@ def test_the_search_runs_under_the_bound(tmp_path, mnist_example, mnist_digits, 
     assert bool(moved) == bool(s["overrides"]) == ("auto_search" in _options(bie))
     # the search's start is the program as the defaults built it: its SNR is the recorded start
     assert s["front"][0]["snr_db"] == s["start_snr_db"]
+    # the report: JSON record and its table, one row per candidate
+    doc = json.loads((tmp_path / "searched" / "model_fx_report.json").read_text())
+    assert doc["quantization"]["auto_precision"]["search"]["measured"] == s["measured"]
+    html = (tmp_path / "searched" / "model_fx_report.html").read_text()
+    table = html[html.index('id="auto-search"'):]
+    table = table[:table.index("</table>")]
+    assert 'id="search-title"' in html and table.count("<tr><td>") == len(s["measured"])
 
 
 def test_auto_precision_false_and_the_mixed_modes_never_search(tmp_path, mnist_example, mnist_digits, monkeypatch):

@@ -318,7 +318,7 @@ def analyse(
         program, built_opts, mixed = _mixbw(steps, program, given, built_opts, rebuild, fps_model,
                                             measure_on(MIXBW_SAMPLES), collector.channel_max, progress=bool(show),
                                             executor=executor, width=max(1, int(threads)), context=search_context)
-    elif fps_model is not None and not mixbw:
+    elif fps_model is not None and not mixbw and (opts.mix_datapath or opts.mix_weight):
         mixed = {"mode": {"datapath": opts.mix_datapath or None, "weight": opts.mix_weight or None},
                  "rule_overrides": {k: {f: getattr(v, f) for f in ("bits", "weight_bits") if getattr(v, f) is not None}
                                     for k, v in sorted(opts.overrides.items()) if v.auto}}

@@ -81,6 +81,10 @@ QUANTIZATION_SCHEMA: dict[str, Any] = {
                     "properties": {"kept": {"type": "boolean"}, "tensor": {"type": "string"},
                                    "gain_db": {"type": ["number", "null"]},
                                    "fps_ratio": {"type": ["number", "null"]}}}},
+                # the budgeted precision search (docs/fixed-point.md 10.2, docs/report.md); null when not considered
+                "search": {"type": ["object", "null"], "required": ["ran", "start_snr_db", "below_db"],
+                           "properties": {"ran": {"type": "boolean"}, "measured": {"type": "array"},
+                                          "overrides": {"type": "object"}}},
                 # 1.6: float islands (docs/fixed-point.md 10.4): the measurement; null without a candidate
                 "float_islands": {"type": ["object", "null"], "required": [
                     "islands", "snr_quantized_db", "snr_float_db", "gain_db", "worst_db", "kept", "why"],

@@ -690,10 +690,12 @@ def _auto_precision(result: Any) -> dict[str, Any]:
     """The automatic precision choices of the analysis (docs/fixed-point.md 10.1): ``enabled`` and
     ``float_tails`` (every candidate measured, kept or not) and ``promotions`` (every
     ill-conditioned tensor found, 10.2: measured and kept or not, with why) and ``float_islands``
-    (10.4: the islands' measurement; None without a candidate)."""
+    (10.4: the islands' measurement; None without a candidate) and ``search`` (10.2: the budgeted
+    precision search's record; None when it was not considered)."""
     ap = getattr(result, "auto_precision", None) or {}
     return {"enabled": bool(ap.get("enabled", True)), "float_tails": list(ap.get("float_tails") or []),
-            "promotions": list(ap.get("promotions") or []), "float_islands": ap.get("float_islands") or None}
+            "promotions": list(ap.get("promotions") or []), "float_islands": ap.get("float_islands") or None,
+            "search": ap.get("search") or None}
 
 
 def _width_note(program: Program, tensor: str, stays: dict[str, dict[str, Any]]) -> dict[str, Any]:
