@@ -45,15 +45,21 @@ def _with_softmax(path, *, reshape: bool = False) -> onnx.ModelProto:
     return m
 
 
+def analyse_mnist_variant(model: onnx.ModelProto, mnist_digits, folder) -> tuple:
+    """(optimized model, AnalysisResult at the defaults on 720, the 8 calibration digits) of a variant
+    of the shipped MNIST model, saved under ``folder``."""
+    path = folder / "model.onnx"
+    onnx.save(model, str(path))
+    km = npuflow.ModelConfig(40000, "0001", "720", onnx_path=str(path))
+    optimized = km.optimized_model()
+    xs = [mnist_digits["calib_x"][i].reshape(1, 1, 28, 28).astype(np.float32) for i in range(8)]
+    res = analyse(optimized, get_platform(720), {"Input3": xs}, QuantOptions(), threads=1, progress=False)
+    return optimized, res, xs
+
+
 @pytest.fixture(scope="module")
 def analysed(mnist_example, mnist_digits, tmp_path_factory):
-    path = tmp_path_factory.mktemp("softmax") / "mnist_softmax.onnx"
-    onnx.save(_with_softmax(mnist_example), str(path))
-    km = npuflow.ModelConfig(40000, "0001", "720", onnx_path=str(path))
-    model = km.optimized_model()
-    xs = [mnist_digits["calib_x"][i].reshape(1, 1, 28, 28).astype(np.float32) for i in range(8)]
-    res = analyse(model, get_platform(720), {"Input3": xs}, QuantOptions(), threads=1, progress=False)
-    return model, res, xs
+    return analyse_mnist_variant(_with_softmax(mnist_example), mnist_digits, tmp_path_factory.mktemp("softmax"))
 
 
 def test_logits_centre_along_the_axis_and_flattened():

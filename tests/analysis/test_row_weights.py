@@ -19,9 +19,7 @@ import pytest
 import npuflow
 from npuflow.analysis.effects import softmax_logits
 from npuflow.analysis.precision import OutputSnr, row_weights
-from npuflow.analysis.ranges import QuantOptions
-from npuflow.analysis.run import analyse
-from npuflow.platforms import get_platform
+from tests.analysis.test_measure_logits import analyse_mnist_variant
 
 
 def _probs(rows: list[list[float]]) -> np.ndarray:
@@ -98,13 +96,7 @@ def _detector(path) -> onnx.ModelProto:
 
 @pytest.fixture(scope="module")
 def analysed(mnist_example, mnist_digits, tmp_path_factory):
-    path = tmp_path_factory.mktemp("rows") / "mnist_rows.onnx"
-    onnx.save(_detector(mnist_example), str(path))
-    km = npuflow.ModelConfig(40000, "0001", "720", onnx_path=str(path))
-    model = km.optimized_model()
-    xs = [mnist_digits["calib_x"][i].reshape(1, 1, 28, 28).astype(np.float32) for i in range(8)]
-    res = analyse(model, get_platform(720), {"Input3": xs}, QuantOptions(), threads=1, progress=False)
-    return model, res, xs
+    return analyse_mnist_variant(_detector(mnist_example), mnist_digits, tmp_path_factory.mktemp("rows"))
 
 
 def test_the_weighted_snr_by_hand(analysed):

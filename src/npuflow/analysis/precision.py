@@ -339,7 +339,7 @@ def row_weights(values: Sequence[Mapping[str, np.ndarray]], outputs: Sequence[st
         if sum(float(x.sum()) for x in w) >= 1.0:
             per_score[sc] = w
     weights: list[dict[str, np.ndarray]] = [{} for _ in values]
-    by: dict[str, str] = {}
+    by: dict[str, list[str]] = {}
     for o in outputs:
         if o in scores:
             continue
@@ -348,16 +348,16 @@ def row_weights(values: Sequence[Mapping[str, np.ndarray]], outputs: Sequence[st
                 continue
             for i, x in enumerate(w):
                 weights[i][o] = np.maximum(weights[i][o], x) if o in weights[i] else x
-            by[o] = ", ".join(filter(None, [by.get(o, ""), sc]))
+            by.setdefault(o, []).append(sc)
     if not by:
         return [], {}
     # a score output that weights others is read per row too (the decode keeps the rows over its
     # threshold): its own rows are weighted the same way
-    for sc in set(", ".join(by.values()).split(", ")):
+    for sc in {s for used in by.values() for s in used}:
         for i, x in enumerate(per_score[sc]):
             weights[i][sc] = x
-        by[sc] = sc
-    return weights, by
+        by[sc] = [sc]
+    return weights, {o: ", ".join(used) for o, used in by.items()}
 
 
 def _gain(before: Mapping[str, float], after: Mapping[str, float]) -> tuple[float, float]:

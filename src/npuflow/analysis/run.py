@@ -110,6 +110,11 @@ class AnalysisResult:
 AUTO_SEARCH_BELOW_DB = 20.0
 
 
+def _widths(override: Any) -> dict[str, int]:
+    """The widths a NodeOverride sets (``bits``, ``weight_bits``), for the records."""
+    return {f: getattr(override, f) for f in ("bits", "weight_bits") if getattr(override, f) is not None}
+
+
 def analyse(
     optimized: onnx.ModelProto,
     platform: Any,
@@ -279,19 +284,17 @@ def analyse(
                                                           fps_model.fps, fps_model.fps(base_program))
     searched: dict[str, Any] = {}
     would_search = False
-    if (not opts.auto_precision and kept and int16 and not (opts.mix_datapath or opts.mix_weight)
-            and opts.datapath_bits == 8 and opts.weight_bits == 8):
-        # auto_precision=False: whether the search would have run (for the options-that-change-nothing note)
-        would_search = min(measure_on(MIXBW_SAMPLES, at_logits=True)(program).values(),
-                           default=float("inf")) < AUTO_SEARCH_BELOW_DB
-    if (opts.auto_precision and kept and int16 and not (opts.mix_datapath or opts.mix_weight)
+    if (kept and int16 and not (opts.mix_datapath or opts.mix_weight)
             and opts.datapath_bits == 8 and opts.weight_bits == 8):
         # the budgeted joint search at defaults (docs/fixed-point.md 10.2): mixbw's search, inside
-        # MIN_FPS_RATIO of the estimate without automatic choices, where the int8 model loses much
+        # MIN_FPS_RATIO of the estimate without automatic choices, where the int8 model loses much;
+        # under auto_precision=False only whether it would have run (the options-that-change-nothing note)
         at = measure_on(MIXBW_SAMPLES, at_logits=True)
         low = min(at(program).values(), default=float("inf"))
-        searched = {"ran": low < AUTO_SEARCH_BELOW_DB, "start_snr_db": _r(low), "below_db": AUTO_SEARCH_BELOW_DB}
-        if searched["ran"]:
+        would_search = low < AUTO_SEARCH_BELOW_DB
+        if opts.auto_precision:
+            searched = {"ran": would_search, "start_snr_db": _r(low), "below_db": AUTO_SEARCH_BELOW_DB}
+        if opts.auto_precision and would_search:
             fps_model = fps_model or FpsModel(optimized, platform, opts)
             trial = replace(built_opts, mix_datapath="mixbw", mix_weight="mixbw",
                             flops_ratio=1.0 / MIN_FPS_RATIO - 1.0)
@@ -302,9 +305,8 @@ def analyse(
             added = {k: v for k, v in trial.overrides.items() if built_opts.overrides.get(k) != v}
             record.pop("mode", None)
             record.pop("flops_ratio", None)
-            searched.update(record, samples=len(at.feeds), overrides={
-                k: {f: getattr(v, f) for f in ("bits", "weight_bits") if getattr(v, f) is not None}
-                for k, v in sorted(added.items())})
+            searched.update(record, samples=len(at.feeds),
+                            overrides={k: _widths(v) for k, v in sorted(added.items())})
             built_opts = replace(trial, mix_datapath="", mix_weight="", flops_ratio=built_opts.flops_ratio)
     mixed: dict[str, Any] = {}
     means = {t: m for t in collector.channel_sum if (m := collector.channel_mean(t)) is not None}
@@ -320,8 +322,7 @@ def analyse(
                                             executor=executor, width=max(1, int(threads)), context=search_context)
     elif fps_model is not None and not mixbw and (opts.mix_datapath or opts.mix_weight):
         mixed = {"mode": {"datapath": opts.mix_datapath or None, "weight": opts.mix_weight or None},
-                 "rule_overrides": {k: {f: getattr(v, f) for f in ("bits", "weight_bits") if getattr(v, f) is not None}
-                                    for k, v in sorted(opts.overrides.items()) if v.auto}}
+                 "rule_overrides": {k: _widths(v) for k, v in sorted(opts.overrides.items()) if v.auto}}
     effects = option_effects(program, given, program.notes, bias_adjusted=len(deltas), compensable=len(compensable),
                              tail_candidates=len(candidates) + len(found_islands),
                              equalize_pairs=len(equalized.get("pairs", [])) if opts.equalize else len(find_pairs(

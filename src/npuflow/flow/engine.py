@@ -158,14 +158,11 @@ def warn_auto_precision(result: AnalysisResult) -> None:
     msg = islands_message((result.auto_precision or {}).get("float_islands") or {})
     if msg:
         warn_user(msg, AutoPrecisionWarning)
-    msg = promotion_message((result.auto_precision or {}).get("promotions", []))
-    if msg:
-        warn_user(f"auto_precision: {msg} (docs/fixed-point.md section 10.2). analysis(auto_precision=False) or "
-                  "--no-auto-precision keeps them 8-bit", AutoPrecisionWarning)
-    msg = search_message((result.auto_precision or {}).get("search"))
-    if msg:
-        warn_user(f"auto_precision: {msg} (docs/fixed-point.md section 10.2). analysis(auto_precision=False) or "
-                  "--no-auto-precision keeps them 8-bit", AutoPrecisionWarning)
+    ap = result.auto_precision or {}
+    for msg in (promotion_message(ap.get("promotions", [])), search_message(ap.get("search"))):
+        if msg:
+            warn_user(f"auto_precision: {msg} (docs/fixed-point.md section 10.2). analysis(auto_precision=False) or "
+                      "--no-auto-precision keeps them 8-bit", AutoPrecisionWarning)
 
 
 def run_analysis(optimized: Optimized, opts: AnalysisOptions, input_mapping: Any, *, report_inputs: Any = None,
