@@ -45,6 +45,45 @@ def _with_softmax(path, *, reshape: bool = False) -> onnx.ModelProto:
     return m
 
 
+def mnist_until(path, tensor: str) -> onnx.ModelProto:
+    """The shipped MNIST model cut after the node that produces ``tensor``: the initializers and
+    inputs nothing reads any more dropped, no outputs (the caller appends its nodes and outputs)."""
+    m = onnx.load(str(path))
+    g = m.graph
+    keep = []
+    for n in g.node:
+        keep.append(n)
+        if n.output[0] == tensor:
+            break
+    del g.node[:]
+    g.node.extend(keep)
+    used = {i for n in g.node for i in n.input}
+    keep_init = [t for t in g.initializer if t.name in used]
+    del g.initializer[:]
+    g.initializer.extend(keep_init)
+    inputs = [i for i in g.input if i.name in used]  # an IR 3 model lists its initializers as inputs
+    del g.input[:]
+    g.input.extend(inputs)
+    del g.output[:]
+    return m
+
+
+def report_of(model: onnx.ModelProto, mnist_digits, folder, n: int = 8) -> tuple:
+    """(ModelConfig, model_fx_report.json as a dict, the HTML report with its whitespace collapsed)
+    of ``model``'s analysis at the defaults on 720, calibrated on ``n`` MNIST digits."""
+    import json
+    import warnings
+
+    path = folder / "model.onnx"
+    onnx.save(model, str(path))
+    km = npuflow.ModelConfig(40000, "0001", "720", onnx_path=str(path))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        km.analysis({"Input3": list(mnist_digits["calib_x"][:n])}, output_dir=str(folder / "out"), threads=1)
+    doc = json.loads((folder / "out" / "model_fx_report.json").read_text())
+    return km, doc, " ".join((folder / "out" / "model_fx_report.html").read_text().split())
+
+
 def analyse_mnist_variant(model: onnx.ModelProto, mnist_digits, folder) -> tuple:
     """(optimized model, AnalysisResult at the defaults on 720, the 8 calibration digits) of a variant
     of the shipped MNIST model, saved under ``folder``."""
@@ -150,17 +189,7 @@ def test_the_range_search_records_where_it_measured(analysed):
 
 
 def test_the_report_says_where_it_measured(mnist_example, mnist_digits, tmp_path):
-    import json
-    import warnings
-
-    path = tmp_path / "mnist_softmax.onnx"
-    onnx.save(_with_softmax(mnist_example), str(path))
-    km = npuflow.ModelConfig(40000, "0001", "720", onnx_path=str(path))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        km.analysis({"Input3": list(mnist_digits["calib_x"][:16])}, output_dir=str(tmp_path / "out"), threads=1)
-    doc = json.loads((tmp_path / "out" / "model_fx_report.json").read_text())
+    km, doc, html = report_of(_with_softmax(mnist_example), mnist_digits, tmp_path, n=16)
     assert doc["quantization"]["ranges"]["measured_at"] == km.analysis_result.ranges["measured_at"]
     assert list(doc["quantization"]["ranges"]["measured_at"]) == ["prob"]
-    html = (tmp_path / "out" / "model_fx_report.html").read_text()
     assert "Softmax outputs are measured at their logits" in html

@@ -352,7 +352,7 @@ def test_yolox_model_out_int16(shared, tmp_path, yolox_default, monkeypatch):
 
 @pytest.mark.shared
 def test_yolox_post_sigmoid(shared, tmp_path, yolox_default, monkeypatch):
-    m0, _, xs = yolox_default
+    m0, res0, xs = yolox_default
     _, res, _ = _yolox(shared, tmp_path, quantize_mode="post_sigmoid")
     p, p0 = res.program, m0.program  # the analysis' program (with its notes) is the BIE's
     # the inputs of the six score Sigmoids (objectness and classes of three levels) are capped at 8,
@@ -364,7 +364,11 @@ def test_yolox_post_sigmoid(shared, tmp_path, yolox_default, monkeypatch):
         assert c == min(a, POST_SIGMOID_CAP) and p.formats[t] == QFormat.from_abs_max(c, 8)
     applied = [t for t, e in capped.items() if e["applies"]]
     assert applied and all(p.formats[t] == QFormat.from_abs_max(POST_SIGMOID_CAP, 8) != p0.formats[t] for t in applied)
-    assert all(p.formats[t] == p0.formats[t] for t in p.formats if t not in capped)
+    # the budgeted precision search (spec 10.2) measures each program and may widen other steps in
+    # one run and not the other: every other tensor keeps its format
+    searched = {y for r in (res, res0) for st in r.program.steps
+                if st.name in ((r.auto_precision or {}).get("search") or {}).get("overrides", {}) for y in st.outputs}
+    assert all(p.formats[t] == p0.formats[t] for t in p.formats if t not in capped and t not in searched)
     got = _run_both(p, [{"images": xs[0]}], monkeypatch, keep_all=False)[0]["output"]
     base = p0.run(p0.quantize_inputs({"images": xs[0]}))["output"]
     assert not np.array_equal(got, base)

@@ -16,10 +16,13 @@ import numpy as np
 import onnx
 import pytest
 
-import npuflow
 from npuflow.analysis.effects import softmax_logits
 from npuflow.analysis.precision import OutputSnr, row_weights
-from tests.analysis.test_measure_logits import analyse_mnist_variant
+from tests.analysis.test_measure_logits import (
+    analyse_mnist_variant,
+    mnist_until,
+    report_of,
+)
 
 
 def _probs(rows: list[list[float]]) -> np.ndarray:
@@ -65,29 +68,14 @@ def test_nothing_is_weighted_unless_a_score_output_qualifies(case):
 def _detector(path) -> onnx.ModelProto:
     """MNIST up to its second convolution ([1, 16, 14, 14]) as 196 rows of 16: ``boxes`` the rows,
     ``scores`` their Softmax."""
-    m = onnx.load(str(path))
+    m = mnist_until(path, "Convolution110_Output_0")
     g = m.graph
-    keep = []
-    for n in g.node:
-        keep.append(n)
-        if n.output[0] == "Convolution110_Output_0":
-            break
-    del g.node[:]
-    g.node.extend(keep)
     g.node.append(onnx.helper.make_node("Transpose", ["Convolution110_Output_0"], ["nhwc"], name="nhwc",
                                         perm=[0, 2, 3, 1]))
     g.node.append(onnx.helper.make_node("Constant", [], ["rows_shape"], name="rows_shape",
                                         value=onnx.numpy_helper.from_array(np.array([1, 196, 16], dtype=np.int64))))
     g.node.append(onnx.helper.make_node("Reshape", ["nhwc", "rows_shape"], ["boxes"], name="rows"))
     g.node.append(onnx.helper.make_node("Softmax", ["boxes"], ["scores"], name="scores", axis=2))
-    used = {i for n in g.node for i in n.input}
-    keep_init = [t for t in g.initializer if t.name in used]
-    del g.initializer[:]
-    g.initializer.extend(keep_init)
-    inputs = [i for i in g.input if i.name in used]  # an IR 3 model lists its initializers as inputs
-    del g.input[:]
-    g.input.extend(inputs)
-    del g.output[:]
     g.output.extend([onnx.helper.make_tensor_value_info("boxes", onnx.TensorProto.FLOAT, [1, 196, 16]),
                      onnx.helper.make_tensor_value_info("scores", onnx.TensorProto.FLOAT, [1, 196, 16])])
     onnx.checker.check_model(m)
@@ -140,17 +128,7 @@ def test_the_range_search_records_the_weighting(analysed):
 
 
 def test_the_report_lists_the_weighted_outputs(mnist_example, mnist_digits, tmp_path):
-    import json
-    import warnings
-
-    path = tmp_path / "mnist_rows.onnx"
-    onnx.save(_detector(mnist_example), str(path))
-    km = npuflow.ModelConfig(40000, "0001", "720", onnx_path=str(path))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        km.analysis({"Input3": list(mnist_digits["calib_x"][:8])}, output_dir=str(tmp_path / "out"), threads=1)
-    doc = json.loads((tmp_path / "out" / "model_fx_report.json").read_text())
+    _km, doc, html = report_of(_detector(mnist_example), mnist_digits, tmp_path)
     assert doc["quantization"]["ranges"]["weighted_by"] == {"boxes": "scores", "scores": "scores"}
-    html = " ".join((tmp_path / "out" / "model_fx_report.html").read_text().split())
     assert "Outputs read per detection" in html
     assert "boxes by scores; scores by its own rows." in html

@@ -48,6 +48,8 @@ class SearchContext:
     bound: float
     #: per measurement input: output -> its row weights (OutputSnr.weights; empty: none weighted)
     weights: list[dict[str, np.ndarray]]
+    #: output -> the boundaries of its parts along the last axis (OutputSnr.parts; empty: none)
+    parts: dict[str, list[int]]
 
 
 def _portable_steps(steps: Sequence[Step]) -> list[Step]:
@@ -75,7 +77,8 @@ def _state(digest: str, blob: bytes) -> tuple[Any, ...]:
     ctx: SearchContext = pickle.loads(blob)  # bytes made by pack() in the calling npuflow process, not a file
     model = onnx.load_from_string(ctx.model)
     fps_model = FpsModel(model, ctx.platform, ctx.opts)
-    measure = OutputSnr(None, ctx.feeds, ctx.output_names, refs=ctx.refs, weights=ctx.weights or None)
+    measure = OutputSnr(None, ctx.feeds, ctx.output_names, refs=ctx.refs, weights=ctx.weights or None,
+                        parts=ctx.parts)
 
     def build(o: QuantOptions) -> Any:
         return build_program(model, ctx.steps, ctx.stats, o, ctx.input_names, ctx.output_names,
@@ -147,4 +150,5 @@ def context_of(optimized: onnx.ModelProto, platform: int, steps: Sequence[Step],
     assert not measure.logits, "a worker measures the outputs: pass a measure without logits"
     return SearchContext(optimized.SerializeToString(), int(platform), list(steps), dict(stats), list(input_names),
                          list(output_names), dict(channel_means), dict(weight_moments), dict(bias_deltas),
-                         list(measure.feeds), list(measure.refs), opts, float(bound), list(measure.weights))
+                         list(measure.feeds), list(measure.refs), opts, float(bound), list(measure.weights),
+                         dict(measure.parts))

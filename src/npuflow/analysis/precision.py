@@ -41,6 +41,7 @@ import onnx
 
 from npuflow.analysis.effects import Logits
 from npuflow.analysis.graph import MAC_OPS, PASS_THROUGH, Step
+from npuflow.analysis.parts import output_parts, snr_accumulator
 from npuflow.analysis.program import (
     Program,
     _weight_input,
@@ -49,7 +50,7 @@ from npuflow.analysis.program import (
     weight_bits,
 )
 from npuflow.analysis.ranges import NodeOverride, QuantOptions
-from npuflow.analysis.tails import _r, _Snr, _value, batch_groups
+from npuflow.analysis.tails import _r, _value, batch_groups
 
 #: a channel whose calibrated abs max is below this many steps of its tensor's format vanishes
 VANISH_STEPS = 2.0
@@ -211,12 +212,15 @@ class OutputSnr:
                  outputs: Sequence[str], *, threads: int | None = None,
                  refs: Sequence[Mapping[str, np.ndarray]] | None = None,
                  logits: Mapping[str, Logits] | None = None, scores: Sequence[str] = (),
-                 weights: Sequence[Mapping[str, np.ndarray]] | None = None) -> None:
+                 weights: Sequence[Mapping[str, np.ndarray]] | None = None,
+                 parts: Mapping[str, Sequence[int]] | None = None) -> None:
         """``refs``: the float references of ``feeds`` when they are known (another process's
         measurement, with the same ``logits``, and its ``weights``: the same references give the same
         SNRs); ``model`` may then be None. ``scores``: the model outputs a Softmax produces (the keys
         of :func:`npuflow.analysis.effects.softmax_logits`): the outputs that share their rows are
-        measured with :func:`row_weights`."""
+        measured with :func:`row_weights`. ``parts``: output -> the boundaries of the parts its
+        graph joins along its last axis (:func:`npuflow.analysis.parts.output_parts`, found from
+        ``model`` when not given): each part is measured alone and the output counts as its lowest."""
         self.outputs = list(outputs)
         self.feeds = list(feeds)
         self.logits = {o: lg for o, lg in (logits or {}).items() if o in self.outputs}
@@ -239,6 +243,12 @@ class OutputSnr:
             refs = [{o: (self.logits[o].centre(g[self.logits[o].tensor]) if o in self.logits else g[o])
                      for o in self.outputs} for g in got]
         self.refs = [dict(r) for r in refs]
+        if parts is None:
+            parts = output_parts(model, self.outputs) if model is not None else {}
+        # an output measured at its Softmax's logits has other rows than its parts
+        #: output -> the boundaries of its parts along the last axis (measured part by part)
+        self.parts: dict[str, list[int]] = {o: list(b) for o, b in parts.items()
+                                            if o in self.outputs and o not in self.logits}
         # a weight only where its rows are the reference's (a Softmax output measured at logits of
         # another shape keeps the plain measure)
         drop = {o for i, w in enumerate(self.weights) for o in w
@@ -271,8 +281,9 @@ class OutputSnr:
         done = self._done.get(id(program))
         if done is not None and done[0]() is program:
             return done
-        acc = {o: _Snr() for o in self.outputs}
-        half: list[dict[str, _Snr]] | None = [{o: _Snr() for o in self.outputs} for _ in range(2)]
+        acc = {o: snr_accumulator(self.parts, o) for o in self.outputs}
+        half: list[dict[str, Any]] | None = [{o: snr_accumulator(self.parts, o) for o in self.outputs}
+                                             for _ in range(2)]
         for g in batch_groups(self.feeds, program.input_names):
             feed = {k: np.concatenate([np.asarray(self.feeds[i][k]) for i in g]) for k in self.feeds[g[0]]}
             env = program.run(program.quantize_inputs(feed), batch=len(g),

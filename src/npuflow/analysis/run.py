@@ -256,6 +256,7 @@ def analyse(
         program, opts, ranges = choose_ranges(program, opts, lambda o: build(steps, o), at, progress=bool(show))
         ranges["measured_at"] = at.measured_at()
         ranges["weighted_by"] = dict(at.weighted_by)
+        ranges["output_parts"] = {o: list(b) for o, b in at.parts.items()}
         given = replace(given, range_choice=opts.range_choice)
     elif opts.range_method == "mmse" and kept:
         ranges = check_mmse(program, opts, lambda o: build(steps, o), measure_on(TAIL_SAMPLES, at_logits=True))

@@ -16,7 +16,7 @@ from npuflow.analysis.tails import HOST_REASON
 from npuflow.errors import NpuflowError
 from npuflow.evaluate.result import EvalResult
 
-REPORT_SCHEMA_VERSION = "1.6"
+REPORT_SCHEMA_VERSION = "1.7"
 REPORT_FILES = ("model_fx_report.json", "model_fx_report.html", "model_fx_report.csv")
 
 _SNR = {"type": ["number", "null"]}  # null: no error at all (exact)
@@ -81,7 +81,7 @@ QUANTIZATION_SCHEMA: dict[str, Any] = {
                     "properties": {"kept": {"type": "boolean"}, "tensor": {"type": "string"},
                                    "gain_db": {"type": ["number", "null"]},
                                    "fps_ratio": {"type": ["number", "null"]}}}},
-                # the budgeted precision search (docs/fixed-point.md 10.2, docs/report.md); null when not considered
+                # 1.7: the budgeted precision search (docs/fixed-point.md 10.2, docs/report.md); null when not considered
                 "search": {"type": ["object", "null"], "required": ["ran", "start_snr_db", "below_db"],
                            "properties": {"ran": {"type": "boolean"}, "measured": {"type": "array"},
                                           "overrides": {"type": "object"}}},
@@ -102,8 +102,12 @@ QUANTIZATION_SCHEMA: dict[str, Any] = {
             "chosen": {"type": "object", "additionalProperties": {"type": "string"}},
             # model output -> the tensor measured in its place (a Softmax's logits, spec 3.1)
             "measured_at": {"type": "object", "additionalProperties": {"type": "string"}},
-            # model output -> the score output whose rows weight its error (spec 3.1, outputs read per detection)
+            # 1.7: model output -> the score output whose rows weight its error (spec 3.1, outputs read
+            # per detection)
             "weighted_by": {"type": "object", "additionalProperties": {"type": "string"}},
+            # 1.7: model output -> the boundaries of the parts joined along its last axis, each measured
+            # alone (spec 3.1, outputs read part by part)
+            "output_parts": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "integer"}}},
             "method": {"type": "string"}, "warning": {"type": ["string", "null"]}}},
         # 1.2: what the options did (docs/fixed-point.md 3.7, docs/report.md "Option effects")
         "option_effects": {
