@@ -105,6 +105,53 @@ def test_parts_through_a_transpose_of_a_concat_on_the_last_axis():
     assert output_parts(m, ["y"]) == {"y": [0, 2, 5]}
 
 
+@pytest.mark.parametrize("op", ["Flatten", "Squeeze", "Unsqueeze", "Reshape"])
+def test_parts_through_regrouping_ops(op):
+    # [1, 6, 1, 2] | [1, 6, 1, 3] along the last axis, then regrouped keeping that axis whole
+    shapes = {"a": [1, 6, 1, 2], "b": [1, 6, 1, 3], "c": [1, 6, 1, 5]}
+    nodes = [helper.make_node("Concat", ["a", "b"], ["c"], axis=-1)]
+    inits = []
+    if op == "Flatten":
+        nodes.append(helper.make_node("Flatten", ["c"], ["y"], axis=3))
+        shapes["y"] = [6, 5]
+    elif op == "Squeeze":
+        inits.append(onnx.numpy_helper.from_array(np.array([2], np.int64), "ax"))
+        nodes.append(helper.make_node("Squeeze", ["c", "ax"], ["y"]))
+        shapes["y"] = [1, 6, 5]
+    elif op == "Unsqueeze":
+        inits.append(onnx.numpy_helper.from_array(np.array([0], np.int64), "ax"))
+        nodes.append(helper.make_node("Unsqueeze", ["c", "ax"], ["y"]))
+        shapes["y"] = [1, 1, 6, 1, 5]
+    else:
+        inits.append(onnx.numpy_helper.from_array(np.array([2, 3, 5], np.int64), "ax"))
+        nodes.append(helper.make_node("Reshape", ["c", "ax"], ["y"]))
+        shapes["y"] = [2, 3, 5]
+    m = _graph(nodes, ["y"], shapes, inputs=("a", "b"))
+    m.graph.initializer.extend(inits)
+    assert output_parts(m, ["y"]) == {"y": [0, 2, 5]}
+
+
+def test_a_graph_whose_shapes_disagree_gives_none_and_no_error():
+    # a Transpose whose recorded input shape has another rank, a Concat axis out of range
+    nodes = [helper.make_node("Concat", ["a", "b"], ["c"], axis=2),
+             helper.make_node("Transpose", ["c"], ["y"], perm=[0, 2, 1])]
+    m = _graph(nodes, ["y"], {"a": [1, 2, 5], "b": [1, 3, 5], "c": [5, 5], "y": [1, 5, 5]}, inputs=("a", "b"))
+    assert output_parts(m, ["y"]) == {}
+    nodes = [helper.make_node("Concat", ["a", "b"], ["y"], axis=7)]
+    m = _graph(nodes, ["y"], {"a": [1, 2], "b": [1, 3], "y": [1, 5]}, inputs=("a", "b"))
+    assert output_parts(m, ["y"]) == {}
+
+
+def test_shared_inputs_are_followed_once():
+    # 40 chained Concat(x, x): 2^40 paths, each tensor visited once
+    nodes, shapes = [], {"t0": [1, 2]}
+    for k in range(40):
+        nodes.append(helper.make_node("Concat", [f"t{k}", f"t{k}"], [f"t{k + 1}"], axis=0))
+        shapes[f"t{k + 1}"] = [2 ** (k + 1), 2]
+    m = _graph(nodes, ["t40"], shapes, inputs=("t0",))
+    assert output_parts(m, ["t40"]) == {}
+
+
 # ------------------------------------------------------------------------------------------------ the SNR
 def _db(sig: float, noise: float) -> float:
     return 10 * math.log10(sig / noise)
@@ -199,6 +246,21 @@ def test_the_part_snr_by_hand(analysed):
     # a worker's measure from the references and the parts: the same SNRs
     again = OutputSnr(None, feeds, ["output"], refs=m.refs, parts=m.parts)
     assert again(p) == m(p)
+    # with row weights too (a detector with a score output): each part weighted by its rows
+    rng = np.random.default_rng(0)
+    w = [{"output": rng.uniform(0.0, 1.0, (1, 245, 1))} for _ in feeds]
+    both = OutputSnr(None, feeds, ["output"], refs=m.refs, weights=w, parts=m.parts)
+    acc = [[0.0, 0.0], [0.0, 0.0]]
+    for i, f in enumerate(feeds):
+        ref = np.asarray(m.refs[i]["output"], np.float64).reshape(-1, 32)
+        got = p.formats["output"].dequantize(p.run(p.quantize_inputs(f))["output"]).reshape(-1, 32)
+        wi = w[i]["output"].reshape(-1, 1)
+        for k, (lo, hi) in enumerate(((0, 16), (16, 32))):
+            acc[k][0] += float(np.sum(wi * ref[:, lo:hi] ** 2))
+            acc[k][1] += float(np.sum(wi * (ref[:, lo:hi] - got[:, lo:hi]) ** 2))
+    assert both(p)["output"] == pytest.approx(min(_db(s, n) for s, n in acc), abs=1e-6)
+    # references narrower than the graph said: measured pooled, not split in the wrong places
+    assert OutputSnr(None, feeds, ["output"], refs=m.refs, parts={"output": [0, 16, 64]}).parts == {}
 
 
 # ------------------------------------------------------------------------------------------------ real detectors

@@ -36,10 +36,18 @@ def output_parts(model: onnx.ModelProto, outputs: Sequence[str]) -> dict[str, li
     without such a Concat are left out."""
     shapes = known_static_shapes(model.graph)
     prod = producers(model.graph)
+    #: (tensor, axis) -> its segments: a tensor read by several Concats is followed once
+    memo: dict[tuple[str, int], list[int] | None] = {}
 
     def segments(t: str, axis: int, depth: int) -> list[int] | None:
+        key = (t, axis)
+        if key not in memo:
+            memo[key] = _segments(t, axis, depth)
+        return memo[key]
+
+    def _segments(t: str, axis: int, depth: int) -> list[int] | None:
         shape = shapes.get(t)
-        if shape is None:
+        if shape is None or not 0 <= axis < len(shape):
             return None
         whole = [shape[axis]]
         node = prod.get(t)
@@ -52,6 +60,8 @@ def output_parts(model: onnx.ModelProto, outputs: Sequence[str]) -> dict[str, li
             perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
             if perm is None:
                 perm = list(range(len(shape)))[::-1]
+            if len(perm) != len(shape):
+                return whole
             return segments(node.input[0], perm[axis], depth + 1) or whole
         if op in _REGROUP:
             src = shapes.get(node.input[0])
@@ -61,11 +71,13 @@ def output_parts(model: onnx.ModelProto, outputs: Sequence[str]) -> dict[str, li
             j = next((j for j in range(len(src)) if math.prod(src[:j]) == before and src[j] == shape[axis]), None)
             return whole if j is None else (segments(node.input[0], j, depth + 1) or whole)
         if op == "Concat":
-            c = next((a.i for a in node.attribute if a.name == "axis"), 0) % len(shape)
+            c = next((a.i for a in node.attribute if a.name == "axis"), 0)
+            if not -len(shape) <= c < len(shape):
+                return whole
             subs = [segments(x, axis, depth + 1) for x in node.input if x]
             if any(s is None for s in subs):
                 return whole
-            if c == axis:
+            if c % len(shape) == axis:
                 return [k for s in subs for k in s if k > 0]
             return subs[0] if all(s == subs[0] for s in subs) else whole
         return whole

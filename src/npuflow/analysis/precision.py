@@ -215,8 +215,9 @@ class OutputSnr:
                  weights: Sequence[Mapping[str, np.ndarray]] | None = None,
                  parts: Mapping[str, Sequence[int]] | None = None) -> None:
         """``refs``: the float references of ``feeds`` when they are known (another process's
-        measurement, with the same ``logits``, and its ``weights``: the same references give the same
-        SNRs); ``model`` may then be None. ``scores``: the model outputs a Softmax produces (the keys
+        measurement, with the same ``logits``, its ``weights`` and its ``parts``: the same references
+        give the same SNRs); ``model`` may then be None (and without ``parts``, nothing is measured
+        part by part). ``scores``: the model outputs a Softmax produces (the keys
         of :func:`npuflow.analysis.effects.softmax_logits`): the outputs that share their rows are
         measured with :func:`row_weights`. ``parts``: output -> the boundaries of the parts its
         graph joins along its last axis (:func:`npuflow.analysis.parts.output_parts`, found from
@@ -247,8 +248,11 @@ class OutputSnr:
             parts = output_parts(model, self.outputs) if model is not None else {}
         # an output measured at its Softmax's logits has other rows than its parts
         #: output -> the boundaries of its parts along the last axis (measured part by part)
-        self.parts: dict[str, list[int]] = {o: list(b) for o, b in parts.items()
-                                            if o in self.outputs and o not in self.logits}
+        # (and a part boundary only where the references' rows are as wide as the graph said)
+        self.parts: dict[str, list[int]] = {
+            o: list(b) for o, b in parts.items()
+            if o in self.outputs and o not in self.logits
+            and all(np.ndim(r[o]) >= 1 and np.shape(r[o])[-1] == b[-1] for r in self.refs)}
         # a weight only where its rows are the reference's (a Softmax output measured at logits of
         # another shape keeps the plain measure)
         drop = {o for i, w in enumerate(self.weights) for o in w
