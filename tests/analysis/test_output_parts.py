@@ -278,3 +278,9 @@ def test_the_report_lists_the_parts(mnist_example, mnist_digits, tmp_path):
     assert doc["quantization"]["ranges"]["output_parts"] == {"output": [0, 16, 32]}
     assert "Outputs read part by part" in html
     assert "output columns 0&ndash;15 | 16&ndash;31." in html
+    # the summary gives each part's SNR beside the output's pooled one, on the report's inputs
+    out = doc["quantization"]["outputs"][0]
+    assert [(pt["first"], pt["last"]) for pt in out["parts"]] == [(0, 15), (16, 31)]
+    each = [pt["snr_db"] for pt in out["parts"]]
+    assert min(each) <= out["snr_db"] <= max(each)
+    assert "by part (columns): 0&ndash;15 " in html

@@ -50,7 +50,10 @@ QUANTIZATION_SCHEMA: dict[str, Any] = {
                           "properties": {"count": {"type": "integer"}, "source": {"enum": ["calibration", "user"]}}},
         "calibration_samples": {"type": "integer"},
         "model_output_snr_db": _SNR,
-        "outputs": {"type": "array", "items": {"type": "object", "required": ["name", "snr_db", "cosine"]}},
+        "outputs": {"type": "array", "items": {"type": "object", "required": ["name", "snr_db", "cosine"], "properties": {
+            # 1.7: the SNR of each part the output's graph joins along its last axis (columns first..last)
+            "parts": {"type": "array", "items": {"type": "object", "required": ["first", "last", "snr_db"],
+                                                 "properties": {"snr_db": _SNR}}}}}},
         "inputs": {"type": "array", "items": {"type": "object", "required": ["name", "bits"]}},
         "steps": {"type": "array", "items": {"type": "object", "required": [k for k in _STEP_FIELDS if k != "host"],
                                                      "properties": _STEP_FIELDS}},

@@ -34,6 +34,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from npuflow.analysis.graph import PASS_THROUGH, Step
+from npuflow.analysis.parts import PartsSnr, output_parts
 from npuflow.analysis.program import Program, build_program, mac_weight_format, step_override, weight_axis, weight_bits
 from npuflow.analysis.ranges import NodeOverride, QuantOptions, mmse_clip
 from npuflow.calibration.collector import expose_tensors
@@ -758,6 +759,8 @@ def measure_precision(
     tstats: dict[str, _TensorStats] = {}
     cum = {n: ErrAcc() for n in names}
     base_out = {n: ErrAcc() for n in out_names}
+    # the parts an output's graph joins along its last axis (docs/fixed-point.md 3.1): each part's SNR too
+    part_out = {n: PartsSnr(b) for n, b in output_parts(result.optimized, out_names).items()}
     ref_out: list[dict[str, np.ndarray]] = []  # float model outputs per input (small), for pass 2
     kstats = [KernelStats() for _ in steps]
     kept_env: list[dict[str, np.ndarray] | None] = []
@@ -781,7 +784,10 @@ def measure_precision(
         for n in names:
             cum[n].add(sfl[n], fmts[n].dequantize(_sampled(env[n])))
         for n in out_names:
-            base_out[n].add(fl[n], _deq(program, n, env[n]))
+            value = _deq(program, n, env[n])
+            base_out[n].add(fl[n], value)
+            if n in part_out and np.shape(fl[n])[-1:] == (part_out[n].bounds[-1],):
+                part_out[n].add(fl[n], value)
         size = sum(v.nbytes for v in env.values() if isinstance(v, np.ndarray))
         if kept_bytes + size <= KEEP_BYTES:  # the suggestions re-run from these tensors (else recomputed)
             kept_env.append(env)
@@ -849,6 +855,11 @@ def measure_precision(
         }
         rows.append(row)
     worst, per_out = _output_snrs(base_out)
+    for entry in per_out:
+        acc = part_out.get(entry["name"])
+        if acc is not None and any(a.sig > 0.0 or a.noise > 0.0 for a in acc.parts):
+            entry["parts"] = [{"first": lo, "last": hi - 1, "snr_db": _r(snr_db(a.sig, a.noise))}
+                              for lo, hi, a in zip(acc.bounds, acc.bounds[1:], acc.parts)]
 
     # ---- shortlist: the steps with the lowest isolated SNR and the largest cumulative drop
     samples = int(getattr(result, "samples", 0))
