@@ -132,6 +132,28 @@ def test_mul_div_round_is_exact(x, m, den, s):
     assert int(mul_div_round(np.array([x]), m, den, s)[0]) == exact
 
 
+def test_mul_div_round_product_in_int64_hand_vectors():
+    # |x*m| < 2**62 with den > 1: one exact division (rounding_divide) instead of the limbs
+    # 9/(3*2) = 1.5 -> 2, 15/(3*2) = 2.5 -> 2, -15/6 -> -2, 7/6 -> 1, 20/(3*2**2) = 1.67 -> 2
+    assert mul_div_round(np.array([9, 15, -15, 7]), 1, 3, 1).tolist() == [2, 2, -2, 1]
+    assert mul_div_round(np.array([5]), 4, np.array([3]), 2).tolist() == [2]
+    # an average pool's mean: sum 2*(2**30) over 4 values, RNE(2**31 * (2**30) / (4 * 2**31)) = 2**28
+    assert int(mul_div_round(2**31, 2**30, 4, 31)) == 2**28
+    # either side of the int64 product bound, the same exact integers as the Fraction
+    for x, m, den, s in ((2**31 - 1, 2**31 - 1, 3, 5), (2**32, 2**30, 3, 5), (-(2**32) + 1, 2**30 - 1, 7, 0),
+                         (2**31, 2**31 - 1, 2**31 - 1, 62), (2**31, 2**31 - 1, 2**31 - 1, 63)):
+        assert int(mul_div_round(np.array([x]), m, den, s)[0]) == rne(Fraction(x * m, den * 2**s)), (x, m, den, s)
+
+
+@PROP_MANY
+@given(
+    x=st.integers(-(2**33), 2**33), m=st.integers(-(2**29), 2**29), den=st.integers(1, 2**31 - 1), s=st.integers(0, 70)
+)
+def test_mul_div_round_is_exact_when_the_product_fits(x, m, den, s):
+    # the int64-product path (|x*m| < 2**62) and, past s = 62, the limbs: both exact
+    assert int(mul_div_round(np.array([x]), m, den, s)[0]) == rne(Fraction(x * m, den * 2**s))
+
+
 @PROP_MANY
 @given(
     x=st.integers(-(2**40), 2**40), m=st.integers(-(2**31) + 1, 2**31 - 1), den=st.integers(1, 7), s=st.integers(0, 40)
@@ -328,3 +350,14 @@ def test_qformat_validation_and_json_roundtrip():
     with pytest.raises(ValueError):
         QFormat(8, (1, 2), (1.0,), 0)
     assert QFormat(8, [1, 2], 1.0, 0).scale == (1.0, 1.0)
+
+
+def test_mul_div_round_broadcast_counts_like_a_pool():
+    # window sums [2, 3, 4, 4] against per-position counts [4, 4] (edge windows hold fewer values)
+    rng = np.random.default_rng(7)
+    total = rng.integers(-128 * 9, 128 * 9, size=(2, 3, 4, 4))
+    count = rng.integers(1, 10, size=(4, 4))
+    for m, s in ((1518500250, 32), (2**30, 31), (1, 0), (2**31 - 1, 62)):
+        got = mul_div_round(total, m, count, s)
+        want = [rne(Fraction(int(t) * m, int(c) * 2**s)) for t, c in zip(total.ravel(), np.broadcast_to(count, total.shape).ravel())]
+        assert got.ravel().tolist() == want

@@ -38,7 +38,9 @@ def _acc(rng, p, n, c, npos):
     # exact ties and near-ties of the final rounding, and the accumulator limits
     s = np.clip(31 + p.shift, 0, 62).astype(np.int64)
     k = min(3, npos)
-    half = np.where(s > 0, np.left_shift(np.int64(1), np.maximum(s - 1, 0)), 0)
+    # (shifts beyond 50 get multiples of 2**49 instead: a tie at 2**61 times 4..6 is no int64, let
+    # alone an accumulator; -4 * 2**61 wrapped to -2**63, which the limb split cannot represent)
+    half = np.where(s > 0, np.left_shift(np.int64(1), np.clip(s - 1, 0, 49)), 0)
     acc[..., :k] = rng.integers(-6, 7, (n, c, k)) * half[None, :, None]
     lo, hi = qrange(p.acc_bits)
     if npos > 4:

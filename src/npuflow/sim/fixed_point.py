@@ -219,6 +219,12 @@ def mul_div_round(x: ArrayLike, m: ArrayLike, den: ArrayLike = 1, s: ArrayLike =
     if (da.size == 0 or int(da.max()) == 1) and max(-xmin, xmax) < (1 << 31):
         # common case (int32 accumulators, den 1): |x*m| < 2**62, one exact rounding shift
         return rounding_right_shift(xa * ma, sa)
+    mabs = max(-int(ma.min()), int(ma.max())) if ma.size else 0
+    if max(-xmin, xmax) * mabs < (1 << 62) and (sa.size == 0 or int(sa.max()) <= 62):
+        # the product fits int64 (average pooling's window sums, small accumulators): one exact
+        # division with the shift folded in; |result| <= |x*m| < 2**62, so nothing saturates
+        # (the limbs below give the same integers: tests/sim/test_fixed_point.py)
+        return rounding_divide(xa * ma, da, sa)
     xa, ma, da, sa = np.broadcast_arrays(xa, ma, da, sa)
     neg = (xa < 0) ^ (ma < 0)
     a = np.abs(xa)
