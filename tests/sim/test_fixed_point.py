@@ -152,6 +152,9 @@ def test_mul_div_round_product_in_int64_hand_vectors():
 def test_mul_div_round_is_exact_when_the_product_fits(x, m, den, s):
     # the int64-product path (|x*m| < 2**62) and, past s = 62, the limbs: both exact
     assert int(mul_div_round(np.array([x]), m, den, s)[0]) == rne(Fraction(x * m, den * 2**s))
+    # a power-of-two divisor there: a rounding shift by s + log2(den)
+    p2 = 1 << (den.bit_length() - 1)
+    assert int(mul_div_round(np.array([x]), m, p2, s)[0]) == rne(Fraction(x * m, p2 * 2**s))
 
 
 @PROP_MANY
@@ -358,6 +361,8 @@ def test_mul_div_round_broadcast_counts_like_a_pool():
     total = rng.integers(-128 * 9, 128 * 9, size=(2, 3, 4, 4))
     count = rng.integers(1, 10, size=(4, 4))
     for m, s in ((1518500250, 32), (2**30, 31), (1, 0), (2**31 - 1, 62)):
-        got = mul_div_round(total, m, count, s)
-        want = [rne(Fraction(int(t) * m, int(c) * 2**s)) for t, c in zip(total.ravel(), np.broadcast_to(count, total.shape).ravel())]
-        assert got.ravel().tolist() == want
+        # per-position counts, then one power-of-two count everywhere (a 2x2 pool: a rounding shift)
+        for cnt in (count, np.full((4, 4), 4), np.full((4, 4), 1), 8):
+            got = mul_div_round(total, m, cnt, s)
+            want = [rne(Fraction(int(t) * m, int(c) * 2**s)) for t, c in zip(total.ravel(), np.broadcast_to(cnt, total.shape).ravel())]
+            assert got.ravel().tolist() == want
