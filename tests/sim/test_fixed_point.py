@@ -355,6 +355,15 @@ def test_qformat_validation_and_json_roundtrip():
     assert QFormat(8, [1, 2], 1.0, 0).scale == (1.0, 1.0)
 
 
+def test_mul_div_round_result_has_the_broadcast_shape():
+    # a divisor array wider than x: every path returns the shape of all arguments broadcast
+    for x, den in ((np.array([6, -6, 10]), np.full((2, 1), 4)), (np.array([6, -6, 10]), np.full((2, 1), 3)),
+                   (np.array([2**40, 3, -5]), np.full((2, 1), 4))):
+        got = mul_div_round(x, 3, den, 1)
+        assert got.shape == (2, 3)
+        assert got.tolist() == [[rne(Fraction(int(v) * 3, int(den.flat[0]) * 2)) for v in x]] * 2
+
+
 def test_mul_div_round_broadcast_counts_like_a_pool():
     # window sums [2, 3, 4, 4] against per-position counts [4, 4] (edge windows hold fewer values)
     rng = np.random.default_rng(7)

@@ -226,7 +226,9 @@ def mul_div_round(x: ArrayLike, m: ArrayLike, den: ArrayLike = 1, s: ArrayLike =
         # (the limbs below give the same integers: tests/sim/test_fixed_point.py)
         if da.size and int(da.min()) == int(da.max()) and (int(da.max()) & (int(da.max()) - 1)) == 0:
             # one power-of-two divisor (a 2x2 average pool's count 4): a rounding shift, no division
-            return rounding_right_shift(xa * ma, sa + (int(da.max()).bit_length() - 1))
+            shifted = rounding_right_shift(xa * ma, sa + (int(da.max()).bit_length() - 1))
+            # (the shape of all four arguments broadcast, as the other paths give)
+            return np.broadcast_to(shifted, np.broadcast_shapes(shifted.shape, da.shape)).copy()
         return rounding_divide(xa * ma, da, sa)
     xa, ma, da, sa = np.broadcast_arrays(xa, ma, da, sa)
     neg = (xa < 0) ^ (ma < 0)
