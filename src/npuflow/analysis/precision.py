@@ -246,9 +246,9 @@ class OutputSnr:
         self.refs = [dict(r) for r in refs]
         if parts is None:
             parts = output_parts(model, self.outputs) if model is not None else {}
-        # an output measured at its Softmax's logits has other rows than its parts
-        #: output -> the boundaries of its parts along the last axis (measured part by part)
-        # (and a part boundary only where the references' rows are as wide as the graph said)
+        #: output -> the boundaries of its parts along the last axis (measured part by part); not for
+        #: an output measured at its Softmax's logits (other rows), and only where the references'
+        #: rows are as wide as the graph said
         self.parts: dict[str, list[int]] = {
             o: list(b) for o, b in parts.items()
             if o in self.outputs and o not in self.logits
