@@ -284,3 +284,27 @@ def test_the_report_lists_the_parts(mnist_example, mnist_digits, tmp_path):
     each = [pt["snr_db"] for pt in out["parts"]]
     assert min(each) <= out["snr_db"] <= max(each)
     assert "by part (columns): 0&ndash;15 " in html
+    # the headline, the ranking and every measured suggestion use the analysis' measure: the lowest part
+    q = doc["quantization"]
+    low = int(np.argmin(each))
+    assert q["model_output_snr_db"] == each[low]
+    assert q["lowest"] == {"output": "output", "first": out["parts"][low]["first"], "last": out["parts"][low]["last"]}
+    assert "(lowest part: output output, columns " in html
+    measured = [r["measured"] for r in q["ranking"] if r["measured"] and "error" not in r["measured"]]
+    measured += [m for m in (q["reference_int16"], q["combined"]) if m]
+    assert measured
+    for m in measured:
+        assert m["model_output_snr_db"] == q["model_output_snr_db"]
+        parts = m["outputs"][0]["parts"]
+        assert m["with_suggestion_snr_db"] == min(pt["snr_db"] for pt in parts)
+        assert m["with_suggestion_snr_db"] <= m["outputs"][0]["snr_db"]  # the lowest part, not the pooled SNR
+
+
+def test_low_output_snr_names_the_part():
+    from npuflow.calibration.degenerate import check_output_snr
+
+    found = check_output_snr(3.25, count=8, where={"output": "output", "first": 5, "last": 84})
+    assert found["message"].startswith("the fixed-point model's output SNR is 3.2 dB (its lowest part: output "
+                                       "'output', columns 5-84) on the first 8 calibration input(s)")
+    assert "lowest part" not in check_output_snr(3.25, count=8, where={"output": "output"})["message"]
+    assert check_output_snr(12.0, count=8, where={"output": "output", "first": 5, "last": 84}) is None

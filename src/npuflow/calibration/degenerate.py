@@ -104,20 +104,24 @@ def check_statistics(stats: Mapping[str, Any], *, inputs: Sequence[str] = ()) ->
     return findings
 
 
-def check_output_snr(snr_db: float | None, *, count: int, source: str = "calibration") -> dict[str, Any] | None:
+def check_output_snr(snr_db: float | None, *, count: int, source: str = "calibration",
+                     where: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
     """The "low_output_snr" finding when the worst model-output SNR the report measured on its
     ``count`` inputs (``source``: "calibration" or "user") is below :data:`LOW_SNR_DB`; None when
-    it is not (None: no error at all)."""
+    it is not (None: no error at all). ``where``: the report's ``lowest`` (the output, and the
+    columns of its part when it is read part by part), named in the message."""
     if snr_db is None or snr_db >= LOW_SNR_DB:
         return None
     which = (f"the first {count} calibration input(s)" if source == "calibration"
              else f"the {count} report_inputs")
+    at = (f" (its lowest part: output {where['output']!r}, columns {where['first']}-{where['last']})"
+          if where and "first" in where else "")
     return {
         "kind": "low_output_snr",
         "snr_db": float(snr_db),
         "threshold_db": LOW_SNR_DB,
         "report_inputs": int(count),
-        "message": (f"the fixed-point model's output SNR is {snr_db:.1f} dB on {which} (below {LOW_SNR_DB:g} dB: "
+        "message": (f"the fixed-point model's output SNR is {snr_db:.1f} dB{at} on {which} (below {LOW_SNR_DB:g} dB: "
                     "the quantization error is more than a tenth of the output's power, results are mostly wrong); "
                     "check the calibration data (scaling, outliers, all-zero inputs) and the report's "
                     "\"Where precision is lost\" section"),

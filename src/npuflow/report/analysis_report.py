@@ -71,7 +71,8 @@ def write_analysis_report(
     timing["report"] = time.perf_counter() - t0
     found = list(warnings)
     if q is not None:
-        low = check_output_snr(q["model_output_snr_db"], count=len(feeds), source="user" if user_inputs else "calibration")
+        low = check_output_snr(q["model_output_snr_db"], count=len(feeds), source="user" if user_inputs else "calibration",
+                               where=q.get("lowest"))
         if low is not None:
             found.append(low)
     doc = build_analysis_report(ev, q, model_path=model_path, options=options, platform_name=platform.name,

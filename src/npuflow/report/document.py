@@ -16,7 +16,7 @@ from npuflow.analysis.tails import HOST_REASON
 from npuflow.errors import NpuflowError
 from npuflow.evaluate.result import EvalResult
 
-REPORT_SCHEMA_VERSION = "1.7"
+REPORT_SCHEMA_VERSION = "1.8"
 REPORT_FILES = ("model_fx_report.json", "model_fx_report.html", "model_fx_report.csv")
 
 _SNR = {"type": ["number", "null"]}  # null: no error at all (exact)
@@ -50,6 +50,10 @@ QUANTIZATION_SCHEMA: dict[str, Any] = {
                           "properties": {"count": {"type": "integer"}, "source": {"enum": ["calibration", "user"]}}},
         "calibration_samples": {"type": "integer"},
         "model_output_snr_db": _SNR,
+        # 1.8: where model_output_snr_db was measured (the ranking's measure: an output read part by
+        # part counts as its lowest part): {"output"} or {"output", "first", "last"}; null when exact
+        "lowest": {"type": ["object", "null"], "required": ["output"],
+                   "properties": {"output": {"type": "string"}, "first": {"type": "integer"}, "last": {"type": "integer"}}},
         "outputs": {"type": "array", "items": {"type": "object", "required": ["name", "snr_db", "cosine"], "properties": {
             # 1.7: the SNR of each part the output's graph joins along its last axis (columns first..last)
             "parts": {"type": "array", "items": {"type": "object", "required": ["first", "last", "snr_db"],

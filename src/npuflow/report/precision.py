@@ -20,7 +20,9 @@ memory stays bounded by one input's tensors whatever the number of inputs:
   Also measured: int16 everywhere (a reference) and the top suggestions together.
 
 Pooled metrics over all report inputs: ``SNR = 10 log10(sum ref^2 / sum (ref - x)^2)`` (``None``:
-no error at all), ``cosine = sum ref x / sqrt(sum ref^2 sum x^2)``.
+no error at all), ``cosine = sum ref x / sqrt(sum ref^2 sum x^2)``. The model-output SNR that the
+ranking and every measured suggestion use is the analysis' measure: the lowest output, an output read
+part by part (docs/fixed-point.md 3.1) counting as its lowest part (``lowest`` says which).
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ import logging
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -488,12 +490,34 @@ def _concurrent_ok() -> bool:
         return False
 
 
-def _output_snrs(accs: dict[str, ErrAcc]) -> tuple[float | None, list[dict[str, Any]]]:
-    per = [{"name": n, "snr_db": _r(a.snr()), "cosine": round(a.cosine(), 6)} for n, a in accs.items()]
-    vals = [a.snr() for a in accs.values()]
-    finite = [v for v in vals if v is not None]
-    worst = min(finite) if finite else None
-    return worst, per
+def _output_snrs(accs: dict[str, ErrAcc], parts: Mapping[str, PartsSnr] | None = None,
+                 ) -> tuple[float | None, dict[str, Any] | None, list[dict[str, Any]]]:
+    """The measure of the ranking and the suggestions, where it is, and each output's entry.
+
+    The measure is the analysis' own (docs/fixed-point.md 3.1, "Outputs read part by part"): the
+    lowest SNR over the model outputs, an output whose graph joins parts along its last axis
+    (``parts``) counting as its lowest part whose float values are not all zero; None when every
+    output is exact. Where: ``{"output": name}``, with ``first`` / ``last`` (columns) for a part.
+    Each output's entry: its pooled SNR and cosine, and each part's SNR."""
+    parts = parts or {}
+    worst: float | None = None
+    where: dict[str, Any] | None = None
+    per: list[dict[str, Any]] = []
+    for n, a in accs.items():
+        entry: dict[str, Any] = {"name": n, "snr_db": _r(a.snr()), "cosine": round(a.cosine(), 6)}
+        p = parts.get(n)
+        cands: list[tuple[float | None, dict[str, Any]]] = [(a.snr(), {"output": n})]
+        if p is not None and any(x.sig > 0.0 or x.noise > 0.0 for x in p.parts):
+            bounds = list(zip(p.bounds, p.bounds[1:], p.parts))
+            entry["parts"] = [{"first": lo, "last": hi - 1, "snr_db": _r(snr_db(x.sig, x.noise))} for lo, hi, x in bounds]
+            live = [(snr_db(x.sig, x.noise), {"output": n, "first": lo, "last": hi - 1}) for lo, hi, x in bounds if x.sig > 0.0]
+            if live:  # every part all zero in float: the pooled SNR
+                cands = live
+        per.append(entry)
+        for v, w in cands:
+            if v is not None and (worst is None or v < worst):
+                worst, where = v, w
+    return worst, where, per
 
 
 def _hist(h: Any, clip: float, bins: int = HIST_BINS) -> dict[str, Any] | None:
@@ -552,8 +576,11 @@ class _Measurer:
 
     def __init__(self, result: Any, opts: QuantOptions, feeds: Sequence[dict[str, np.ndarray]],
                  ref_out: list[dict[str, np.ndarray]], out_names: list[str], base: float | None,
-                 envs: Sequence[dict[str, np.ndarray] | None] = (), threads: int = 1) -> None:
+                 envs: Sequence[dict[str, np.ndarray] | None] = (), threads: int = 1,
+                 parts: Mapping[str, Sequence[int]] | None = None) -> None:
         self.result, self.opts, self.feeds, self.ref_out, self.out_names, self.base = result, opts, feeds, ref_out, out_names, base
+        #: output -> the boundaries of its parts (measured part by part, see :func:`_output_snrs`)
+        self.parts = {n: list(b) for n, b in (parts or {}).items()}
         self.envs = list(envs)
         self.threads = threads
         self.pending: list[tuple[dict[str, Any], Suggestion, Program, Program]] = []
@@ -582,6 +609,14 @@ class _Measurer:
         t0 = time.perf_counter()
         program = self.result.program
         accs = [{n: ErrAcc() for n in self.out_names} for _ in self.pending]
+        paccs = [{n: PartsSnr(b) for n, b in self.parts.items()} for _ in self.pending]
+
+        def add(j: int, i: int, p2: Program, res: dict[str, np.ndarray]) -> None:
+            for n in self.out_names:
+                value = _deq(p2, n, res[n])
+                accs[j][n].add(self.ref_out[i][n], value)
+                if n in paccs[j]:
+                    paccs[j][n].add(self.ref_out[i][n], value)
         need_base = any(g.start > 0 for _, g, _, _ in self.pending)
         count = len(self.feeds)
         envs = self.envs[:count]
@@ -592,9 +627,7 @@ class _Measurer:
             def measure(j: int) -> None:
                 _, g, p2, sub = self.pending[j]
                 for i, feed in enumerate(self.feeds):
-                    res = sub.run(envs[i] if g.start > 0 else p2.quantize_inputs(feed))
-                    for n in self.out_names:
-                        accs[j][n].add(self.ref_out[i][n], _deq(p2, n, res[n]))
+                    add(j, i, p2, sub.run(envs[i] if g.start > 0 else p2.quantize_inputs(feed)))
 
             with ThreadPoolExecutor(max_workers=2) as pool:
                 for j, _ in enumerate(pool.map(measure, range(len(self.pending)))):
@@ -606,14 +639,12 @@ class _Measurer:
             if env is None and need_base:
                 env = program.run(program.quantize_inputs(feed), keep_all=True)
             for j, (_, g, p2, sub) in enumerate(self.pending):
-                res = sub.run(env if g.start > 0 else p2.quantize_inputs(feed))
-                for n in self.out_names:
-                    accs[j][n].add(self.ref_out[i][n], _deq(p2, n, res[n]))
+                add(j, i, p2, sub.run(env if g.start > 0 else p2.quantize_inputs(feed)))
             del env
             if progress:
                 progress(f"suggestions {i + 1}/{len(self.feeds)}")
-        for (out, _, _, _), acc in zip(self.pending, accs):
-            after, per = _output_snrs(acc)
+        for (out, _, _, _), acc, pacc in zip(self.pending, accs, paccs):
+            after, _, per = _output_snrs(acc, pacc)
             out.update({"with_suggestion_snr_db": _r(after), "outputs": per,
                         "gain_db": _r(after - self.base) if (after is not None and self.base is not None) else None})
         self.pending = []
@@ -761,6 +792,7 @@ def measure_precision(
     base_out = {n: ErrAcc() for n in out_names}
     # the parts an output's graph joins along its last axis (docs/fixed-point.md 3.1): each part's SNR too
     part_out = {n: PartsSnr(b) for n, b in output_parts(result.optimized, out_names).items()}
+    part_off: set[str] = set()
     ref_out: list[dict[str, np.ndarray]] = []  # float model outputs per input (small), for pass 2
     kstats = [KernelStats() for _ in steps]
     kept_env: list[dict[str, np.ndarray] | None] = []
@@ -788,6 +820,8 @@ def measure_precision(
             base_out[n].add(fl[n], value)
             if n in part_out and np.shape(fl[n])[-1:] == (part_out[n].bounds[-1],):
                 part_out[n].add(fl[n], value)
+            elif n in part_out:  # rows not as wide as the graph said: measured pooled
+                part_off.add(n)
         size = sum(v.nbytes for v in env.values() if isinstance(v, np.ndarray))
         if kept_bytes + size <= KEEP_BYTES:  # the suggestions re-run from these tensors (else recomputed)
             kept_env.append(env)
@@ -854,12 +888,8 @@ def measure_precision(
             "time_ms": float(sum(e.time_ms for e in ev)),
         }
         rows.append(row)
-    worst, per_out = _output_snrs(base_out)
-    for entry in per_out:
-        acc = part_out.get(entry["name"])
-        if acc is not None and any(a.sig > 0.0 or a.noise > 0.0 for a in acc.parts):
-            entry["parts"] = [{"first": lo, "last": hi - 1, "snr_db": _r(snr_db(a.sig, a.noise))}
-                              for lo, hi, a in zip(acc.bounds, acc.bounds[1:], acc.parts)]
+    part_out = {n: a for n, a in part_out.items() if n not in part_off}
+    worst, lowest, per_out = _output_snrs(base_out, part_out)
 
     # ---- shortlist: the steps with the lowest isolated SNR and the largest cumulative drop
     samples = int(getattr(result, "samples", 0))
@@ -903,7 +933,8 @@ def measure_precision(
         e["_primary"] = pick
 
     # ---- measure: each shortlisted step's first suggestion, and int16 everywhere as a reference
-    measurer = _Measurer(result, opts, feeds, ref_out, out_names, worst, kept_env, threads)
+    measurer = _Measurer(result, opts, feeds, ref_out, out_names, worst, kept_env, threads,
+                         parts={n: a.bounds for n, a in part_out.items()})
     for e in entries:
         if e["_primary"] is not None:
             e["measured"] = measurer.add(e["_primary"])
@@ -968,6 +999,7 @@ def measure_precision(
         "report_inputs": {"count": len(feeds), "source": "user" if user_inputs else "calibration"},
         "calibration_samples": samples,
         "model_output_snr_db": _r(worst),
+        "lowest": lowest,
         "outputs": per_out,
         "inputs": inputs,
         "steps": rows,
