@@ -51,13 +51,13 @@ def _model(nodes, inits, out="y"):
     return m
 
 
-def log_model() -> onnx.ModelProto:
+def log_model(scale: float = 20.0) -> onnx.ModelProto:
     """Conv -> x*x -> + 1e-6 -> Log (a CPU node on the 720) -> Conv. One output channel of the first
-    Conv is 20 times the others: the square's int8 range is set by it, the others round to 0 and
-    their log lands on log(1e-6) instead of log(x**2)."""
+    Conv is ``scale`` times the others: the square's int8 range is set by it, the others round to 0
+    and their log lands on log(1e-6) instead of log(x**2)."""
     rng = np.random.default_rng(0)
     w = rng.normal(0, 1, (4, 4, 1, 1))
-    w[0] *= 20
+    w[0] *= scale
     return _model([helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
                    helper.make_node("Mul", ["c", "c"], ["sq"], name="square"),
                    helper.make_node("Add", ["sq", "eps"], ["a"], name="add_eps"),
@@ -220,6 +220,28 @@ def test_report_and_evaluate_show_the_island(log_runs):
     rows = [line for line in km_b.evaluate(output_dir=Path(km.report_paths["json"]).parent / "ev_bie").splitlines()
             if line.startswith(("1, square", "2, add_eps", "3, log"))]
     assert len(rows) == 3 and all(", CPU, " in r and ISLAND_REASON in r for r in rows)
+
+
+def test_the_int16_reference_measures_the_islands_too(tmp_path):
+    """At scale 1000 the Conv's small channels round to 0 already at its int8 output (the island's
+    border), so the island gains nothing at 8 bits and is not kept; at 16 bits it is. The report's
+    "every activation in int16" reference is measured with and without the islands and shows the
+    better: what analysis(datapath_bitwidth_mode="int16") gives on the same inputs."""
+    m = log_model(1000.0)
+    calib = feeds(16, 1)
+    km, _, _ = _analyse(m, tmp_path / "int8", calib)
+    assert not km.analysis_result.auto_precision["float_islands"]["kept"]
+    ref16 = km.report["quantization"]["reference_int16"]
+    assert ref16["suggestion"]["text"].endswith(", with the float islands run in float (docs/fixed-point.md 10.4)")
+    assert ref16["suggestion"]["options"] == {"datapath_bitwidth_mode": "int16", "model_out_bitwidth_mode": "int16",
+                                              "cpu_node_bitwidth_mode": "int16"}
+    km16, bie16, _ = _analyse(m, tmp_path / "int16", calib, datapath_bitwidth_mode="int16")
+    assert km16.analysis_result.auto_precision["float_islands"]["kept"]
+    shown = km.report["quantization"]["report_inputs"]["count"]
+    ref = [npuflow.load(m).run({"x": x})[0] for x in calib[:shown]]
+    got = [npuflow.load(bie16).run({"x": x})[0] for x in calib[:shown]]
+    assert ref16["with_suggestion_snr_db"] == pytest.approx(snr(ref, got), abs=0.2)
+    assert ref16["with_suggestion_snr_db"] > km.report["quantization"]["model_output_snr_db"] + 10.0
 
 
 # ------------------------------------------------------------------------------------------------ shared model

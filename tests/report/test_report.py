@@ -104,8 +104,10 @@ def test_ranking_and_measured_suggestions(mnist_analysis, digits, doc, tmp_path)
         assert m["with_suggestion_snr_db"] == pytest.approx(q["model_output_snr_db"] + m["gain_db"], abs=2e-3)
     # int16 everywhere is measured as a reference, and so are int16 prefixes of the graph
     ref = q["reference_int16"]
-    # (the model outputs and the tensors they carry follow model_out_bitwidth_mode: docs/fixed-point.md 3.7)
-    assert ref["suggestion"]["options"] == {"datapath_bitwidth_mode": "int16", "model_out_bitwidth_mode": "int16"}
+    # (the model outputs and the tensors they carry follow model_out_bitwidth_mode: docs/fixed-point.md 3.7;
+    # the CPU nodes' boundaries are 16-bit too, as a 16-bit datapath sets them by default)
+    assert ref["suggestion"]["options"] == {"datapath_bitwidth_mode": "int16", "model_out_bitwidth_mode": "int16",
+                                            "cpu_node_bitwidth_mode": "int16"}
     assert ref["gain_db"] > 1
     assert q["regions_int16"] and all(0 <= g["macs_fraction"] <= 1 for g in q["regions_int16"])
     # the measurement (program rebuilt from the same statistics, re-run from the changed step) equals
