@@ -25,6 +25,7 @@ from onnx import helper, numpy_helper
 import ktc
 import npuflow
 from npuflow.analysis.equalize import (
+    GATED_MAX_SCALE,
     MAX_SCALE,
     apply_scales,
     channel_ranges,
@@ -58,6 +59,17 @@ def dw_model(act: str | None = "Relu", tiny: float = 0.02) -> onnx.ModelProto:
         nodes.append(helper.make_node("PRelu", ["a", "slope"], ["r"], name="act"))
         inits.append(_init("slope", np.full((4, 1, 1), 0.1)))
         t = "r"
+    elif act == "SiLU":  # x * sigmoid(x), as PyTorch exports it
+        nodes += [helper.make_node("Sigmoid", ["a"], ["sg"], name="gate"),
+                  helper.make_node("Mul", ["a", "sg"], ["r"], name="act")]
+        t = "r"
+    elif act == "HardSwish paddle":  # x * (clip(x + 3, 0, 6) * 1/6), as paddle2onnx writes it
+        inits += [_init("three", 3.0), _init("zero", 0.0), _init("six", 6.0), _init("sixth", 1.0 / 6.0)]
+        nodes += [helper.make_node("Add", ["a", "three"], ["h1"], name="gate"),
+                  helper.make_node("Clip", ["h1", "zero", "six"], ["h2"], name="gate_clip"),
+                  helper.make_node("Mul", ["h2", "sixth"], ["h3"], name="gate_scale"),
+                  helper.make_node("Mul", ["h3", "a"], ["r"], name="act")]
+        t = "r"
     elif act is not None:
         kw = {"alpha": 0.1} if act == "LeakyRelu" else {}
         nodes.append(helper.make_node(act, ["a"], ["r"], name="act", **kw))
@@ -84,9 +96,37 @@ def test_pairs_through_homogeneous_activations(act):
     assert p.activation == (None if act is None else "act") and p.tensor == ("a" if act is None else "r")
 
 
-@pytest.mark.parametrize("act", ["Sigmoid", "HardSwish", "Tanh"])
+@pytest.mark.parametrize("act", ["Sigmoid", "Tanh"])
 def test_no_pair_through_other_activations(act):
     assert find_pairs(optimize(dw_model(act))) == []
+
+
+@pytest.mark.parametrize("act", ["SiLU", "HardSwish paddle"])
+def test_gated_pairs(act):
+    (p,) = find_pairs(dw_model(act))
+    assert (p.producer, p.activation, p.gate, p.consumer, p.tensor) == ("conv_a", "act", "gate", "conv_dw", "r")
+    assert p.max_scale == GATED_MAX_SCALE
+
+
+def test_a_hardswish_node_is_a_gated_pair_once_optimized():
+    # the optimizer writes HardSwish as x * (clip(x + 3, 0, 6) * 1/6) on the 720 (docs/optimizer.md)
+    (p,) = find_pairs(optimize(dw_model("HardSwish")))
+    assert (p.producer, p.activation, p.gate, p.consumer) == ("conv_a", "Mul_act_1", "Add_act", "conv_dw")
+
+
+def test_no_gated_pair_unless_x_times_a_gate_of_x():
+    m = dw_model("SiLU")
+    m.graph.node.append(helper.make_node("Relu", ["a"], ["a2"], name="third_reader"))  # x read elsewhere too
+    m.graph.output.append(helper.make_empty_tensor_value_info("a2"))
+    assert find_pairs(m) == []
+    m = dw_model("SiLU")
+    m.graph.output.append(helper.make_empty_tensor_value_info("sg"))  # the gate is a model output
+    assert find_pairs(m) == []
+    m = dw_model("HardSwish paddle")
+    m.graph.node.remove(next(n for n in m.graph.node if n.name == "gate_clip"))  # x * (x + 3) / 6: no gate
+    next(n for n in m.graph.node if n.name == "gate_scale").input[0] = "h1"
+    assert find_pairs(m) == []
+    assert find_pairs(dw_model("SiLU"), skip=["gate"]) == []  # a node override on the gate
 
 
 def test_no_pair_when_the_tensor_is_read_elsewhere_or_shared():
@@ -113,9 +153,35 @@ def test_no_pair_with_a_depth_multiplier():
 
 
 def test_scales_by_hand():
-    assert MAX_SCALE == 4.0
+    assert MAX_SCALE == 4.0 and GATED_MAX_SCALE == 16.0
     np.testing.assert_array_equal(scales_for(np.array([4.0, 2.0, 0.0, 0.1, 4.0, 1.0])), [1.0, 2.0, 1.0, 4.0, 1.0, 4.0])
+    np.testing.assert_array_equal(scales_for(np.array([4.0, 2.0, 0.0, 0.1, 4.0, 1.0]), GATED_MAX_SCALE),
+                                  [1.0, 2.0, 1.0, 16.0, 1.0, 4.0])
     np.testing.assert_array_equal(scales_for(np.zeros(3)), np.ones(3))
+
+
+@pytest.mark.parametrize("act", ["SiLU", "HardSwish paddle"])
+def test_apply_scales_through_a_gate(act):
+    """The Mul reads the scaled x, the gate the unscaled one (through an added Mul by 1 / s just
+    before it): the float outputs are the same and the Mul's output channels are equalized."""
+    m = dw_model(act)
+    (pair,) = find_pairs(m)
+    xs = feeds(4, 3)
+    r = channel_ranges(m, ["r"], [{"x": x} for x in xs])["r"]
+    s = scales_for(r, pair.max_scale)
+    assert s.max() > MAX_SCALE  # the tiny channel (x 0.02) gains more than a homogeneous pair's cap
+    eq = apply_scales(m, [pair], {"r": s})
+    names = [n.name for n in eq.graph.node]
+    assert names.index("gate_unscale") == names.index("gate") - 1
+    unscale = eq.graph.node[names.index("gate_unscale")]
+    assert unscale.input[0] == "a" and "a_unscaled" in eq.graph.node[names.index("gate")].input
+    inv = numpy_helper.to_array(next(t for t in eq.graph.initializer if t.name == unscale.input[1]))
+    np.testing.assert_allclose(inv.reshape(-1), 1.0 / s, rtol=1e-6)
+    assert inv.shape == (1, 4, 1, 1)
+    for x in xs:
+        a, b = npuflow.load(m).run({"x": x})[0], npuflow.load(eq).run({"x": x})[0]
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5 * float(np.abs(a).max()))
+    np.testing.assert_allclose(channel_ranges(eq, ["r"], [{"x": x} for x in xs])["r"], r * s, rtol=1e-5)
 
 
 def test_apply_scales_keeps_the_float_outputs_and_equalizes():
@@ -140,8 +206,8 @@ def test_apply_scales_keeps_the_float_outputs_and_equalizes():
 
 
 # ------------------------------------------------------------------------------------------------ end to end
-def _analyse(tmp_path, calib, **kw):
-    km = ktc.ModelConfig(40000, "0001", 720, onnx_model=dw_model("Relu"))
+def _analyse(tmp_path, calib, act="Relu", **kw):
+    km = ktc.ModelConfig(40000, "0001", 720, onnx_model=dw_model(act))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         bie = km.analysis({"x": calib}, output_dir=tmp_path, threads=1, progress=False, report=False, **kw)
@@ -172,6 +238,25 @@ def test_equalization_keeps_the_tiny_channel(tmp_path):
                for t in float_graph.graph.initializer for u in dw_model("Relu").graph.initializer
                if t.name == u.name == "wa")
     flo = npuflow.load(float_graph)
+    for x, a in zip(ev, ref):
+        np.testing.assert_allclose(flo.run({"x": x})[0], a, rtol=1e-4, atol=1e-5 * float(np.abs(a).max()))
+
+
+def test_gated_equalization_keeps_the_tiny_channel(tmp_path):
+    calib, ev = feeds(24, 1), feeds(6, 2)
+    km_on, bie_on = _analyse(tmp_path / "on", calib, act="SiLU")
+    _, bie_off = _analyse(tmp_path / "off", calib, act="SiLU", equalize=False)
+    (pair,) = km_on.analysis_result.equalized["pairs"]
+    assert (pair["producer"], pair["activation"], pair["gate"], pair["consumer"]) == ("conv_a", "act", "gate", "conv_dw")
+    assert pair["scales"][0] == GATED_MAX_SCALE and km_on.analysis_result.equalized["gated_max_scale"] == GATED_MAX_SCALE
+    meta = json.loads({e.key: e.value for e in onnx.load(bie_on).metadata_props}["npuflow.options"])
+    assert meta["equalized"][0]["gate"] == "gate" and meta["equalized"][0]["scales"] == pair["scales"]
+    ref = [npuflow.load(dw_model("SiLU")).run({"x": x})[0] for x in ev]
+    fixed_on = npuflow.load(bie_on)
+    on = [fixed_on.run({"x": x})[0] for x in ev]
+    off = [npuflow.load(bie_off).run({"x": x})[0] for x in ev]
+    assert snr(ref, on) >= snr(ref, off) + 4.0, (snr(ref, on), snr(ref, off))  # measured 31.2 vs 25.4 dB
+    flo = npuflow.load(fixed_on.bie.float_model)  # the gate's unscaling Mul is in the BIE's float graph
     for x, a in zip(ev, ref):
         np.testing.assert_allclose(flo.run({"x": x})[0], a, rtol=1e-4, atol=1e-5 * float(np.abs(a).max()))
 

@@ -95,7 +95,9 @@ def test_pan_masks_gain_within_the_bound(shared, tmp_path):
     ref = [npuflow.load(str(task.model_path)).run(f) for f in ev]
     got, results = {}, {}
     for on in (True, False):
-        km, fixed = analyse_task(task, cal, tmp_path / str(on), auto_precision=on)
+        # without the gated channel equalization (spec 3.8), which lifts PAN's int8 model by itself
+        # (to 13.7 dB on the search's inputs, where the search then finds no move that gains)
+        km, fixed = analyse_task(task, cal, tmp_path / str(on), auto_precision=on, equalize=False)
         got[on] = [fixed.run(f) for f in ev]
         results[on] = km.analysis_result
     s = results[True].auto_precision["search"]

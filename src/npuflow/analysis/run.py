@@ -161,7 +161,7 @@ def analyse(
     islands = found_islands if opts.auto_precision else []
     # second moments of the inputs of the convolutions that get compensated weight rounding
     # (8-bit and narrower weights only: a 16-bit grid is 256 times finer, nothing to gain)
-    units = promotion_units(steps) if (opts.auto_precision or mixbw) else []
+    units = promotion_units(steps, through_gates=True) if (opts.auto_precision or mixbw) else []
     compensable = [st for st in steps if not st.float_step and st.weights.get("W") is not None and st.runtime_inputs
                    and weight_bits(step_override(st, opts), opts) <= 8
                    and wr.eligible(st.op_type, st.attrs, st.weights["W"].shape)]

@@ -440,8 +440,8 @@ class AnalysisOptions(_Bitwidths):
         if not self.equalize:
             extra["equalize"] = False
         if equalized and equalized.get("pairs"):
-            extra["equalized"] = [{k: p[k] for k in ("producer", "activation", "consumer", "tensor", "scales")}
-                                  for p in equalized["pairs"]]
+            extra["equalized"] = [{k: p[k] for k in ("producer", "activation", "gate", "consumer", "tensor", "scales")
+                                   if k in p} for p in equalized["pairs"]]
         if float_islands and float_islands.get("kept"):
             extra["float_islands"] = [{"seeds": list(i["seeds"]), "nodes": list(i["nodes"])}
                                       for i in float_islands["islands"]]
