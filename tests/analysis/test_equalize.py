@@ -127,6 +127,7 @@ def test_no_gated_pair_unless_x_times_a_gate_of_x():
     next(n for n in m.graph.node if n.name == "gate_scale").input[0] = "h1"
     assert find_pairs(m) == []
     assert find_pairs(dw_model("SiLU"), skip=["gate"]) == []  # a node override on the gate
+    assert find_pairs(dw_model("HardSwish paddle"), skip=["gate_clip"]) == []  # ... on any node of it
 
 
 def test_no_pair_when_the_tensor_is_read_elsewhere_or_shared():

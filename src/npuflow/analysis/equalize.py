@@ -132,12 +132,13 @@ def find_pairs(model: onnx.ModelProto, skip: Iterable[str] = ()) -> list[Pair]:
         t = b.input[0]
         x = prod.get(t)
         act = gate = None
+        chain: list[onnx.NodeProto] = []
         if x is not None and x.op_type in HOMOGENEOUS and only_reader(t, b):
             if x.op_type == "PRelu" and not (x.input[1] in inits):
                 continue
             act, t_a = x, x.input[0]
-        elif x is not None and only_reader(t, b) and (gate := _gated(x, prod, readers, outputs, inits)) is not None:
-            act = x
+        elif x is not None and only_reader(t, b) and (chain := _gated(x, prod, readers, outputs, inits)):
+            act, gate = x, chain[-1]
             t_a = next(i for i in gate.input if i and i not in inits)
         else:
             t_a = t
@@ -147,7 +148,7 @@ def find_pairs(model: onnx.ModelProto, skip: Iterable[str] = ()) -> list[Pair]:
             continue
         if gate is None and not only_reader(t_a, act or b):
             continue
-        if skip & {a.name, b.name, act.name if act is not None else "", gate.name if gate is not None else ""}:
+        if skip & {a.name, b.name, act.name if act is not None else "", *(g.name for g in chain)}:
             continue
         out.append(Pair(a.name, act.name if act is not None else None, b.name, t,
                         gate.name if gate is not None else None))
@@ -155,14 +156,15 @@ def find_pairs(model: onnx.ModelProto, skip: Iterable[str] = ()) -> list[Pair]:
 
 
 def _gated(mul: onnx.NodeProto, prod: Mapping[str, onnx.NodeProto], readers: Mapping[str, list[onnx.NodeProto]],
-           outputs: set[str], inits: Mapping[str, Any]) -> onnx.NodeProto | None:
-    """The first node of the gate when ``mul`` computes ``x * g(x)``, else None. ``g`` is a chain of
+           outputs: set[str], inits: Mapping[str, Any]) -> list[onnx.NodeProto]:
+    """The gate's nodes, from the Mul back to the one that reads ``x`` (last), when ``mul`` computes
+    ``x * g(x)``; else empty. ``g`` is a chain of
     at most :data:`GATE_CHAIN` elementwise nodes with one non-constant input each and a Sigmoid,
     HardSigmoid or Clip among them (HardSwish as paddle2onnx writes it: ``Clip(x + 3) * (1/6)``);
     ``x`` is read by the chain's first node and the Mul only, each tensor of the chain by the next
     node only, none a model output."""
     if mul.op_type != "Mul" or mul.domain not in ("", "ai.onnx") or len(mul.input) != 2:
-        return None
+        return []
     for k in (0, 1):
         x, t = mul.input[k], mul.input[1 - k]
         chain: list[onnx.NodeProto] = []
@@ -177,11 +179,10 @@ def _gated(mul: onnx.NodeProto, prod: Mapping[str, onnx.NodeProto], readers: Map
             t = data[0]
         if t != x or not chain or not any(g.op_type in GATES for g in chain) or x in outputs:
             continue
-        first = chain[-1]
-        if sorted(r.name for r in readers.get(x, [])) != sorted([first.name, mul.name]):
-            return None
-        return first
-    return None
+        if sorted(r.name for r in readers.get(x, [])) != sorted([chain[-1].name, mul.name]):
+            return []
+        return chain
+    return []
 
 
 def channel_ranges(model: onnx.ModelProto, tensors: Sequence[str], feeds: Sequence[Mapping[str, np.ndarray]],
