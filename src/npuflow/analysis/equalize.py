@@ -22,9 +22,10 @@ and Hailo's tools have such a pass), restricted to the pairs where it costs no w
 * **Gated pairs**: the producer's output ``x`` reaches the depthwise Conv through a gated
   activation ``y = x * g(x)`` (``g`` a short elementwise chain holding a Sigmoid, HardSigmoid or
   Clip: SiLU / Swish and HardSwish as exporters write them, :func:`_gated`), ``x`` read by the gate
-  and the Mul only, the gate's tensors by the next node only. ``g`` is not homogeneous, so the gate reads the unscaled value through an added Mul by the
-  constant ``1 / s_c`` per channel, while the Mul reads the scaled ``x``: ``y`` becomes ``s_c *
-  x * g(x)`` exactly and the depthwise weights are divided by ``s_c`` as before. The gate's
+  and the Mul only, the gate's tensors by the next node only. ``g`` is not homogeneous, so the
+  gate reads the unscaled value through an added Mul by the constant ``1 / s_c`` per channel,
+  while the Mul reads the scaled ``x``: ``y`` becomes ``s_c * x * g(x)`` exactly and the
+  depthwise weights are divided by ``s_c`` as before. The gate's
   input keeps the wide spread (it is the old ``x``), but a gate reads its input coarsely without
   much harm (a channel inside one step of 0 gates at ``g(0)``, 0.5: a relative error of at most
   ``|g(x) - g(0)| / g(0)``); the Mul's output, which the depthwise Conv multiplies up, keeps its
@@ -245,8 +246,9 @@ def apply_scales(model: onnx.ModelProto, pairs: Sequence[Pair], scales: Mapping[
             # the gate reads the unscaled x: x_scaled * (1 / s) per channel, just before it
             g = nodes[p.gate]
             x = a.output[0]
-            rank = len(inits[a.input[1]].dims)  # the Conv's weight rank is its output's
-            dtype = numpy_helper.to_array(inits[a.input[1]]).dtype
+            w = inits[a.input[1]]
+            rank = len(w.dims)  # the Conv's weight rank is its output's
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(w.data_type)
             inv = fresh(f"{p.gate}_inv_scale")
             unscaled = fresh(f"{x}_unscaled")
             out.graph.initializer.append(numpy_helper.from_array(

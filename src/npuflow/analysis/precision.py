@@ -48,6 +48,7 @@ import numpy as np
 import onnx
 
 from npuflow.analysis.effects import Logits
+from npuflow.analysis.equalize import GATE_CHAIN
 from npuflow.analysis.graph import MAC_OPS, PASS_THROUGH, Step
 from npuflow.analysis.parts import output_parts, snr_accumulator
 from npuflow.analysis.program import (
@@ -85,8 +86,9 @@ class Unit:
     tensors: tuple[str, ...]
 
 
-#: the steps a gate may take between ``x`` and the Mul of ``x * g(x)`` (see :func:`promotion_units`)
-GATE_STEPS = 5
+#: the steps a gate may take between ``x`` and the Mul of ``x * g(x)`` (see :func:`promotion_units`):
+#: the nodes the equalization accepts in a gate, and the Mul it adds before them (spec 3.8)
+GATE_STEPS = GATE_CHAIN + 1
 
 
 def promotion_units(steps: Sequence[Step], through_gates: bool = False) -> list[Unit]:
