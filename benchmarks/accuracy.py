@@ -95,6 +95,7 @@ QUICK_COUNTS: dict[str, tuple[int | None, int | None]] = {
     "waifu2x_cunet_art_2x": (10, 8),
     "u2netp_salient_320": (4, 4),  # of 200 / 100 ImageNet images (U^2-Net at 320x320: int8 analysis ~2 min)
     "retinaface_mnet025_5pt": (None, None),  # 16 / 8 faces photos
+    "ch_PP-OCRv4_det_infer": (None, None),  # 6 / 2
 }
 SMALL_CALIB = 100  # below this many calibration items a note says the set is small
 
@@ -705,7 +706,7 @@ def task_summary(task_name: str, c: dict[str, Any]) -> str:
         per = "; ".join(f"{k}: float '{v['float']}', quant '{v['quant']}' (edit {v['edit_quant_vs_float']})"
                         for k, v in c["per_image"].items())
         return f"text = float {c['quant_equals_float']}/{c['n']}, exact vs label float {c['float_exact']}/quant {c['quant_exact']} ({per})"
-    if task_name == "en_PP-OCRv3_det_infer":
+    if task_name in ("en_PP-OCRv3_det_infer", "ch_PP-OCRv4_det_infer"):
         per = "; ".join(f"{k}: {_f(v['mask_iou_q_vs_float'], '{:.3f}')}" for k, v in c["per_image"].items())
         return f"text-mask IoU vs float {_f(c['mask_iou_q_vs_float'], '{:.3f}')} ({per})"
     if task_name == "open_nsfw":
@@ -749,6 +750,7 @@ HEADLINES: dict[str, tuple[str, Any]] = {
                                     lambda c: ", ".join(_f(v, "{:.3f}") for v in c["iou_q_vs_float"].values())),
     "ch_ppocr_mobile_v2.0_cls_infer": ("angle = float", lambda c: f"{round(c['agreement'] * c['n'])}/{c['n']}"),
     "en_PP-OCRv3_det_infer": ("text-mask IoU vs float", lambda c: _f(c["mask_iou_q_vs_float"], "{:.3f}")),
+    "ch_PP-OCRv4_det_infer": ("text-mask IoU vs float", lambda c: _f(c["mask_iou_q_vs_float"], "{:.3f}")),
     "en_number_mobile_v2.0_rec_infer": ("text = float (exact)", lambda c: f"{c['quant_equals_float']}/{c['n']}"),
     "open_nsfw": ("argmax agreement", lambda c: _pct(c["agreement"])),
     "ddddocr_common_det": ("recall / precision of float boxes", lambda c: f"{_pct(c['recall_vs_float'])} / {_pct(c['precision_vs_float'])}"),

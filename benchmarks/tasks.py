@@ -1371,11 +1371,24 @@ class RetinafaceMnet025(_AssetTask, ImageFolderTask):
         return out
 
 
+class PpocrV4Det(_AssetTask, PpocrDet):
+    """PaddleOCR's PP-OCRv4 mobile text detector (DB head; MobileNetV3-style backbone with
+    decomposed HardSwish, HardSigmoid attention and an RSE-FPN neck) from PyPI
+    rapidocr-onnxruntime 1.4.4 (benchmarks/assets/): a second text detector, not one of the
+    shared models, to check that what is measured on en_PP-OCRv3_det holds on another. Split and
+    metric as :class:`PpocrDet`; the package's normalisation (``ch_ppocr_det/utils.py``: BGR,
+    ``(x / 255 - 0.5) / 0.5``), on a fixed letterbox of 640 (pad 0 = black) instead of the package's
+    resize of the shorter side to 736 rounded to multiples of 32."""
+
+    name = "ch_PP-OCRv4_det_infer"
+    spec = preprocess.parse("letterbox=640,order=BGR,mean=127.5,std=127.5")
+
+
 #: task name (model file without .onnx) -> Task class.
 TASKS: dict[str, type[Task]] = {
     t.name: t for t in (EfficientNetLite0, MnistCntkOpt, YoloxNano, UltrafaceRfb320, PanSkinClothesHair,
                         PpocrCls, PpocrDet, PpocrRec, OpenNsfw, DdddocrDet, DlibAge, DlibGender, BasicPitch, Gtcrn,
-                        Waifu2xUpconv7, Waifu2xCunet, U2netpSalient, RetinafaceMnet025)
+                        Waifu2xUpconv7, Waifu2xCunet, U2netpSalient, RetinafaceMnet025, PpocrV4Det)
 }
 
 
