@@ -1,6 +1,7 @@
-"""The extra models of benchmarks/assets/ added in issue 14 part 2 (u2netp_salient_320,
-retinaface_mnet025_5pt): their decode/metric helpers on hand-made values, and their preprocessing
-and float results on the shared data (pinned to the numbers their READMEs state)."""
+"""The extra models of benchmarks/assets/ (u2netp_salient_320, retinaface_mnet025_5pt from issue 14
+part 2; ch_PP-OCRv4_det_infer, a second text detector): their decode/metric helpers on hand-made
+values, and their preprocessing and float results on the shared data (pinned to the numbers their
+READMEs state)."""
 from __future__ import annotations
 
 import math
@@ -115,3 +116,18 @@ def test_u2netp_preprocessing_and_mask(shared):
     assert len(outs) == 7 and all(o.shape == (1, 1, 320, 320) for o in outs)
     m = rembg_mask(outs[0])
     assert m.min() == 0 and m.max() == 1 and 0.02 < np.mean(m > 0.5) < 0.9  # a goldfish, not the whole frame
+
+
+def test_ppocrv4_det_preprocessing_and_float_masks(shared):
+    """The package's normalisation ((x / 255 - 0.5) / 0.5, BGR) on a 640 letterbox padded black;
+    README: text fraction of the float mask 0.090 (ch_en_num.jpg) and 0.030 (en.jpg)."""
+    task = get_task("ch_PP-OCRv4_det_infer", shared)
+    s = _session(task.model_path)
+    feeds = list(task.eval_inputs())
+    x = feeds[0]["x"]
+    assert x.shape == (1, 3, 640, 640) and x.min() >= -1.0 and x.max() <= 1.0
+    assert (x[0, :, -1, -1] == -1.0).all(), "the letterbox padding is black: -1 after the normalisation"
+    fractions = [float((s.run(None, f)[0] > 0.3).mean()) for f in feeds]
+    assert fractions == pytest.approx([0.090, 0.030], abs=0.0015)
+    out = task.compare([s.run(None, f) for f in feeds], [s.run(None, f) for f in feeds], task.eval_meta())
+    assert out["mask_iou_q_vs_float"] == 1.0

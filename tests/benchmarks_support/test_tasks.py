@@ -32,6 +32,7 @@ COUNTS = {
     "waifu2x_cunet_art_2x": (60, 40),
     "u2netp_salient_320": (200, 100),
     "retinaface_mnet025_5pt": (16, 8),
+    "ch_PP-OCRv4_det_infer": (6, 2),
 }
 
 
@@ -60,7 +61,7 @@ def test_splits_and_shapes(shared, name):
     assert (len(calib), len(ev)) == COUNTS[name]
     assert not set(calib) & set(ev), "calibration and evaluation items overlap"
     assert len(set(calib)) == len(calib) and len(set(ev)) == len(ev)
-    if name.startswith(("ch_ppocr", "en_", "ddddocr")):
+    if name.startswith(("ch_ppocr", "ch_PP-OCR", "en_", "ddddocr")):
         assert sorted(calib + ev) == sorted(OCR_IMAGES)
     for feeds in (next(task.calib_inputs(2)), next(task.eval_inputs(2))):
         assert list(feeds) == list(task.input_shapes)
