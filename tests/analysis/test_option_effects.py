@@ -29,7 +29,7 @@ import ktc
 import npuflow
 from npuflow.analysis import run as analysis_run
 from npuflow.analysis.effects import CARRIERS
-from npuflow.analysis.ranges import POST_SIGMOID_CAP, QuantOptions
+from npuflow.analysis.ranges import INT16_HEADROOM, POST_SIGMOID_CAP, QuantOptions
 from npuflow.errors import OptionEffectWarning
 from npuflow.platforms import get_platform
 from npuflow.report import REPORT_SCHEMA
@@ -191,8 +191,8 @@ def test_post_sigmoid_caps_the_sigmoid_input_through_every_pass_through_kernel(o
     res = _analyse(model, QuantOptions(datapath_bits=bits, model_out_bits=bits, cpu_bits=bits, post_sigmoid=True), monkeypatch)
     base = _analyse(model, opts, monkeypatch)
     prog, b = res.program, base.program
-    # the logit (the Sigmoid's input) is capped at 8 (16 with the int16 headroom)
-    head = 2.0 if bits > 8 else 1.0
+    # the logit (the Sigmoid's input) is capped at 8 (times the int16 headroom at 16 bits)
+    head = INT16_HEADROOM if bits > 8 else 1.0
     assert prog.formats["c"] == QFormat.from_abs_max(head * POST_SIGMOID_CAP, bits)
     assert prog.formats["c"] != b.formats["c"]
     (entry,) = [e for e in res.effects["post_sigmoid"] if e["tensor"] == "c"]
