@@ -14,12 +14,13 @@
   quantization on the pooled |x| histogram (rounding noise step^2/12 inside, (|x|-c)^2 outside),
   searched over 64 log-spaced candidates between the pooled ``1 - percentile`` quantile (at least
   1e-3 of the max) and the max; then multiplied by ``outlier_factor`` (capped at the max).
-* 16-bit tensors (other than model inputs) get two bits of headroom (:data:`INT16_HEADROOM`): the
-  chosen range is multiplied by 4, so that values beyond the calibration range do not saturate;
-  int16 has precision to spare. One bit (x2) was the rule first (MNIST int16 output SNR 25 dB ->
-  90 dB on a digit whose logit exceeded the calibrated range), but on the quick scoreboard's
-  evaluation inputs tensors of five models reached 2.2 to 3.1 times their calibration maximum
-  (docs/fixed-point.md section 3.1).
+* 16-bit tensors (other than model inputs) get headroom: in a 16-bit datapath two bits
+  (:data:`INT16_HEADROOM`, the chosen range times 4), so that values beyond the calibration range
+  do not saturate (int16 has precision to spare; on the quick scoreboard's evaluation inputs
+  tensors of five models reached 2.2 to 3.1 times their calibration maximum); 16-bit tensors in an
+  8-bit datapath (promotions, 16-bit outputs and CPU nodes) one bit (:data:`PROMOTED_HEADROOM`,
+  times 2: MNIST int16 output SNR 25 dB -> 90 dB on a digit whose logit exceeded the calibrated
+  range), since their precision is why they are 16-bit (docs/fixed-point.md section 3.1).
 * Model inputs and model outputs are never clipped (their exact abs max).
 * ``quantize_mode="post_sigmoid"``: the tensors :func:`npuflow.analysis.effects.post_sigmoid_targets`
   picks (the inputs of the Sigmoids that produce model outputs; the outputs themselves when no
@@ -122,9 +123,15 @@ def _mmse_clip(h: AbsHistogram, bits: int, percentile: float) -> float:
     return float(cands[int(np.argmin(errs))])
 
 
-#: 16-bit tensors' range = this x the calibrated range (two bits: evaluation inputs reached 3.1x the
-#: calibration maximum; x2 lost 11 to 25 dB of int16 output SNR on three models by saturation)
+#: 16-bit tensors' range = this x the calibrated range where the datapath is 16-bit (two bits:
+#: evaluation inputs reached 3.1x the calibration maximum; x2 lost 11 to 25 dB of int16 output SNR on
+#: three models by saturation) ...
 INT16_HEADROOM = 4.0
+#: ... and in an 8-bit datapath (tensors promoted to 16 bits, 16-bit model outputs or CPU nodes): one
+#: bit. A promotion is there for its precision (an ill-conditioned tensor's small channels: the
+#: synthetic stem of tests/analysis/test_mixed_precision.py gains 4.3 -> 11.6 dB with x2, 6.7 dB
+#: with x4), and the 8-bit tensors around it clip an excursion beyond their calibrated range anyway
+PROMOTED_HEADROOM = 2.0
 
 
 def choose_abs_max(h: AbsHistogram, bits: int, opts: QuantOptions, role: str, *, capped: bool = False,
@@ -137,7 +144,9 @@ def choose_abs_max(h: AbsHistogram, bits: int, opts: QuantOptions, role: str, *,
     a = _calibrated(h, bits, opts, role, tensor)
     if capped:
         a = min(a, POST_SIGMOID_CAP)
-    return INT16_HEADROOM * a if bits > 8 else a
+    if bits <= 8:
+        return a
+    return (INT16_HEADROOM if opts.datapath_bits > 8 else PROMOTED_HEADROOM) * a
 
 
 def auto_quantile(opts: QuantOptions, tensor: str | None) -> float:
