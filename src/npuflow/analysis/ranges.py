@@ -124,7 +124,7 @@ def _mmse_clip(h: AbsHistogram, bits: int, percentile: float) -> float:
 
 
 #: 16-bit tensors' range = this x the calibrated range where the datapath is 16-bit (two bits:
-#: evaluation inputs reached 3.1x the calibration maximum; x2 lost 11 to 25 dB of int16 output SNR on
+#: evaluation inputs reached 3.1x the calibration maximum; x2 lost 10 to 25 dB of int16 output SNR on
 #: three models by saturation) ...
 INT16_HEADROOM = 4.0
 #: ... and in an 8-bit datapath (tensors promoted to 16 bits, 16-bit model outputs or CPU nodes): one
