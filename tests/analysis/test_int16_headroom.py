@@ -42,6 +42,7 @@ def test_headroom_by_width_and_datapath(method):
         assert choose_abs_max(h, 16, i16, "internal") == pytest.approx(4 * 5.0)
         assert choose_abs_max(h, 8, i8, "internal") == pytest.approx(5.0)
 
+
 def test_three_times_the_calibration_maximum_saturates_only_without_the_second_bit():
     calib_max, seen_later = 5.0, 15.0  # measured: evaluation inputs at 2.2 to 3.1x the calibration max
     for headroom, saturates in ((PROMOTED_HEADROOM, True), (INT16_HEADROOM, False)):
