@@ -2,7 +2,8 @@
 
 * ``find_pairs``: Conv -> (Relu | LeakyRelu | PRelu | nothing) -> depthwise Conv, and the cases
   that are not pairs (a non-homogeneous activation, a second reader, a model output, shared
-  weights, a depth multiplier, a node override).
+  weights, a depth multiplier, a node override with a fixed range; a width override keeps the pair,
+  end to end).
 * ``scales_for`` by hand: the largest channel over each one, capped at MAX_SCALE, 1 for dead channels.
 * ``apply_scales`` keeps the float model's outputs and equalizes the channels.
 * End to end (ktc API): a tiny channel amplified by the depthwise convolution is lost without
@@ -30,6 +31,7 @@ from npuflow.analysis.equalize import (
     apply_scales,
     channel_ranges,
     find_pairs,
+    range_overrides,
     scales_for,
 )
 from npuflow.errors import InvalidConfigError
@@ -141,7 +143,15 @@ def test_no_pair_when_the_tensor_is_read_elsewhere_or_shared():
     m = dw_model("Relu")
     m.graph.node[-1].input[1] = "wa"  # conv_c reuses conv_a's weights: rescaling them would change conv_c
     assert find_pairs(m) == []
-    assert find_pairs(dw_model("Relu"), skip=["conv_dw"]) == []  # a node override
+    assert find_pairs(dw_model("Relu"), skip=["conv_dw"]) == []  # a node override with a fixed range
+
+
+def test_only_fixed_ranges_stop_equalization():
+    from npuflow.analysis.ranges import NodeOverride
+
+    ovs = {"conv_a": NodeOverride(bits=16), "conv_dw": NodeOverride(weight_bits=16), "r_act": NodeOverride(abs_max=2.0)}
+    assert range_overrides(ovs) == ["r_act"]
+    assert range_overrides({}) == []
 
 
 def test_no_pair_with_a_depth_multiplier():
@@ -260,6 +270,24 @@ def test_gated_equalization_keeps_the_tiny_channel(tmp_path):
     flo = npuflow.load(fixed_on.bie.float_model)  # the gate's unscaling Mul is in the BIE's float graph
     for x, a in zip(ev, ref):
         np.testing.assert_allclose(flo.run({"x": x})[0], a, rtol=1e-4, atol=1e-5 * float(np.abs(a).max()))
+
+
+def test_a_width_override_keeps_the_pair_a_range_override_drops_it(tmp_path):
+    # a user applying the report's suggestion "conv_a to 16 bits" gets the equalized model the report
+    # measured it on; a fixed range (abs_max) is of the tensor as the float model computes it: no pair
+    calib, ev = feeds(24, 1), feeds(6, 2)
+    wide = {"conv_a": {"bits": 16}, "conv_dw": {"weight_bits": 16}}
+    km, bie = _analyse(tmp_path / "bits", calib, node_overrides=wide)
+    assert [(p["producer"], p["consumer"]) for p in km.analysis_result.equalized["pairs"]] == [("conv_a", "conv_dw")]
+    fixed = npuflow.load(bie)
+    assert fixed.program.formats["r"].bits == 16
+    meta = json.loads({e.key: e.value for e in onnx.load(bie).metadata_props}["npuflow.options"])
+    assert meta["equalized"][0]["consumer"] == "conv_dw"
+    ref = [npuflow.load(dw_model("Relu")).run({"x": x})[0] for x in ev]
+    assert snr(ref, [fixed.run({"x": x})[0] for x in ev]) > 30.0
+    for node in ("conv_a", "conv_dw"):
+        km2, _ = _analyse(tmp_path / node, calib, node_overrides={node: {"abs_max": 4.0}})
+        assert km2.analysis_result.equalized["pairs"] == []
 
 
 def test_a_calibration_generator_is_read_once(tmp_path):

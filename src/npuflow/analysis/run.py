@@ -12,7 +12,7 @@ import onnx
 
 from npuflow.analysis.bias_adjust import MEMORY_BUDGET as ADJUST_BUDGET
 from npuflow.analysis.effects import option_effects, softmax_logits
-from npuflow.analysis.equalize import EQ_SAMPLES, equalize, find_pairs
+from npuflow.analysis.equalize import EQ_SAMPLES, equalize, find_pairs, range_overrides
 from npuflow.analysis.executors import SearchContext, context_of, executor_evaluate
 from npuflow.analysis.graph import Step, build_steps
 from npuflow.analysis.islands import choose_islands, find_islands
@@ -141,7 +141,8 @@ def analyse(
         # channel equalization into depthwise convolutions (spec 3.8), from the first calibration
         # inputs; the rest of the analysis works on the equalized model
         head = list(itertools.islice(calibration, EQ_SAMPLES))
-        optimized, equalized = equalize(optimized, head, skip=opts.overrides, threads=max(1, int(threads)))
+        optimized, equalized = equalize(optimized, head, skip=range_overrides(opts.overrides),
+                                        threads=max(1, int(threads)))
     placements = place_model(optimized, platform)
     steps = build_steps(optimized, placements, set(KERNELS))
     given = opts
@@ -327,7 +328,7 @@ def analyse(
     effects = option_effects(program, given, program.notes, bias_adjusted=len(deltas), compensable=len(compensable),
                              tail_candidates=len(candidates) + len(found_islands),
                              equalize_pairs=len(equalized.get("pairs", [])) if opts.equalize else len(find_pairs(
-                                 optimized, opts.overrides)), would_search=would_search)
+                                 optimized, range_overrides(opts.overrides))), would_search=would_search)
     return AnalysisResult(optimized, steps, program, collector.hist, collector.samples, means, kept[:keep_inputs], deltas,
                           weight_moments, effects,
                           {"enabled": opts.auto_precision, "float_tails": records, "promotions": promoted,
