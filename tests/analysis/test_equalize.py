@@ -290,6 +290,24 @@ def test_a_width_override_keeps_the_pair_a_range_override_drops_it(tmp_path):
         assert km2.analysis_result.equalized["pairs"] == []
 
 
+def test_the_added_unscaling_mul_takes_an_override(tmp_path):
+    # the report measures and suggests the gate's unscaling Mul like any node (yolox_nano's
+    # "Sigmoid_42_unscale"): analysis() must accept the suggestion, say when it changes nothing and
+    # still refuse a name that is neither
+    calib = feeds(24, 1)
+    km, bie = _analyse(tmp_path / "on", calib, act="SiLU", node_overrides={"gate_unscale": {"bits": 16}})
+    assert len(km.analysis_result.equalized["pairs"]) == 1
+    step = next(st for st in km.analysis_result.program.steps if st.name == "gate_unscale")
+    assert km.analysis_result.program.formats[step.outputs[0]].bits == 16
+    assert npuflow.load(bie).program.formats[step.outputs[0]].bits == 16
+    km_off = ktc.ModelConfig(40000, "0001", 720, onnx_model=dw_model("SiLU"))
+    with pytest.warns(npuflow.errors.OptionEffectWarning, match="gate_unscale is not in this analysis"):
+        km_off.analysis({"x": calib}, output_dir=tmp_path / "off", threads=1, progress=False, report=False,
+                        equalize=False, node_overrides={"gate_unscale": {"bits": 16}})
+    with pytest.raises(InvalidConfigError, match="gate_unscal'\\] are not nodes"):
+        _analyse(tmp_path / "typo", calib, act="SiLU", node_overrides={"gate_unscal": {"bits": 16}})
+
+
 def test_a_calibration_generator_is_read_once(tmp_path):
     calib = feeds(20, 4)
     reads = []

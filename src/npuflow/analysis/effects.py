@@ -345,7 +345,11 @@ def option_effects(program: Any, opts: QuantOptions, notes: FormatNotes | None, 
     # per-node overrides that change nothing
     for node, ov in sorted(opts.overrides.items()):
         step = next((st for st in program.steps if node in st.nodes), None)
-        if step is None:
+        if step is None:  # a node the equalization adds where it rescales a gated pair (engine checks the rest)
+            no_effect("node_overrides", {node: {f.name: getattr(ov, f.name) for f in fields(ov)
+                                                if getattr(ov, f.name) is not None}},
+                      f"{node} is not in this analysis: the channel equalization adds it only where it rescales a "
+                      "gated pair (docs/fixed-point.md section 3.8), and it did not here")
             continue
         if not step.float_step and step.op_type in PASS_THROUGH and (ov.bits is not None or ov.abs_max is not None):
             no_effect("node_overrides", {node: {f.name: getattr(ov, f.name) for f in fields(ov)

@@ -110,6 +110,16 @@ def range_overrides(overrides: Mapping[str, Any]) -> list[str]:
     return [name for name, ov in overrides.items() if getattr(ov, "abs_max", None) is not None]
 
 
+def added_node_names(model: onnx.ModelProto, opts: Any) -> set[str]:
+    """The names of the nodes the equalization may add to ``model`` under ``opts`` (a
+    :class:`npuflow.analysis.ranges.QuantOptions`): ``<gate>_unscale``, the Mul before the gate of
+    each gated pair (:func:`apply_scales`). ``node_overrides`` may name them (the report measures and
+    suggests them like any node); one that the equalization did not add (every scale 1, or
+    ``equalize=False``) is reported as an override without effect. Graph only: no data."""
+    return {f"{p.gate}_unscale" for p in find_pairs(model, range_overrides(getattr(opts, "overrides", {})))
+            if p.gate is not None}
+
+
 def find_pairs(model: onnx.ModelProto, skip: Iterable[str] = ()) -> list[Pair]:
     """The equalizable pairs of ``model`` (module docstring), in graph order; nodes named in
     ``skip`` (:func:`range_overrides`) take part in none."""

@@ -18,6 +18,7 @@ import onnx
 from npuflow._io import atomic_write_bytes, atomic_write_text, json_dumps
 from npuflow._outputs import OutputSet
 from npuflow.analysis.effects import no_effect_message, stays_8bit_message
+from npuflow.analysis.equalize import added_node_names
 from npuflow.analysis.islands import islands_message
 from npuflow.analysis.precision import promotion_message, search_message
 from npuflow.analysis.run import AnalysisResult, analyse
@@ -196,7 +197,7 @@ def _analysis_set(staged: OutputSet, optimized: Optimized, opts: AnalysisOptions
     platform = opts.platform
     out_dir, stage = staged.output_dir, staged.staging
     model = optimized()
-    unknown = sorted(set(opts.node_overrides) - {n.name for n in model.graph.node})
+    unknown = sorted(set(opts.node_overrides) - {n.name for n in model.graph.node} - added_node_names(model, opts.quant))
     if unknown:
         raise InvalidConfigError(f"node_overrides{'/quan_config' if opts.quan_config else ''} names {unknown} are not "
                                  "nodes of the optimized model; "
