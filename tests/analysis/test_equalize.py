@@ -10,6 +10,8 @@
   equalization and kept with it; the BIE records the pairs and scales, its float graph computes
   what the original does; ``equalize=False`` is recorded and changes nothing else; a calibration
   generator is read once (the first inputs serve the scales and the statistics).
+* Overrides: a width override keeps the pair, a range override drops it; the added `<gate>_unscale`
+  Mul takes an override; the report's suggestions on a pair's nodes apply as measured.
 * retinaface_mnet025 (shared): box and landmark SNR on the evaluation images, each anchor weighted by
   its float p(face), +3 dB or more.
 """
@@ -306,6 +308,37 @@ def test_the_added_unscaling_mul_takes_an_override(tmp_path):
                         equalize=False, node_overrides={"gate_unscale": {"bits": 16}})
     with pytest.raises(InvalidConfigError, match="gate_unscal'\\] are not nodes"):
         _analyse(tmp_path / "typo", calib, act="SiLU", node_overrides={"gate_unscal": {"bits": 16}})
+
+
+@pytest.mark.parametrize("act", ["Relu", "HardSwish paddle"])
+def test_report_suggestions_apply_as_measured(tmp_path, act):
+    # the report measures each suggestion on the equalized model; re-running analysis() with it must
+    # give that program (the same SNR on the report's inputs), also for overrides on a pair's nodes.
+    # auto_precision off on both sides: its search answers the changed program anew (here it adds
+    # conv_a once conv_dw is 16-bit), which the report's one-change measurement does not include
+    calib = feeds(24, 1)
+    km = ktc.ModelConfig(40000, "0001", 720, onnx_model=dw_model(act))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        km.analysis({"x": calib}, output_dir=tmp_path / "rep", threads=1, progress=False, report=True,
+                    auto_precision=False)
+    pair_nodes = {"conv_a", "act", "gate", "gate_clip", "gate_scale", "gate_unscale", "conv_dw"}
+    q = json.loads((tmp_path / "rep" / "model_fx_report.json").read_text())["quantization"]
+    measured = [r["measured"] for r in q["ranking"] if r["measured"]
+                and set(r["measured"]["suggestion"]["node_overrides"]) & pair_nodes]
+    assert measured
+    flo = npuflow.load(km.analysis_result.optimized)
+    for m in measured[:3]:
+        sugg = m["suggestion"]
+        out = tmp_path / "_".join(sorted(sugg["node_overrides"]))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            bie = ktc.ModelConfig(40000, "0001", 720, onnx_model=dw_model(act)).analysis(
+                {"x": calib}, output_dir=out, threads=1, progress=False, report=False, auto_precision=False,
+                node_overrides=sugg["node_overrides"], **sugg["options"])
+        fixed = npuflow.load(bie)
+        got = snr([flo.run({"x": x})[0] for x in calib[:8]], [fixed.run({"x": x})[0] for x in calib[:8]])
+        assert m["with_suggestion_snr_db"] == pytest.approx(got, abs=2e-3), sugg
 
 
 def test_a_calibration_generator_is_read_once(tmp_path):
