@@ -348,8 +348,8 @@ def option_effects(program: Any, opts: QuantOptions, notes: FormatNotes | None, 
         if step is None:  # a node the equalization adds where it rescales a gated pair (engine checks the rest)
             no_effect("node_overrides", {node: {f.name: getattr(ov, f.name) for f in fields(ov)
                                                 if getattr(ov, f.name) is not None}},
-                      f"{node} is not in this analysis: the channel equalization adds it only where it rescales a "
-                      "gated pair (docs/fixed-point.md section 3.8), and it did not here")
+                      f"{node} is not in this analysis (the channel equalization adds a <gate>_unscale node only "
+                      "where it rescales a gated pair, docs/fixed-point.md section 3.8)")
             continue
         if not step.float_step and step.op_type in PASS_THROUGH and (ov.bits is not None or ov.abs_max is not None):
             no_effect("node_overrides", {node: {f.name: getattr(ov, f.name) for f in fields(ov)
