@@ -109,6 +109,11 @@ def test_ranking_and_measured_suggestions(mnist_analysis, digits, doc, tmp_path)
     assert ref["suggestion"]["options"] == {"datapath_bitwidth_mode": "int16", "model_out_bitwidth_mode": "int16",
                                             "cpu_node_bitwidth_mode": "int16"}
     assert ref["gain_db"] > 1
+    # each measurement prices its change with the IP evaluator: 16 bits never run faster, and
+    # int16 everywhere costs something on MNIST's convolutions
+    for m in [r["measured"] for r in ranking if r["measured"]] + [ref]:
+        assert 0 < m["fps_ratio"] <= 1.0, m
+    assert ref["fps_ratio"] < 1.0
     assert q["regions_int16"] and all(0 <= g["macs_fraction"] <= 1 for g in q["regions_int16"])
     # the measurement (program rebuilt from the same statistics, re-run from the changed step) equals
     # what a user gets by re-running analysis() with the suggested override, on the same inputs

@@ -16,7 +16,7 @@ from npuflow.analysis.tails import HOST_REASON
 from npuflow.errors import NpuflowError
 from npuflow.evaluate.result import EvalResult
 
-REPORT_SCHEMA_VERSION = "1.8"
+REPORT_SCHEMA_VERSION = "1.9"
 REPORT_FILES = ("model_fx_report.json", "model_fx_report.html", "model_fx_report.csv")
 
 _SNR = {"type": ["number", "null"]}  # null: no error at all (exact)
@@ -377,6 +377,12 @@ def fmt_snr(v: float | None, nd: int = 1) -> str:
     return "exact" if v is None else f"{v:.{nd}f}"
 
 
+def fmt_fps_ratio(m: dict[str, Any] | None) -> str:
+    """A measured suggestion's estimated FPS relative to the analysed model: ``x0.81`` (empty without one)."""
+    r = (m or {}).get("fps_ratio")
+    return "" if r is None else f"x{r:.2f}"
+
+
 def fmt_format(d: dict[str, Any] | None) -> str:
     """``int8 r4 s1.323`` (per tensor) or ``int8 r5..9 s0.99..1.98 (32 ch)`` (per channel)."""
     if not d:
@@ -479,7 +485,7 @@ def render_html(doc: dict[str, Any]) -> str:
     tpl = _env.get_template("model_fx_report.html.j2")
     return tpl.render(doc=doc, s=doc["summary"], q=q, bars=bars, pics=pics, worst=worst, fmt_fps=_fmt_fps,
                       isfinite=math.isfinite, fmt_snr=fmt_snr, fmt_format=fmt_format, pct=_pct, num=_num,
-                      files=doc.get("files") or {}, timing=doc.get("timing_s") or {})
+                      fps_ratio=fmt_fps_ratio, files=doc.get("files") or {}, timing=doc.get("timing_s") or {})
 
 
 def _json_default(v: Any) -> Any:

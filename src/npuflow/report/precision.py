@@ -38,6 +38,7 @@ import numpy as np
 from npuflow.analysis.graph import PASS_THROUGH, Step
 from npuflow.analysis.islands import find_islands
 from npuflow.analysis.parts import PartsSnr, output_parts
+from npuflow.analysis.precision import FpsModel
 from npuflow.analysis.program import Program, build_program, mac_weight_format, step_override, weight_axis, weight_bits
 from npuflow.analysis.ranges import NodeOverride, QuantOptions, mmse_clip
 from npuflow.analysis.tails import ISLAND_REASON, with_host_steps
@@ -424,7 +425,8 @@ def _suggest(program: Program, k: int, st: Step, row: dict[str, Any], ts: _Tenso
     return cause, sugg
 
 
-def _rebuild(result: Any, opts: QuantOptions, sugg: Suggestion) -> Program:
+def _suggested_options(opts: QuantOptions, sugg: Suggestion) -> QuantOptions:
+    """``opts`` with the suggestion's node overrides and bit-width options applied."""
     ov = dict(opts.overrides)
     for node, spec in sugg.overrides.items():
         ov[node] = NodeOverride(**spec)
@@ -433,7 +435,11 @@ def _rebuild(result: Any, opts: QuantOptions, sugg: Suggestion) -> Program:
             "datapath_bitwidth_mode": "datapath_bits", "model_out_bitwidth_mode": "model_out_bits"}
     for k, v in sugg.options.items():
         changes[bits[k]] = int(str(v)[3:])
-    o2 = dataclasses.replace(opts, **changes)
+    return dataclasses.replace(opts, **changes)
+
+
+def _rebuild(result: Any, opts: QuantOptions, sugg: Suggestion) -> Program:
+    o2 = _suggested_options(opts, sugg)
     p = result.program
     means = getattr(result, "channel_means", None) or {}
     return build_program(result.optimized, sugg.steps if sugg.steps is not None else result.steps, result.stats, o2,
@@ -583,8 +589,14 @@ class _Measurer:
     def __init__(self, result: Any, opts: QuantOptions, feeds: Sequence[dict[str, np.ndarray]],
                  ref_out: list[dict[str, np.ndarray]], out_names: list[str], base: float | None,
                  envs: Sequence[dict[str, np.ndarray] | None] = (), threads: int = 1,
-                 parts: Mapping[str, Sequence[int]] | None = None) -> None:
+                 parts: Mapping[str, Sequence[int]] | None = None,
+                 fps: Callable[[Program, QuantOptions], float] | None = None) -> None:
+        """``fps``: the IP evaluator's estimated FPS of a program built with given options
+        (:class:`npuflow.analysis.precision.FpsModel`); each measurement then records ``fps_ratio``,
+        the suggestion's estimated FPS over the analysed program's."""
         self.result, self.opts, self.feeds, self.ref_out, self.out_names, self.base = result, opts, feeds, ref_out, out_names, base
+        self.fps = fps
+        self.fps_base: float | None = None
         #: output -> the boundaries of its parts (measured part by part, see :func:`_output_snrs`)
         self.parts = {n: list(b) for n, b in (parts or {}).items()}
         self.envs = list(envs)
@@ -604,6 +616,9 @@ class _Measurer:
         except Exception as exc:  # noqa: BLE001 - a suggestion the program cannot take is reported, not fatal
             out["error"] = f"{type(exc).__name__}: {exc}"
             return out
+        ratio = self._fps_ratio(p2, g)
+        if ratio is not None:
+            out["fps_ratio"] = ratio
         if g.steps is None:
             g.start = _first_change(self.result.program, p2, g)
             _share_params(self.result.program, p2, g)
@@ -611,6 +626,21 @@ class _Measurer:
             g.start = 0
         self.pending.append((out, g, p2, _suffix(p2, g.start)))
         return out
+
+    def _fps_ratio(self, p2: Program, g: Suggestion) -> float | None:
+        """The suggestion's estimated FPS over the analysed program's (None without a cost model, or
+        where it cannot price a program: the report goes on without the column)."""
+        if self.fps is None:
+            return None
+        try:
+            if self.fps_base is None:
+                self.fps_base = self.fps(self.result.program, self.opts)
+            ratio = self.fps(p2, _suggested_options(self.opts, g)) / self.fps_base
+        except Exception as exc:  # noqa: BLE001 - an estimate is extra information, never fatal
+            log.warning("report: no FPS estimate for the suggestion %r: %s", g.text, exc)
+            self.fps = None
+            return None
+        return round(ratio, 4) if math.isfinite(ratio) else None
 
     def run(self, progress: Callable[[str], None] | None = None) -> None:
         if not self.pending:
@@ -952,8 +982,13 @@ def measure_precision(
         e["_primary"] = pick
 
     # ---- measure: each shortlisted step's first suggestion, and int16 everywhere as a reference
+    try:  # the estimated FPS of each measured suggestion (cheap: one cost-model pass per program)
+        fps = FpsModel(result.optimized, platform, opts).fps
+    except Exception as exc:  # noqa: BLE001 - an estimate is extra information, never fatal
+        log.warning("report: no FPS estimates for the suggestions: %s", exc)
+        fps = None
     measurer = _Measurer(result, opts, feeds, ref_out, out_names, worst, kept_env, threads,
-                         parts={n: a.bounds for n, a in part_out.items()})
+                         parts={n: a.bounds for n, a in part_out.items()}, fps=fps)
     for e in entries:
         if e["_primary"] is not None:
             e["measured"] = measurer.add(e["_primary"])
