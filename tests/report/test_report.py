@@ -111,7 +111,7 @@ def test_ranking_and_measured_suggestions(mnist_analysis, digits, doc, tmp_path)
     assert ref["gain_db"] > 1
     # each measurement prices its change with the IP evaluator: 16 bits never run faster, and
     # int16 everywhere costs something on MNIST's convolutions
-    for m in [r["measured"] for r in ranking if r["measured"]] + [ref]:
+    for m in [r["measured"] for r in ranking if r["measured"]] + [ref] + list(q["joint"] or []):
         assert 0 < m["fps_ratio"] <= 1.0, m
     assert ref["fps_ratio"] < 1.0
     assert q["regions_int16"] and all(0 <= g["macs_fraction"] <= 1 for g in q["regions_int16"])

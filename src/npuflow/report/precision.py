@@ -735,7 +735,7 @@ def _joint(top: Sequence[dict[str, Any]], measurer: _Measurer,
     chosen = [top[0]]
     best = first.get("with_suggestion_snr_db")
     out = [{"ranks": [top[0]["rank"]], "model_output_snr_db": best, "gain_db": first.get("gain_db"),
-            "added_db": first.get("gain_db")}]
+            "added_db": first.get("gain_db"), "fps_ratio": first.get("fps_ratio")}]
     rest = list(top[1:])
     for _ in range(JOINT_ROUNDS):
         if not rest or best is None:
@@ -753,7 +753,7 @@ def _joint(top: Sequence[dict[str, Any]], measurer: _Measurer,
         rest.remove(e)
         best = m["with_suggestion_snr_db"]
         out.append({"ranks": [c["rank"] for c in chosen], "model_output_snr_db": best, "gain_db": m.get("gain_db"),
-                    "added_db": _r(added)})
+                    "added_db": _r(added), "fps_ratio": m.get("fps_ratio")})
     return out
 
 
