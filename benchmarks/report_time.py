@@ -97,6 +97,12 @@ def part_time(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     return res
 
 
+def _ratio(m: dict[str, Any]) -> str:
+    """A measured suggestion's estimated FPS over the analysed model's, as the report shows it."""
+    r = m.get("fps_ratio")
+    return "-" if r is None else f"x{r:.2f}"
+
+
 def part_yolox(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     import npuflow
     from benchmarks.tasks import get_task
@@ -113,21 +119,24 @@ def part_yolox(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     print(f"calibration: {len(calib)} images; report inputs: the first {q['report_inputs']['count']} evaluation images; "
           f"model-output SNR {q['model_output_snr_db']:.2f} dB; analysis {km.analysis_timing['analysis']:.1f} s, "
           f"report {km.analysis_timing['report']:.1f} s; report: {km.report_paths['html']}\n")
-    print("| rank | # | node | op | isolated SNR dB | cumulative drop dB | cause | measured suggestion | output SNR with it (gain) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| rank | # | node | op | isolated SNR dB | cumulative drop dB | cause | measured suggestion | output SNR with it (gain) "
+          "| estimated FPS |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in q["ranking"]:
         m = r["measured"] or {}
         sg = m.get("suggestion") or {}
         change = json.dumps(sg.get("node_overrides") or sg.get("options") or {})
         gain = f"{m['with_suggestion_snr_db']:.2f} ({m['gain_db']:+.2f})" if m.get("gain_db") is not None else "n/a"
         print(f"| {r['rank']} | {r['index']} | {r['name']} | {r['op_type']} | {r['isolated_snr_db']:.2f} | "
-              f"{r['cumulative_drop_db'] if r['cumulative_drop_db'] is not None else '-'} | {r['cause']} | `{change}` | {gain} |")
+              f"{r['cumulative_drop_db'] if r['cumulative_drop_db'] is not None else '-'} | {r['cause']} | `{change}` | {gain} "
+              f"| {_ratio(m)} |")
     extra = ([q["combined"]] if q["combined"] else []) + [g["measured"] for g in q["regions_int16"]] + (
         [q["reference_int16"]] if q["reference_int16"] else [])
-    print("\n| also measured | output SNR (gain) |\n|---|---|")
+    print("\n| also measured | output SNR (gain) | estimated FPS |\n|---|---|---|")
     for m in extra:
         label = m["suggestion"]["text"].split(" (")[0]
-        print(f"| {label} | {m.get('with_suggestion_snr_db', float('nan')):.2f} ({m.get('gain_db', float('nan')):+.2f}) |")
+        print(f"| {label} | {m.get('with_suggestion_snr_db', float('nan')):.2f} ({m.get('gain_db', float('nan')):+.2f}) "
+              f"| {_ratio(m)} |")
 
     # check: re-run analysis() with the suggestions; simulate every evaluation image with the BIE
     f = npuflow.load(km.analysis_result.optimized)
