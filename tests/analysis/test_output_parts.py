@@ -308,3 +308,8 @@ def test_low_output_snr_names_the_part():
                                        "'output', columns 5-84) on the first 8 calibration input(s)")
     assert "lowest part" not in check_output_snr(3.25, count=8, where={"output": "output"})["message"]
     assert check_output_snr(12.0, count=8, where={"output": "output", "first": 5, "last": 84}) is None
+    # the trade-offs the report measured, priced (docs/report.md, fps_ratio)
+    msg = check_output_snr(3.25, count=8, trades=[("int16 for the first 10% of the nodes", 4.72, 0.8179),
+                                                  ("int16 everywhere", 17.73, None)])["message"]
+    assert msg.endswith("; it measured (gain, estimated FPS relative to now): int16 for the first 10% of the "
+                        "nodes +4.7 dB x0.82, int16 everywhere +17.7 dB"), msg

@@ -105,11 +105,14 @@ def check_statistics(stats: Mapping[str, Any], *, inputs: Sequence[str] = ()) ->
 
 
 def check_output_snr(snr_db: float | None, *, count: int, source: str = "calibration",
-                     where: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+                     where: Mapping[str, Any] | None = None,
+                     trades: Sequence[tuple[str, float, float | None]] = ()) -> dict[str, Any] | None:
     """The "low_output_snr" finding when the worst model-output SNR the report measured on its
     ``count`` inputs (``source``: "calibration" or "user") is below :data:`LOW_SNR_DB`; None when
     it is not (None: no error at all). ``where``: the report's ``lowest`` (the output, and the
-    columns of its part when it is read part by part), named in the message."""
+    columns of its part when it is read part by part), named in the message. ``trades``: measured
+    changes as (what, gain dB, estimated FPS ratio or None), named in the message as what they
+    would buy and cost."""
     if snr_db is None or snr_db >= LOW_SNR_DB:
         return None
     which = (f"the first {count} calibration input(s)" if source == "calibration"
@@ -124,5 +127,8 @@ def check_output_snr(snr_db: float | None, *, count: int, source: str = "calibra
         "message": (f"the fixed-point model's output SNR is {snr_db:.1f} dB{at} on {which} (below {LOW_SNR_DB:g} dB: "
                     "the quantization error is more than a tenth of the output's power, results are mostly wrong); "
                     "check the calibration data (scaling, outliers, all-zero inputs) and the report's "
-                    "\"Where precision is lost\" section"),
+                    "\"Where precision is lost\" section"
+                    + ("; it measured (gain, estimated FPS relative to now): " + ", ".join(
+                        f"{what} {gain:+.1f} dB" + (f" x{fps:.2f}" if fps is not None else "")
+                        for what, gain, fps in trades) if trades else "")),
     }

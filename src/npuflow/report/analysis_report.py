@@ -72,10 +72,28 @@ def write_analysis_report(
     found = list(warnings)
     if q is not None:
         low = check_output_snr(q["model_output_snr_db"], count=len(feeds), source="user" if user_inputs else "calibration",
-                               where=q.get("lowest"))
+                               where=q.get("lowest"), trades=_trades(q))
         if low is not None:
             found.append(low)
     doc = build_analysis_report(ev, q, model_path=model_path, options=options, platform_name=platform.name,
                                 bitwidths=bitwidths, files=files, timing=timing, warnings=found)
     paths = write_report(doc, out)
     return doc, paths
+
+
+def _trades(q: dict[str, Any]) -> list[tuple[str, float, float | None]]:
+    """What the report measured, for the low-SNR warning: its best single suggestion, the smallest
+    int16 region and int16 everywhere, each as (what, gain dB, estimated FPS ratio), where measured."""
+    out: list[tuple[str, float, float | None]] = []
+    best = max((r["measured"] for r in q.get("ranking") or [] if r.get("measured") and r["measured"].get("gain_db") is not None),
+               key=lambda m: m["gain_db"], default=None)
+    if best is not None:
+        out.append(("its best single suggestion", best["gain_db"], best.get("fps_ratio")))
+    for g in (q.get("regions_int16") or [])[:1]:
+        m = g.get("measured") or {}
+        if m.get("gain_db") is not None:
+            out.append((f"int16 for the first {g['fraction']:.0%} of the nodes", m["gain_db"], m.get("fps_ratio")))
+    ref = q.get("reference_int16") or {}
+    if ref.get("gain_db") is not None:
+        out.append(("int16 everywhere", ref["gain_db"], ref.get("fps_ratio")))
+    return out
