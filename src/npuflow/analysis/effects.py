@@ -344,17 +344,15 @@ def option_effects(program: Any, opts: QuantOptions, notes: FormatNotes | None, 
                                      "Relu, LeakyRelu or PRelu (docs/fixed-point.md section 3.8)")
     # per-node overrides that change nothing
     for node, ov in sorted(opts.overrides.items()):
+        given = {node: {f.name: getattr(ov, f.name) for f in fields(ov) if getattr(ov, f.name) is not None}}
         step = next((st for st in program.steps if node in st.nodes), None)
         if step is None:  # a node the equalization adds where it rescales a gated pair (engine checks the rest)
-            no_effect("node_overrides", {node: {f.name: getattr(ov, f.name) for f in fields(ov)
-                                                if getattr(ov, f.name) is not None}},
+            no_effect("node_overrides", given,
                       f"{node} is not in this analysis (the channel equalization adds a <gate>_unscale node only "
                       "where it rescales a gated pair, docs/fixed-point.md section 3.8)")
             continue
         if not step.float_step and step.op_type in PASS_THROUGH and (ov.bits is not None or ov.abs_max is not None):
-            no_effect("node_overrides", {node: {f.name: getattr(ov, f.name) for f in fields(ov)
-                                                if getattr(ov, f.name) is not None}},
-                      f"{step.name} is a {step.op_type}: its output keeps its input's format")
+            no_effect("node_overrides", given, f"{step.name} is a {step.op_type}: its output keeps its input's format")
         elif ov.weight_bits is not None and step.name not in notes.weight:
             no_effect("node_overrides", {node: {"weight_bits": ov.weight_bits}}, f"{step.name} has no constant weights")
 

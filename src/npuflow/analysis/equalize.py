@@ -116,8 +116,14 @@ def added_node_names(model: onnx.ModelProto, opts: Any) -> set[str]:
     each gated pair (:func:`apply_scales`). ``node_overrides`` may name them (the report measures and
     suggests them like any node); one that the equalization did not add (every scale 1, or
     ``equalize=False``) is reported as an override without effect. Graph only: no data."""
-    return {f"{p.gate}_unscale" for p in find_pairs(model, range_overrides(getattr(opts, "overrides", {})))
+    return {unscale_name(p.gate) for p in find_pairs(model, range_overrides(getattr(opts, "overrides", {})))
             if p.gate is not None}
+
+
+def unscale_name(gate: str) -> str:
+    """The name of the Mul that gives gate ``gate`` the unscaled value (:func:`apply_scales`; a
+    further ``_k`` only where the model already uses the name)."""
+    return f"{gate}_unscale"
 
 
 def find_pairs(model: onnx.ModelProto, skip: Iterable[str] = ()) -> list[Pair]:
@@ -276,7 +282,7 @@ def apply_scales(model: onnx.ModelProto, pairs: Sequence[Pair], scales: Mapping[
             unscaled = fresh(f"{x}_unscaled")
             out.graph.initializer.append(numpy_helper.from_array(
                 (1.0 / s).reshape(1, -1, *([1] * (rank - 2))).astype(dtype), inv))
-            mul = onnx.helper.make_node("Mul", [x, inv], [unscaled], name=fresh(f"{p.gate}_unscale"))
+            mul = onnx.helper.make_node("Mul", [x, inv], [unscaled], name=fresh(unscale_name(p.gate)))
             for i, name in enumerate(g.input):
                 if name == x:
                     g.input[i] = unscaled

@@ -197,8 +197,11 @@ def _analysis_set(staged: OutputSet, optimized: Optimized, opts: AnalysisOptions
     platform = opts.platform
     out_dir, stage = staged.output_dir, staged.staging
     model = optimized()
-    unknown = sorted(set(opts.node_overrides) - {n.name for n in model.graph.node} - added_node_names(model, opts.quant))
+    unknown = set(opts.node_overrides) - {n.name for n in model.graph.node}
+    if unknown:  # the equalization's added nodes may be named too (found from the graph only when needed)
+        unknown = unknown - added_node_names(model, opts.quant)
     if unknown:
+        unknown = sorted(unknown)
         raise InvalidConfigError(f"node_overrides{'/quan_config' if opts.quan_config else ''} names {unknown} are not "
                                  "nodes of the optimized model; "
                                  "node names are listed in the evaluate() report")

@@ -438,8 +438,9 @@ def _suggested_options(opts: QuantOptions, sugg: Suggestion) -> QuantOptions:
     return dataclasses.replace(opts, **changes)
 
 
-def _rebuild(result: Any, opts: QuantOptions, sugg: Suggestion) -> Program:
-    o2 = _suggested_options(opts, sugg)
+def _rebuild(result: Any, o2: QuantOptions, sugg: Suggestion) -> Program:
+    """The program of ``result`` rebuilt with ``o2`` (:func:`_suggested_options`) and the
+    suggestion's steps."""
     p = result.program
     means = getattr(result, "channel_means", None) or {}
     return build_program(result.optimized, sugg.steps if sugg.steps is not None else result.steps, result.stats, o2,
@@ -611,12 +612,13 @@ class _Measurer:
             return self.done[key]
         out: dict[str, Any] = {"suggestion": g.as_dict(), "model_output_snr_db": _r(self.base)}
         self.done[key] = out
+        o2 = _suggested_options(self.opts, g)
         try:
-            p2 = _rebuild(self.result, self.opts, g)
+            p2 = _rebuild(self.result, o2, g)
         except Exception as exc:  # noqa: BLE001 - a suggestion the program cannot take is reported, not fatal
             out["error"] = f"{type(exc).__name__}: {exc}"
             return out
-        ratio = self._fps_ratio(p2, g)
+        ratio = self._fps_ratio(p2, o2, g)
         if ratio is not None:
             out["fps_ratio"] = ratio
         if g.steps is None:
@@ -627,7 +629,7 @@ class _Measurer:
         self.pending.append((out, g, p2, _suffix(p2, g.start)))
         return out
 
-    def _fps_ratio(self, p2: Program, g: Suggestion) -> float | None:
+    def _fps_ratio(self, p2: Program, o2: QuantOptions, g: Suggestion) -> float | None:
         """The suggestion's estimated FPS over the analysed program's (None without a cost model, or
         where it cannot price a program: the report goes on without the column)."""
         if self.fps is None:
@@ -635,7 +637,7 @@ class _Measurer:
         try:
             if self.fps_base is None:
                 self.fps_base = self.fps(self.result.program, self.opts)
-            ratio = self.fps(p2, _suggested_options(self.opts, g)) / self.fps_base
+            ratio = self.fps(p2, o2) / self.fps_base
         except Exception as exc:  # noqa: BLE001 - an estimate is extra information, never fatal
             log.warning("report: no FPS estimate for the suggestion %r: %s", g.text, exc)
             self.fps = None
