@@ -60,6 +60,8 @@ from npuflow.analysis.program import (
 )
 from npuflow.analysis.ranges import NodeOverride, QuantOptions
 from npuflow.analysis.tails import _r, _value, batch_groups
+from npuflow.sim.fast import runner
+from npuflow.sim.fast.runner import PrefixRuns
 
 #: a channel whose calibrated abs max is below this many steps of its tensor's format vanishes
 VANISH_STEPS = 2.0
@@ -305,6 +307,9 @@ class OutputSnr:
         # id -> (weak reference, result, the two halves' results) of the programs measured (a program
         # that is gone frees its id: the weak reference then no longer points to the program asked about)
         self._done: dict[int, tuple[weakref.ref, dict[str, float], tuple[dict[str, float], dict[str, float]] | None]] = {}
+        #: (group index, its feeds) -> the runs later programs resume from (a program that differs from
+        #: an earlier one in a few steps runs only from the first step that differs)
+        self._prefix: dict[tuple[int, tuple[int, ...]], PrefixRuns] = {}
 
     def measured_at(self) -> dict[str, str]:
         """Output -> the tensor measured in its place (the Softmax outputs measured at their logits)."""
@@ -326,10 +331,13 @@ class OutputSnr:
         acc = {o: snr_accumulator(self.parts, o) for o in self.outputs}
         half: list[dict[str, Any]] | None = [{o: snr_accumulator(self.parts, o) for o in self.outputs}
                                              for _ in range(2)]
-        for g in batch_groups(self.feeds, program.input_names):
+        groups = batch_groups(self.feeds, program.input_names)
+        for gi, g in enumerate(groups):
             feed = {k: np.concatenate([np.asarray(self.feeds[i][k]) for i in g]) for k in self.feeds[g[0]]}
-            env = program.run(program.quantize_inputs(feed), batch=len(g),
-                              keep=tuple(lg.tensor for lg in self.logits.values()))
+            # one snapshot budget for all the groups (one input each where the model has no batch axis)
+            runs = self._prefix.setdefault((gi, tuple(g)), PrefixRuns(budget=runner.PREFIX_BUDGET // len(groups)))
+            env = runs.run(program, lambda feed=feed: program.quantize_inputs(feed), batch=len(g),
+                           keep=tuple(lg.tensor for lg in self.logits.values()))
             for o in self.outputs:
                 lg = self.logits.get(o)
                 value = _value(program, o, env[o]) if lg is None else lg.centre(_value(program, lg.tensor, env[lg.tensor]))
