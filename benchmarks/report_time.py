@@ -109,7 +109,7 @@ def part_yolox(args: argparse.Namespace, out: Path) -> dict[str, Any]:
 
     task = get_task("yolox_nano")
     name = task.input_name
-    calib = list(task.calib_inputs())
+    calib = list(task.calib_inputs(args.yolox_calib_count))
     evals = list(task.eval_inputs(args.verify_count))
     km = _km(task)
     km.analysis({name: [c[name] for c in calib]}, output_dir=out / "yolox", threads=args.threads,
@@ -194,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--calib-count", type=int, default=200, help="efficientnet calibration inputs (default 200)")
     ap.add_argument("--report-samples", type=int, default=8, help="report inputs (default 8, analysis()'s default)")
     ap.add_argument("--verify-count", type=int, default=40, help="yolox evaluation images for the check (default 40)")
+    ap.add_argument("--yolox-calib-count", type=int, default=None,
+                    help="yolox calibration images (default: the whole split, 60)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--out", default="npuflow_output/report_bench",
                     help="output folder (default npuflow_output/report_bench): eff_report/ and yolox/ hold the reports")
