@@ -1,4 +1,4 @@
-"""Fast Add/Sub, table ops, MaxPool, Concat and Resize return the reference integers."""
+"""Fast Add/Sub, table ops, MaxPool, AveragePool, Concat and Resize return the reference integers."""
 from __future__ import annotations
 
 import numpy as np
@@ -68,6 +68,78 @@ def test_max_pool_fast_equals_reference(seed, nd, k, s, d, pad, ceil, auto, fi, 
     except ValueError:
         assume(False)
     same("MaxPool", FAST["MaxPool"], params, x)
+
+
+@FAST_PROP
+@given(seed=st.integers(0, 2**32 - 1), kh=st.integers(1, 5), kw=st.integers(1, 5), sh=st.integers(1, 3),
+       sw=st.integers(1, 3), d=st.integers(1, 2), pads=st.lists(st.integers(0, 3), min_size=4, max_size=4),
+       ceil=st.booleans(), include_pad=st.booleans(),
+       auto=st.sampled_from(["NOTSET", "NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID"]),
+       fi=fmts, fo=fmts, n=st.integers(1, 3), h=st.integers(1, 12), w=st.integers(1, 12), extreme=st.booleans())
+def test_average_pool_fast_equals_reference(seed, kh, kw, sh, sw, d, pads, ceil, include_pad, auto, fi, fo, n, h, w,
+                                            extreme):
+    rng = np.random.default_rng(seed)
+    attrs = {"kernel_shape": [kh, kw], "strides": [sh, sw], "dilations": [d, d], "auto_pad": auto,
+             "ceil_mode": int(ceil), "count_include_pad": int(include_pad)}
+    if auto == "NOTSET":
+        attrs["pads"] = pads
+    try:
+        params = KERNELS["AveragePool"].prepare(attrs, [fi], fo)
+        x = rand_q(rng, (n, 3, h, w), fi)
+        if extreme:  # the format's ends: the largest sums, saturation of a finer output
+            x = np.where(rng.random(x.shape) < 0.5, fi.qmin, fi.qmax).astype(x.dtype)
+        KERNELS["AveragePool"].eval(params, x)
+    except ValueError:
+        assume(False)
+    same("AveragePool", FAST["AveragePool"], params, x)
+
+
+UNIT = QFormat(8, 0, 1.0)
+
+
+def _pool(kernel, strides, fo=UNIT, **attrs):
+    return KERNELS["AveragePool"].prepare({"kernel_shape": kernel, "strides": strides, **attrs}, [UNIT], fo)
+
+
+def test_average_pool_hand_vectors(monkeypatch):
+    """Worked by hand (input and output in the same format): each window's sum over its count,
+    rounded once, half to even; the compiled path must run (the reference is patched out)."""
+    from npuflow.sim.kernels import KernelStats
+
+    def no_reference(*a, **k):
+        raise AssertionError("the fast AveragePool fell back to the reference")
+
+    row = [1, 1, 1, 2, 3, 3, -3, -3, 5, 5]
+    x = np.array([[[row, [0] * 10]]], dtype=np.int8)  # (1, 1, 2, 10): five 2x2 windows
+    p = _pool([2, 2], [2, 2])
+    want = same("AveragePool", FAST["AveragePool"], p, x)
+    # 2/4 = 0.5 -> 0 (tie, even), 3/4 -> 1, 6/4 = 1.5 -> 2 (tie, even), -6/4 = -1.5 -> -2, 10/4 = 2.5 -> 2
+    assert want.tolist() == [[[[0, 1, 2, -2, 2]]]]
+    # count 6 (2x3 windows): 3/6 = 0.5 -> 0, 9/6 = 1.5 -> 2, -15/6 = -2.5 -> -2
+    y = np.array([[[[1, 1, 1, 2, 2, 2, -5, -5, -5], [0, 0, 0, 1, 1, 1, 0, 0, 0]]]], dtype=np.int8)
+    assert same("AveragePool", FAST["AveragePool"], _pool([2, 3], [2, 3]), y).tolist() == [[[[0, 2, -2]]]]
+    # ceil_mode: the last window overhangs by two columns, which do not count (7 / 1)
+    z = np.array([[[[1, 1, 0, 2, 2, 1, 7]]]], dtype=np.int8)
+    p3 = _pool([1, 3], [1, 3], ceil_mode=1)
+    assert same("AveragePool", FAST["AveragePool"], p3, z).tolist() == [[[[1, 2, 7]]]]  # 2/3, 5/3, 7/1
+    # explicit pads, one column before and one row after: a 1x1 input's one window holds one
+    # element (3/1) and three pads, counted with count_include_pad=1 (3/4 -> 1); a 1x2 input's
+    # second window (3 + 0) / 2 = 1.5 -> 2 without, 3/4 -> 1 with
+    u = np.array([[[[3]]]], dtype=np.int8)
+    pads = {"pads": [0, 1, 1, 0]}
+    assert same("AveragePool", FAST["AveragePool"], _pool([2, 2], [1, 1], count_include_pad=1, **pads), u).tolist() == [[[[1]]]]
+    assert same("AveragePool", FAST["AveragePool"], _pool([2, 2], [1, 1], **pads), u).tolist() == [[[[3]]]]
+    u2 = np.array([[[[3, 0]]]], dtype=np.int8)  # two windows: {pad, 3}, {3, 0} over two rows (the second a pad)
+    assert same("AveragePool", FAST["AveragePool"], _pool([2, 2], [1, 1], **pads), u2).tolist() == [[[[3, 2]]]]
+    assert same("AveragePool", FAST["AveragePool"], _pool([2, 2], [1, 1], count_include_pad=1, **pads),
+                u2).tolist() == [[[[1, 1]]]]
+    # an output format 4x finer saturates: 40 -> 160 -> 127, counted
+    v = np.array([[[[40, 40], [40, 40]]]], dtype=np.int8)
+    stats = KernelStats()
+    monkeypatch.setattr(KERNELS["AveragePool"], "eval", no_reference)
+    got = FAST["AveragePool"](_pool([2, 2], [2, 2], fo=QFormat(8, 2, 1.0)), v, stats=stats)
+    assert got.tolist() == [[[[127]]]] and stats.out_saturated == 1 and stats.out_elements == 1
+    assert FAST["AveragePool"](p, x).tolist() == want.tolist()  # the compiled path, no reference
 
 
 @FAST_PROP
@@ -141,7 +213,7 @@ def test_conv_with_fused_table_equals_two_steps(sim, seed, op, out_bits, lut_bit
 def test_every_fast_op_is_tested():
     tested = {"Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Sub", "Sigmoid", "Tanh", "Exp", "HardSigmoid",
               "Mul", "BatchNormalization", "Relu", "Clip",
-              "HardSwish", "Swish", "MaxPool", "Concat", "Resize"}
+              "HardSwish", "Swish", "MaxPool", "AveragePool", "Concat", "Resize"}
     assert set(FAST) <= tested, set(FAST) - tested
 
 

@@ -14,9 +14,10 @@ and bit for bit on the shared models. How they get there:
   onnxruntime would need limbs or the layer is small; the integer output stage is compiled with
   numba when it is installed (a dependency where numba has wheels), else the reference ``mac_finish``
   runs on the int64 sums.
-* Table, elementwise (Add/Sub, Mul, BatchNormalization, Relu/Clip: :mod:`.affine`) and pooling
-  ops are compiled integer loops (numba) with the reference arithmetic; without numba they are
-  not replaced.
+* Table, elementwise (Add/Sub, Mul, BatchNormalization, Relu/Clip: :mod:`.affine`) and
+  AveragePool ops are compiled integer loops (numba) with the reference arithmetic; without numba
+  they are not replaced. MaxPool runs on onnxruntime (a maximum of integers held in float32 is
+  exact); GlobalAveragePool and ReduceMean keep the reference (one numpy sum per channel).
 
 Selection: :func:`fast_eval` returns the fast function for an op type, or None (use the
 reference). ``NPUFLOW_SIM=reference`` forces the reference kernels everywhere;
@@ -53,6 +54,7 @@ def _registry() -> dict[str, FastFn]:
         "Add": elementwise.add,
         "Sub": elementwise.sub,
         "MaxPool": movement.max_pool,
+        "AveragePool": movement.avg_pool,
         "Concat": movement.concat,
         "Resize": movement.resize,
         "Mul": affine.mul,

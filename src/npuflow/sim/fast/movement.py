@@ -1,5 +1,6 @@
-"""Fast MaxPool (onnxruntime on integers held in float32: a maximum is exact), Concat
-(a plain concatenation when no input needs requantizing) and nearest Resize (cached indices)."""
+"""Fast MaxPool (onnxruntime on integers held in float32: a maximum is exact), AveragePool (one
+compiled loop: int64 window sums and the reference's single exact rounding), Concat (a plain
+concatenation when no input needs requantizing) and nearest Resize (cached indices)."""
 from __future__ import annotations
 
 from typing import Any
@@ -144,6 +145,106 @@ if HAVE_NUMBA:
                 sat += np.int64(cq != q)
                 o[ox] = cq
         return sat
+
+
+    @njit
+    def _rne_mul_div(total, m, c, k):  # pragma: no cover - jitted
+        """``RNE(total * m / (c * 2**k))`` exactly, for ``|total * m| < 2**62``, ``c >= 1`` and
+        ``k >= 0`` (as the reference ``mul_div_round``: the division's remainder breaks the
+        shift's ties)."""
+        p = total * m
+        neg = p < 0
+        a = -p if neg else p
+        q1 = a // c
+        r1 = a - q1 * c
+        if k == 0:
+            r = q1
+            if 2 * r1 > c or (2 * r1 == c and (q1 & 1) == 1):
+                r += 1
+        elif k >= 63:  # a / c < 2**62: the quotient is below one half
+            r = np.int64(0)
+        else:
+            r = q1 >> k
+            rem = q1 & ((np.int64(1) << k) - 1)
+            half = np.int64(1) << (k - 1)
+            if rem > half or (rem == half and (r1 > 0 or (r & 1) == 1)):
+                r += 1
+        return -r if neg else r
+
+    @njit
+    def _avg_row(x, pi, oy, kh, kw, sh, sw, dh, dw, pt, pl, cnt_h, cnt_w, m, k, qlo, qhi, o):  # pragma: no cover - jitted
+        """Output row ``oy`` of plane ``pi`` (see :func:`_avg_pool_hw`); returns its saturations."""
+        h = x.shape[1]
+        w = x.shape[2]
+        sat = 0
+        for ox in range(o.shape[0]):
+            total = np.int64(0)
+            for ky in range(kh):
+                iy = oy * sh - pt + ky * dh
+                if iy >= 0 and iy < h:
+                    for kx in range(kw):
+                        ix = ox * sw - pl + kx * dw
+                        if ix >= 0 and ix < w:
+                            total += np.int64(x[pi, iy, ix])
+            q = _rne_mul_div(total, m, cnt_h[oy] * cnt_w[ox], k)
+            cq = min(max(q, qlo), qhi)
+            if cq != q:
+                sat += 1
+            o[ox] = cq
+        return sat
+
+    @njit(parallel=True)
+    def _avg_pool_hw(x, kh, kw, sh, sw, dh, dw, pt, pl, cnt_h, cnt_w, m, k, qlo, qhi, out):  # pragma: no cover - jitted
+        # out[p, oy, ox] = sat(RNE(sum of the window's inside elements * m / (count * 2**k))),
+        # count = cnt_h[oy] * cnt_w[ox] (the reference's, padding rules included)
+        planes, oh = out.shape[0], out.shape[1]
+        sat = 0
+        for t in numba.prange(planes * oh):
+            pi = t // oh
+            oy = t - pi * oh
+            sat += _avg_row(x, pi, oy, kh, kw, sh, sw, dh, dw, pt, pl, cnt_h, cnt_w, m, k, qlo, qhi, out[pi, oy])
+        return sat
+
+
+def _window_counts(n: int, k: int, s: int, d: int, b: int, e: int, out: int, include_pad: bool) -> np.ndarray:
+    """Per output position along one axis: how many of the window's taps the reference averages
+    over (inside the input, or inside input and explicit pads with ``count_include_pad``; the
+    ceil_mode overhang never counts)."""
+    pos = np.arange(out, dtype=np.int64)[:, None] * s - b + np.arange(k, dtype=np.int64)[None, :] * d
+    inside = (pos >= -b) & (pos < n + e) if include_pad else (pos >= 0) & (pos < n)
+    return inside.sum(axis=1).astype(np.int64)
+
+
+def avg_pool(params: PoolParams, *inputs: np.ndarray, stats: KernelStats | None = None) -> np.ndarray:
+    """Same contract and integers as ``KERNELS["AveragePool"].eval`` (2-D windows, 8- and 16-bit
+    inputs, numba; anything else runs the reference)."""
+    ref = KERNELS["AveragePool"]
+    if (not use_numba() or len(inputs) != 1 or not isinstance(inputs[0], np.ndarray) or inputs[0].ndim != 4
+            or len(params.kernel_shape) != 2 or params.in_format.bits > 16 or inputs[0].size == 0):
+        return ref.eval(params, *inputs, stats=stats)
+    x = checked(inputs[0], "AveragePool", "X", params.in_format)
+    k = 31 + params.shift
+    (kh, kw), m = params.kernel_shape, params.mult
+    # the product total * m stays below 2**62 (|x| <= 2**15, at most kh * kw taps, m < 2**31)
+    if k < 0 or not 0 <= m < (1 << 31) or (1 << (params.in_format.bits - 1)) * kh * kw * max(m, 1) >= (1 << 62):
+        return ref.eval(params, x, stats=stats)
+    win = {"kernel_shape": params.kernel_shape, "strides": params.strides, "dilations": params.dilations,
+           "pads": params.pads, "auto_pad": params.auto_pad, "ceil_mode": params.ceil_mode}
+    pb, pe, _, out_sp = window_geometry(x.shape[2:], win)
+    cnt = [_window_counts(int(x.shape[2 + a]), int(params.kernel_shape[a]), int(params.strides[a]),
+                          int(params.dilations[a]), int(pb[a]), int(pe[a]), int(out_sp[a]), bool(params.count_include_pad))
+           for a in range(2)]
+    if any(int(c.min(initial=1)) < 1 for c in cnt) or any(int(o) < 1 for o in out_sp):
+        return ref.eval(params, x, stats=stats)  # a window over nothing: the reference's error
+    n, c = x.shape[:2]
+    out_fmt = params.out_format
+    out = np.empty((n * c, int(out_sp[0]), int(out_sp[1])), dtype=out_fmt.dtype)
+    sat = _avg_pool_hw(np.ascontiguousarray(x).reshape(n * c, x.shape[2], x.shape[3]), kh, kw,
+                       int(params.strides[0]), int(params.strides[1]), int(params.dilations[0]),
+                       int(params.dilations[1]), int(pb[0]), int(pb[1]), cnt[0], cnt[1], int(m), int(k),
+                       int(out_fmt.qmin), int(out_fmt.qmax), out)
+    count_out(stats, sat, out.size)
+    return out.reshape(n, c, int(out_sp[0]), int(out_sp[1]))
 
 
 def _linear_plan(steps: list[tuple[int, Any]], shape: tuple[int, ...]) -> tuple[np.ndarray, ...] | None:
