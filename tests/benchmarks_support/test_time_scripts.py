@@ -1,4 +1,4 @@
-"""benchmarks/report_time.py and benchmarks/resume_time.py run end to end on small counts.
+"""benchmarks/report_time.py, resume_time.py and mixbw_time.py run end to end on small counts.
 
 They are measurement scripts, not features, but they broke unnoticed before (report_time.py's
 yolox part stopped at a report suggestion analysis() refused): each runs here once, with its
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 
-from benchmarks import report_time, resume_time
+from benchmarks import mixbw_time, report_time, resume_time
 
 
 def test_report_time_both_parts_with_the_suggestions_applied(shared, tmp_path, monkeypatch, capsys):
@@ -38,3 +38,15 @@ def test_resume_time_row_on_mnist(shared, capsys):
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[1] == "8" and cells[-1] == "yes"
     assert float(cells[2]) > 0 and float(cells[3]) > 0
+
+
+def test_mixbw_time_on_mnist_with_the_pool(shared, tmp_path):
+    rc = mixbw_time.main(["--models", "mnist_cntk_opt", "--calib", "8", "--eval", "16", "--threads", "2",
+                          "--shared", str(shared), "--json", str(tmp_path / "m.json")])
+    assert rc == 0
+    (row,) = json.loads((tmp_path / "m.json").read_text())
+    assert row["model"] == "mnist_cntk_opt" and row["calib"] == 8 and row["eval"] == 16
+    assert row["front"] and row["chosen"] and row["fps_bound"] > 0
+    assert row["pool_bie_identical"] is True  # the process pool wrote the serial run's BIE, byte for byte
+    for key in ("int8_metric", "mixbw_metric"):
+        assert row[key]  # the task metric of both fixed-point models
