@@ -189,3 +189,30 @@ def test_a_float_step_before_the_change_is_run_through(mnist):
     runs = PrefixRuns()
     _check(runs, base, feed, batch=4)
     assert _check(runs, variant, feed, batch=4) > k + 1
+
+
+def test_threads_sharing_one_store_get_their_own_programs_integers(mnist, monkeypatch):
+    """An executor's threads may share one measurement (analysis.executors caches it per process):
+    the store's bookkeeping is locked, each run's tensors are its own. numba's parallel kernels are
+    not launched from several threads here (NPUFLOW_SIM=numpy): that is numba's threading layer's
+    business, not the store's."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setenv("NPUFLOW_SIM", "numpy")
+    res, feed = mnist
+    convs = [k for k, st in enumerate(res.steps) if st.op_type == "Conv"]
+    progs = [_build(res, res.options), _build(res, _override(res, convs[-1], bits=16)),
+             _build(res, _override(res, convs[0], bits=16)), _build(res, _override(res, convs[-1], abs_max=2.0))]
+    want = [p.run(p.quantize_inputs(feed), batch=4) for p in progs]
+    runs = PrefixRuns(runs=2)
+
+    def one(i):
+        p = progs[i % len(progs)]
+        return i % len(progs), runs.run(p, lambda: p.quantize_inputs(feed), batch=4)
+
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(one, range(24)))
+    for i, out in got:
+        for name in want[i]:
+            np.testing.assert_array_equal(out[name], want[i][name], err_msg=name)
+    assert runs.ran + runs.skipped > 0 and len(runs._store) <= 2

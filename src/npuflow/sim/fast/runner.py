@@ -11,6 +11,7 @@ own ``stats`` entry. The integers are those of the two steps run one after the o
 """
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -213,8 +214,8 @@ PREFIX_BUDGET = 256 << 20
 
 
 class PrefixRuns:
-    """Runs of programs on one fixed set of quantized-input feeds (``feeds_q`` of one program
-    formats family) that resume from an earlier run where their plans agree.
+    """Runs of programs on one fixed set of inputs that resume from an earlier run where their
+    plans agree.
 
     The analysis measures many programs that differ from one another in a few steps (a range
     choice for one part of the network, one tensor promoted to 16 bits): every entry of the plan up
@@ -222,7 +223,8 @@ class PrefixRuns:
     tensors before every ``ceil(len(plan) / CHECKPOINTS)``-th entry (references: no copy) while the
     store holds at most ``budget`` bytes (:data:`PREFIX_BUDGET`); a later program resumes from the latest such snapshot of
     the stored run whose plan it shares longest. The integers are those of a full run (tested:
-    tests/sim/test_prefix_runs.py). The last ``runs`` runs used or made are kept."""
+    tests/sim_fast/test_prefix_runs.py). The last ``runs`` runs used or made are kept; the store
+    is guarded by a lock (an executor's threads may share one measurement)."""
 
     #: snapshots per run
     CHECKPOINTS = 16
@@ -231,6 +233,7 @@ class PrefixRuns:
         self.runs = max(1, int(runs))
         self.budget = PREFIX_BUDGET if budget is None else int(budget)
         self._store: list[_Run] = []  # least recently used first
+        self._lock = threading.Lock()
         #: entries skipped by resuming, entries run (for the tests and benchmarks)
         self.skipped = 0
         self.ran = 0
@@ -254,22 +257,24 @@ class PrefixRuns:
         plan = _plan(program, True, keep)
         sig = _signature(program, plan)
         best, shared = None, 0
-        for r in self._store:
-            n = 0
-            for a, b in zip(r.sig, sig):
-                if a != b:
-                    break
-                n += 1
-            if n > shared:
-                best, shared = r, n
-        # snapshot i (before plan entry i) is valid when signature entries 0..i agree
-        start = max((i for i in (best.snaps if best else ()) if i < shared), default=None)
+        with self._lock:
+            for r in self._store:
+                n = 0
+                for a, b in zip(r.sig, sig):
+                    if a != b:
+                        break
+                    n += 1
+                if n > shared:
+                    best, shared = r, n
+            # snapshot i (before plan entry i) is valid when signature entries 0..i agree
+            start = max((i for i in (best.snaps if best else ()) if i < shared), default=None)
+            if best is not None and start is not None:
+                self._store.remove(best)
+                self._store.append(best)  # used: most recent
         snaps: dict[int, dict[str, np.ndarray]] = {}
         if best is not None and start is not None:
             snaps = {i: s for i, s in best.snaps.items() if i <= start}
             env = dict(best.snaps[start])
-            self._store.remove(best)
-            self._store.append(best)  # used: most recent
         else:
             start = 0
             env = dict(feeds())
@@ -279,14 +284,17 @@ class PrefixRuns:
         def before(i: int, live: dict[str, np.ndarray]) -> None:
             if i % every == 0 and i not in snaps:
                 snap = dict(live)
-                if self._bytes([*fresh, snap]) <= self.budget:
+                with self._lock:
+                    fits = self._bytes([*fresh, snap]) <= self.budget
+                if fits:
                     snaps[i] = snap
                     fresh.append(snap)
 
-        self.skipped += start
-        self.ran += len(plan) - start
         _run_entries(program, plan, env, start, batch=batch, before=before)
-        self._store.append(_Run(sig, snaps))
-        while len(self._store) > self.runs:
-            self._store.pop(0)
+        with self._lock:
+            self.skipped += start
+            self.ran += len(plan) - start
+            self._store.append(_Run(sig, snaps))
+            while len(self._store) > self.runs:
+                self._store.pop(0)
         return {n: env[n] for n in (*program.output_names, *keep)}
