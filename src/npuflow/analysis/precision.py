@@ -60,7 +60,6 @@ from npuflow.analysis.program import (
 )
 from npuflow.analysis.ranges import NodeOverride, QuantOptions
 from npuflow.analysis.tails import _r, _value, batch_groups
-from npuflow.sim.fast import runner
 from npuflow.sim.fast.runner import PrefixRuns
 
 #: a channel whose calibrated abs max is below this many steps of its tensor's format vanishes
@@ -335,7 +334,7 @@ class OutputSnr:
         for gi, g in enumerate(groups):
             feed = {k: np.concatenate([np.asarray(self.feeds[i][k]) for i in g]) for k in self.feeds[g[0]]}
             # one snapshot budget for all the groups (one input each where the model has no batch axis)
-            runs = self._prefix.setdefault((gi, tuple(g)), PrefixRuns(budget=runner.PREFIX_BUDGET // len(groups)))
+            runs = self._prefix.setdefault((gi, tuple(g)), PrefixRuns(share=len(groups)))
             env = runs.run(program, lambda feed=feed: program.quantize_inputs(feed), batch=len(g),
                            keep=tuple(lg.tensor for lg in self.logits.values()))
             for o in self.outputs:

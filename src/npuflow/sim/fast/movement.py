@@ -14,7 +14,7 @@ from npuflow.sim.kernels import KERNELS
 from npuflow.sim.kernels._geometry import window_geometry
 from npuflow.sim.kernels.base import KernelStats, finish
 from npuflow.sim.kernels.movement import ConcatParams
-from npuflow.sim.kernels.pool import PoolParams
+from npuflow.sim.kernels.pool import PoolParams, pool_window
 from npuflow.sim.kernels.resize import ResizeParams
 
 
@@ -46,9 +46,7 @@ def max_pool(params: PoolParams, *inputs: np.ndarray, stats: KernelStats | None 
     x = checked(inputs[0], "MaxPool", "X", params.in_format)
     if x.ndim != nd + 2 or x.size == 0:
         return ref.eval(params, x, stats=stats)
-    win = {"kernel_shape": params.kernel_shape, "strides": params.strides, "dilations": params.dilations,
-           "pads": params.pads, "auto_pad": params.auto_pad, "ceil_mode": params.ceil_mode}
-    pb, pe, ex, out_sp = window_geometry(x.shape[2:], win)
+    pb, pe, ex, out_sp = window_geometry(x.shape[2:], pool_window(params))
     pads = tuple(int(v) for v in pb) + tuple(int(e + x_) for e, x_ in zip(pe, ex))
     if any(pads[i] >= params.kernel_shape[i % nd] for i in range(2 * nd)):
         return ref.eval(params, x, stats=stats)  # onnxruntime wants pads below the kernel size
@@ -228,9 +226,7 @@ def avg_pool(params: PoolParams, *inputs: np.ndarray, stats: KernelStats | None 
     # the product total * m stays below 2**62 (|x| <= 2**15, at most kh * kw taps, m < 2**31)
     if k < 0 or not 0 <= m < (1 << 31) or (1 << (params.in_format.bits - 1)) * kh * kw * max(m, 1) >= (1 << 62):
         return ref.eval(params, x, stats=stats)
-    win = {"kernel_shape": params.kernel_shape, "strides": params.strides, "dilations": params.dilations,
-           "pads": params.pads, "auto_pad": params.auto_pad, "ceil_mode": params.ceil_mode}
-    pb, pe, _, out_sp = window_geometry(x.shape[2:], win)
+    pb, pe, _, out_sp = window_geometry(x.shape[2:], pool_window(params))
     cnt = [_window_counts(int(x.shape[2 + a]), int(params.kernel_shape[a]), int(params.strides[a]),
                           int(params.dilations[a]), int(pb[a]), int(pe[a]), int(out_sp[a]), bool(params.count_include_pad))
            for a in range(2)]

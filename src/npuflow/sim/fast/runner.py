@@ -229,9 +229,11 @@ class PrefixRuns:
     #: snapshots per run
     CHECKPOINTS = 16
 
-    def __init__(self, *, runs: int = 2, budget: int | None = None) -> None:
+    def __init__(self, *, runs: int = 2, budget: int | None = None, share: int = 1) -> None:
+        """``budget``: bytes (default :data:`PREFIX_BUDGET`, read now), of which this store gets a
+        ``share``-th (one budget for the stores of one set of inputs run in several groups)."""
         self.runs = max(1, int(runs))
-        self.budget = PREFIX_BUDGET if budget is None else int(budget)
+        self.budget = (PREFIX_BUDGET if budget is None else int(budget)) // max(1, int(share))
         self._store: list[_Run] = []  # least recently used first
         self._lock = threading.Lock()
         #: entries skipped by resuming, entries run (for the tests and benchmarks)

@@ -51,6 +51,18 @@ class PoolParams:
     out_format: QFormat
 
 
+def pool_window(p: PoolParams) -> dict[str, Any]:
+    """The window attributes of a pool's params, as ``window_geometry`` reads them."""
+    return {
+        "kernel_shape": p.kernel_shape,
+        "strides": p.strides,
+        "dilations": p.dilations,
+        "pads": p.pads,
+        "auto_pad": p.auto_pad,
+        "ceil_mode": p.ceil_mode,
+    }
+
+
 class _PoolBase(Kernel):
     is_global = False
 
@@ -88,16 +100,6 @@ class _PoolBase(Kernel):
             out,
         )
 
-    @staticmethod
-    def _win(p: PoolParams) -> dict[str, Any]:
-        return {
-            "kernel_shape": p.kernel_shape,
-            "strides": p.strides,
-            "dilations": p.dilations,
-            "pads": p.pads,
-            "auto_pad": p.auto_pad,
-            "ceil_mode": p.ceil_mode,
-        }
 
 
 class MaxPoolKernel(_PoolBase):
@@ -107,7 +109,7 @@ class MaxPoolKernel(_PoolBase):
         (x,) = inputs
         q = check_int(x, self.op_type, "X", params.in_format).astype(np.int64)
         nd = len(params.kernel_shape)
-        pb, pe, ex, out_sp = window_geometry(q.shape[-nd:], self._win(params))
+        pb, pe, ex, out_sp = window_geometry(q.shape[-nd:], pool_window(params))
         sentinel = params.in_format.qmin - 1  # padding never wins a max
         xp = pad_spatial(q, pb, [e + x_ for e, x_ in zip(pe, ex)], sentinel)
         view = windows(xp, params.kernel_shape, params.strides, params.dilations, out_sp)
@@ -142,7 +144,7 @@ class AveragePoolKernel(_PoolBase):
         q = check_int(x, self.op_type, "X", params.in_format).astype(np.int64)
         nd = len(params.kernel_shape)
         sp = q.shape[-nd:]
-        pb, pe, ex, out_sp = window_geometry(sp, self._win(params))
+        pb, pe, ex, out_sp = window_geometry(sp, pool_window(params))
         pe_all = [e + x_ for e, x_ in zip(pe, ex)]
         xp = pad_spatial(q, pb, pe_all, 0)
         k, s, d = params.kernel_shape, params.strides, params.dilations
