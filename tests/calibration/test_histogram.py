@@ -134,3 +134,75 @@ def test_compiled_update_equals_numpy(seed, size, spread, kind, subsample, monke
     for q in track:  # the order statistic of rank ceil(q n) - 1 of each input's every |x|, max over inputs
         exact = max(float(np.sort(np.abs(v))[int(np.ceil(q * v.size)) - 1]) for v in inputs)
         assert a.per_input_percentile(q) == exact
+
+
+def _numpy_channel_stats(y):
+    axes = tuple(i for i in range(y.ndim) if i != 1)
+    return y.astype(np.float64).sum(axis=axes), np.maximum(y.max(axis=axes), -y.min(axis=axes)).astype(np.float64)
+
+
+def test_channel_stats_hand_values():
+    """Order matters in float64 here, and the compiled sum follows numpy's pairwise order: 16
+    values of one channel are two blocks feeding eight running sums (lanes 0..7), combined as
+    ((r0+r1)+(r2+r3))+((r4+r5)+(r6+r7)). With 2**60 at index 0 and -2**60 at index 8 (both lane 0)
+    and 1.0 everywhere else, lane 0 cancels exactly and the others hold 2.0 each: 14. A sequential
+    sum loses the seven 1.0 added after 2**60 (its ulp is 256): 7."""
+    from npuflow.calibration.histogram import channel_stats
+
+    row = np.ones(16, np.float32)
+    row[0], row[8] = np.float32(2.0**60), np.float32(-(2.0**60))
+    y = np.stack([row, -row * np.float32(0.5)])[None]  # (1, 2, 16)
+    s, m = channel_stats(y, True, True)
+    assert s[0] == 14.0 and s[1] == -7.0
+    assert list(m) == [2.0**60, 2.0**59]
+    seq = 0.0
+    for v in row.astype(np.float64):
+        seq += v
+    assert seq == 7.0  # the order is what the test pins down
+    ref_s, ref_m = _numpy_channel_stats(y)
+    assert np.array_equal(s, ref_s) and np.array_equal(m, ref_m)
+    # only what is asked for; a channel of zeros (and -0.0) has sum 0 and max 0
+    z = np.zeros((1, 3, 2, 2), np.float32)
+    z[0, 1] = -0.0
+    assert channel_stats(z, True, False)[1] is None and channel_stats(z, False, True)[0] is None
+    assert list(channel_stats(z, True, True)[1]) == [0.0, 0.0, 0.0]
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**32 - 1), c=st.integers(1, 6), spatial=st.lists(st.integers(1, 300), min_size=0, max_size=2),
+       batch=st.sampled_from([1, 1, 1, 2]), spread=st.floats(1, 40),
+       layout=st.sampled_from(["contiguous", "transposed", "float64"]))
+def test_channel_stats_equals_numpy(seed, c, spatial, batch, spread, layout, monkeypatch):
+    """Per-channel float64 sums and abs maxima: the compiled pass (float32, batch 1, contiguous)
+    gives numpy's float64 values bit for bit, also with values spread over many binades (where
+    the summation order changes the result) and runs longer than numpy's 128-value leaves; other
+    layouts go through numpy; NPUFLOW_SIM=numpy gives the same."""
+    from npuflow.calibration.histogram import channel_stats
+
+    rng = np.random.default_rng(seed)
+    shape = (batch, c, *spatial)
+    y = (rng.standard_normal(shape) * np.exp2(rng.uniform(-spread, spread, shape))).astype(np.float32)
+    if layout == "transposed" and y.ndim >= 3:
+        y = np.swapaxes(np.swapaxes(y, 1, 2).copy(), 1, 2)  # the same values, not C-contiguous
+    elif layout == "float64":
+        y = y.astype(np.float64)
+    ref_s, ref_m = _numpy_channel_stats(y)
+    for mode in ("", "numpy"):
+        monkeypatch.setenv("NPUFLOW_SIM", mode)
+        s, m = channel_stats(y, True, True)
+        assert s.dtype == np.float64 and m.dtype == np.float64
+        assert np.array_equal(s, ref_s), (mode, s - ref_s)
+        assert np.array_equal(m, ref_m)
+
+
+def test_channel_stats_long_runs_equal_numpy():
+    """Channels of 112x112 and 208x208 values (leaves, several split levels, a remainder that is
+    not a multiple of eight) with values over 60 binades."""
+    from npuflow.calibration.histogram import channel_stats
+
+    rng = np.random.default_rng(7)
+    for shape in [(1, 3, 112, 112), (1, 2, 208, 208), (1, 2, 1, 1001), (1, 4, 129)]:
+        y = (rng.standard_normal(shape) * np.exp2(rng.uniform(-30, 30, shape))).astype(np.float32)
+        s, m = channel_stats(y, True, True)
+        ref_s, ref_m = _numpy_channel_stats(y)
+        assert np.array_equal(s, ref_s) and np.array_equal(m, ref_m), shape

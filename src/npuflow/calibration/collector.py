@@ -11,7 +11,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import onnx
 
-from npuflow.calibration.histogram import AbsHistogram
+from npuflow.calibration.histogram import AbsHistogram, channel_stats
 from npuflow.errors import InputError
 from npuflow.reference.float_runner import FloatRunner
 
@@ -103,7 +103,9 @@ class StatsCollector:
         # worker per thread (at most one per core) and onnxruntime half as many threads, which
         # wait passively (measured on 2 cores, efficientnet_lite0, whole analysis(): 6.8-7.2 s
         # with 2 onnxruntime threads and 1 worker, 6.2 s with 2 and 2, 5.9 s with 1 and 2;
-        # threads=4 uncapped 6.0 s vs 5.65 s for threads=2)
+        # threads=4 uncapped 6.0 s vs 5.65 s for threads=2). Since the per-channel sums and maxima
+        # are one compiled pass (channel_stats) the statistics cost about onnxruntime's pass
+        # (200 inputs: 7.3 s with 1 and 2, 7.2 s with 2 and 2: the same within noise)
         workers = min(threads, os.cpu_count() or threads)
         self.runner = FloatRunner(expose_tensors(model, self.tensors), label="calibration model",
                                   threads=max(1, workers // 2) if threads > 1 else threads, spin=False)
@@ -143,14 +145,14 @@ class StatsCollector:
             for acc in self.moments.get(t, ()):
                 if not acc.full:
                     acc.update(y)
-            if t in means and y.ndim >= 2:
-                s = y.astype(np.float64).sum(axis=tuple(i for i in range(y.ndim) if i != 1))
-                self.channel_sum[t] = s if t not in self.channel_sum else self.channel_sum[t] + s
-                self.channel_count[t] = self.channel_count.get(t, 0) + y.size // y.shape[1]
-            if t in absmax and y.ndim >= 2 and y.size:
-                axes = tuple(i for i in range(y.ndim) if i != 1)  # max |y| without a full-size |y| copy
-                m = np.maximum(y.max(axis=axes), -y.min(axis=axes)).astype(np.float64)
-                self.channel_absmax[t] = m if t not in self.channel_absmax else np.maximum(self.channel_absmax[t], m)
+            want_sum, want_max = t in means and y.ndim >= 2, t in absmax and y.ndim >= 2 and y.size > 0
+            if want_sum or want_max:  # one pass over y for both (compiled: channel_stats)
+                s, m = channel_stats(y, want_sum, want_max)
+                if s is not None:
+                    self.channel_sum[t] = s if t not in self.channel_sum else self.channel_sum[t] + s
+                    self.channel_count[t] = self.channel_count.get(t, 0) + y.size // y.shape[1]
+                if m is not None:
+                    self.channel_absmax[t] = m if t not in self.channel_absmax else np.maximum(self.channel_absmax[t], m)
 
         if self.pool is None:
             for ty in pairs:

@@ -27,7 +27,7 @@ SUBSAMPLE_LIMIT = 1 << 16
 
 if HAVE_NUMBA:
 
-    @njit
+    @njit(nogil=True)
     def _count(x, stride, inv, counts, thr, vals, bins):  # pragma: no cover - jitted
         # counts[int32(|x[i]| * inv)] += 1 for i = 0, stride, 2 * stride, ... (the float32 product
         # and truncation of the numpy path); the |x| >= thr (and their bins) go to vals/bins while
@@ -96,7 +96,7 @@ if HAVE_NUMBA:
             m = max(m, xi[i] & 0x7FFFFFFF)
         return m
 
-    @njit
+    @njit(nogil=True)
     def _tail(x, stride, inv, lowest, vals, bins):  # pragma: no cover - jitted
         # the sampled |x| whose bin is >= lowest, and their bins, in memory order
         k = 0
@@ -108,6 +108,123 @@ if HAVE_NUMBA:
                 bins[k] = b
                 k += 1
         return k
+
+
+    @njit(nogil=True)
+    def _pairwise_block(row, lo, n):  # pragma: no cover - jitted
+        # numpy's pairwise summation of float64(row[lo:lo + n]) for n <= 128 (its leaf: eight
+        # running sums, combined as a tree, then the remainder in order)
+        if n < 8:
+            res = 0.0
+            for i in range(lo, lo + n):
+                res += np.float64(row[i])
+            return res
+        r0 = np.float64(row[lo])
+        r1 = np.float64(row[lo + 1])
+        r2 = np.float64(row[lo + 2])
+        r3 = np.float64(row[lo + 3])
+        r4 = np.float64(row[lo + 4])
+        r5 = np.float64(row[lo + 5])
+        r6 = np.float64(row[lo + 6])
+        r7 = np.float64(row[lo + 7])
+        i = 8
+        end = n - n % 8
+        while i < end:
+            r0 += np.float64(row[lo + i])
+            r1 += np.float64(row[lo + i + 1])
+            r2 += np.float64(row[lo + i + 2])
+            r3 += np.float64(row[lo + i + 3])
+            r4 += np.float64(row[lo + i + 4])
+            r5 += np.float64(row[lo + i + 5])
+            r6 += np.float64(row[lo + i + 6])
+            r7 += np.float64(row[lo + i + 7])
+            i += 8
+        res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+        while i < n:
+            res += np.float64(row[lo + i])
+            i += 1
+        return res
+
+    @njit(nogil=True)
+    def _pairwise_sum(row, los, ns, stage, vals):  # pragma: no cover - jitted
+        # float64 sum of ``row`` in numpy's pairwise order (numpy/_core/src/umath/
+        # loops_utils.h.src, PW_BLOCKSIZE 128: a run longer than 128 splits at n2 = n // 2 rounded
+        # down to a multiple of 8, and the sum is left + right): the float64 value numpy's ``sum``
+        # gives for the float64 copy of one contiguous run, bit for bit. The recursion unrolled
+        # onto a stack (numba's cache mishandles recursive functions); ``los``/``ns``/``stage``/
+        # ``vals``: scratch of >= 64 entries (depth < 64 for any array size)
+        n = row.size
+        if n <= 128:
+            return _pairwise_block(row, 0, n)
+        sp = 0
+        vp = 0
+        los[0] = 0
+        ns[0] = n
+        stage[0] = 0
+        while sp >= 0:
+            lo = los[sp]
+            m = ns[sp]
+            if m <= 128:
+                vals[vp] = _pairwise_block(row, lo, m)
+                vp += 1
+                sp -= 1
+                continue
+            half = m // 2
+            half -= half % 8
+            if stage[sp] == 0:  # the left half first
+                stage[sp] = 1
+                sp += 1
+                los[sp] = lo
+                ns[sp] = half
+                stage[sp] = 0
+            elif stage[sp] == 1:  # then the right half
+                stage[sp] = 2
+                sp += 1
+                los[sp] = lo + half
+                ns[sp] = m - half
+                stage[sp] = 0
+            else:  # both done: left + right
+                vals[vp - 2] = vals[vp - 2] + vals[vp - 1]
+                vp -= 1
+                sp -= 1
+        return vals[0]
+
+    @njit(nogil=True)
+    def _channel_stats(y, bits, sums, maxes, want_sums, want_maxes):  # pragma: no cover - jitted
+        # per row c of y (C, S) float32: sums[c] = its float64 sum in numpy's order; maxes[c] =
+        # max |y| as int32 bits with the sign cleared (``bits``: y viewed as int32; the order of
+        # those patterns is the order of |y|, an integer max that vectorizes)
+        los = np.empty(64, dtype=np.int64)
+        ns = np.empty(64, dtype=np.int64)
+        stage = np.empty(64, dtype=np.int8)
+        vals = np.empty(64, dtype=np.float64)
+        for c in range(y.shape[0]):
+            if want_sums:
+                sums[c] = _pairwise_sum(y[c], los, ns, stage, vals)
+            if want_maxes:
+                m = np.int32(0)
+                for j in range(bits.shape[1]):
+                    m = max(m, bits[c, j] & 0x7FFFFFFF)
+                maxes[c] = m
+
+
+def channel_stats(y: np.ndarray, sums: bool, maxes: bool) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Per-channel (axis 1) float64 sums and abs maxima of ``y`` (ndim >= 2, finite values):
+    ``y.astype(float64).sum(axis=all but 1)`` and ``max(y.max(...), -y.min(...))`` as float64,
+    each only when asked. One compiled pass for a C-contiguous float32 ``y`` of batch 1 (the
+    calibration's case), giving the same float64 values as numpy (its pairwise summation order
+    within a channel, which is one contiguous run there); numpy otherwise."""
+    c = y.shape[1]
+    if HAVE_NUMBA and use_numba() and y.dtype == np.float32 and y.shape[0] == 1 and y.flags.c_contiguous and y.size:
+        rows = y.reshape(c, -1)
+        s = np.zeros(c, dtype=np.float64)
+        m = np.zeros(c, dtype=np.int32)
+        _channel_stats(rows, rows.view(np.int32), s, m, sums, maxes)
+        return (s if sums else None), (m.view(np.float32).astype(np.float64) if maxes else None)
+    axes = tuple(i for i in range(y.ndim) if i != 1)
+    s = y.astype(np.float64).sum(axis=axes) if sums else None
+    m = np.maximum(y.max(axis=axes), -y.min(axis=axes)).astype(np.float64) if maxes and y.size else None
+    return s, m
 
 
 _NO_VALS = np.empty(0, dtype=np.float32)

@@ -7,13 +7,13 @@ recorded as ``_abs_max_rows_impl`` (before the parallel and sequential ones had 
 are listed under both. The uint8 x uint8 engine's (int32 sums: ``Array(int32, ...)`` accumulators, the
 uint8 limb kernel) were added from the same workloads run again on a machine without VNNI, where the
 1x1 convolutions use it, and from efficientnet_lite0_a16w8 (``datapath_bitwidth_mode="int16"``:
-kneron_inference, run_batch of 32), compared with the dispatchers' signatures. AveragePool's kernel (``movement._avg_pool_hw``) was added by hand
-from its dispatcher's signatures. Regenerate after
+kneron_inference, run_batch of 32), compared with the dispatchers' signatures. AveragePool's kernel (``movement._avg_pool_hw``) and the calibration's per-channel statistics
+(``histogram._channel_stats``) were added by hand from their dispatchers' signatures. Regenerate after
 changing a kernel's argument types (``python -m npuflow.sim.fast.precompile --record LABEL=FOLDER
 ...``); a signature missing here only compiles on first use.
 """
 
-#: 64 signatures
+#: 65 signatures
 SIGNATURES: dict[str, tuple[str, ...]] = {
     '_common._limbs_kernel.<locals>.kern': (
         "(Array(int16, 1, 'C', False, aligned=True), int64, int64, Array(float32, 2, 'C', False, aligned=True))",  # efficientnet_lite0_int8 mnist_quickstart yolox_nano_int8
@@ -115,6 +115,9 @@ SIGNATURES: dict[str, tuple[str, ...]] = {
     ),
     'histogram._at_least': (
         "(Array(float32, 1, 'C', False, aligned=True), float32, Array(float32, 1, 'C', False, aligned=True))",  # efficientnet_lite0_int8 yolox_nano_int8
+    ),
+    'histogram._channel_stats': (
+        "(Array(float32, 2, 'C', False, aligned=True), Array(int32, 2, 'C', False, aligned=True), Array(float64, 1, 'C', False, aligned=True), Array(int32, 1, 'C', False, aligned=True), bool, bool)",  # calibration's per-channel sums and maxima (added by hand; its callees compile with it)
     ),
     'histogram._count': (
         "(Array(float32, 1, 'C', False, aligned=True), int64, float32, Array(int64, 1, 'C', False, aligned=True), float32, Array(float32, 1, 'C', False, aligned=True), Array(int32, 1, 'C', False, aligned=True))",  # efficientnet_lite0_int8 mnist_quickstart yolox_nano_int8
