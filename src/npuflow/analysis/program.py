@@ -14,7 +14,7 @@ import onnx
 
 from npuflow.analysis.effects import FormatNotes, output_chains, post_sigmoid_targets
 from npuflow.analysis.graph import MAC_OPS, PASS_THROUGH, Step
-from npuflow.analysis.ranges import NodeOverride, QuantOptions, choose_abs_max, range_rule
+from npuflow.analysis.ranges import NodeOverride, QuantOptions, choose_abs_max, output_bound, range_rule
 from npuflow.calibration.histogram import AbsHistogram
 from npuflow.errors import NpuflowError
 from npuflow.quant.formats import weight_format
@@ -453,14 +453,16 @@ def build_program(
                                           opts.model_in_bits, power_of_two=True)
         notes.width[n], notes.range[n] = "model_in", "input"
 
-    def calibrated(tensor: str, bits: int, node: str) -> QFormat:
+    def calibrated(tensor: str, bits: int, node: str, op_type: str | None = None) -> QFormat:
         ov = opts.overrides.get(node)
         if ov is not None and ov.abs_max is not None:
             notes.range[tensor] = "abs_max"
             return QFormat.from_abs_max(float(ov.abs_max), bits)
         role = "output" if tensor in graph_outputs else "internal"
         notes.range[tensor] = range_rule(bits, opts, role, tensor)
-        a = choose_abs_max(stats[tensor], bits, opts, role, tensor=tensor)
+        a = choose_abs_max(stats[tensor], bits, opts, role, tensor=tensor, op_type=op_type)
+        if role == "output" and op_type is not None and tensor not in targets and output_bound(op_type, stats[tensor]):
+            notes.range[tensor] = "output bound"  # the op's own bound (spec 3.1)
         if tensor in targets:
             capped = choose_abs_max(stats[tensor], bits, opts, role, capped=True, tensor=tensor)
             notes.capped[tensor] = (a, capped, targets[tensor])
@@ -493,7 +495,7 @@ def build_program(
                     # (a calibrated one would round them again; a Pad's zeros would lower its quantiles)
                     formats[y] = inherit(y, src)
                 elif y in stats:
-                    formats[y] = calibrated(y, out_bits(y, "cpu_node", ov), key)
+                    formats[y] = calibrated(y, out_bits(y, "cpu_node", ov), key, st.op_type)
                 elif src is not None:  # a data-movement op that fell back to float: its input's format
                     formats[y] = inherit(y, src)
                 else:
@@ -514,7 +516,7 @@ def build_program(
         if st.op_type in PASS_THROUGH:
             out_fmts = [inherit(y, st.runtime_inputs[0]) for y in st.outputs]
         else:
-            out_fmts = [calibrated(y, out_bits(y, "datapath", ov), key) for y in st.outputs]
+            out_fmts = [calibrated(y, out_bits(y, "datapath", ov), key, st.op_type) for y in st.outputs]
         for y in st.outputs:
             notes.producer[y] = st.name
         in_formats: list[QFormat | None] = [formats.get(x) if x else None for x in st.inputs]
