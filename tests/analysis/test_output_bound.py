@@ -9,7 +9,12 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from npuflow.analysis.ranges import OUTPUT_BOUNDS, QuantOptions, choose_abs_max, output_bound
+from npuflow.analysis.ranges import (
+    OUTPUT_BOUNDS,
+    QuantOptions,
+    choose_abs_max,
+    output_bound,
+)
 from npuflow.calibration.histogram import AbsHistogram
 
 
