@@ -37,6 +37,45 @@ def test_add_sub_fast_equals_reference(seed, op, fa, fb, fo, shape, const, act):
     same(op, FAST[op], params, *xs)
 
 
+
+def test_add_scalar_constant_hand_vectors(monkeypatch):
+    """Add of one int8 input and a scalar constant (the decomposed HardSwish's x + 3): every int8
+    input, worked by hand, on the compiled branch-free kernel (the others are patched out). Input
+    LSB 0.5, output LSB 1: q / 2 rounds half to even (1 -> 0, 3 -> 2, -1 -> 0, -3 -> -2); with
+    + 100 the output saturates from q = 55 on (127.5 -> 127 would be 128 before the clamp),
+    counted; + 3 then Clip(0, 6): the constant joins before the one rounding (-5 / 2 + 3 = 0.5 -> 0),
+    clamped at 0 and 6."""
+    import npuflow.sim.fast.elementwise as E
+    from npuflow.sim.kernels import KernelStats
+
+    def other(*a, **k):
+        raise AssertionError("not the branch-free scalar-constant kernel")
+
+    monkeypatch.setattr(E, "_add1", other)
+    monkeypatch.setattr(KERNELS["Add"], "eval", other)
+    q = np.arange(-128, 128, dtype=np.int8)
+    half, unit = QFormat(8, 1, 1.0), QFormat(8, 0, 1.0)
+    p0 = KERNELS["Add"].prepare({}, [half, None], unit, {"B": np.array(0.0)})
+    got = FAST["Add"](p0, q)
+    want = [int(np.rint(v / 2)) for v in range(-128, 128)]  # np.rint: half to even
+    assert got.tolist() == want
+    assert [int(got[128 + v]) for v in (1, 3, 5, -1, -3, -5)] == [0, 2, 2, 0, -2, -2]
+    stats = KernelStats()
+    p100 = KERNELS["Add"].prepare({}, [half, None], unit, {"B": np.array(100.0)})
+    got = FAST["Add"](p100, q, stats=stats)
+    want = [min(127, int(np.rint(v / 2)) + 100) for v in range(-128, 128)]
+    assert got.tolist() == want
+    assert stats.out_saturated == sum(1 for v in range(-128, 128) if int(np.rint(v / 2)) + 100 > 127)
+    relu6 = KERNELS["Add"].prepare({"activation": "Clip", "activation_min": 0.0, "activation_max": 6.0},
+                                   [half, None], unit, {"B": np.array(3.0)})
+    got = FAST["Add"](relu6, q)
+    # one rounding of the exact sum: -5 / 2 + 3 = 0.5 -> 0 and -3 / 2 + 3 = 1.5 -> 2 (not rint(q / 2) + 3)
+    assert got.tolist() == [min(6, max(0, int(np.rint(v / 2 + 3)))) for v in range(-128, 128)]
+    assert [int(got[128 + v]) for v in (-5, -3, -1, 1)] == [0, 2, 2, 4]
+    monkeypatch.undo()
+    for params in (p0, p100, relu6):
+        same("Add", FAST["Add"], params, q)
+
 @FAST_PROP
 @given(seed=st.integers(0, 2**32 - 1), op=st.sampled_from(["Sigmoid", "Tanh", "Exp", "HardSigmoid", "HardSwish",
                                                              "Swish"]), fi=fmts, fo=fmts,

@@ -7,13 +7,14 @@ recorded as ``_abs_max_rows_impl`` (before the parallel and sequential ones had 
 are listed under both. The uint8 x uint8 engine's (int32 sums: ``Array(int32, ...)`` accumulators, the
 uint8 limb kernel) were added from the same workloads run again on a machine without VNNI, where the
 1x1 convolutions use it, and from efficientnet_lite0_a16w8 (``datapath_bitwidth_mode="int16"``:
-kneron_inference, run_batch of 32), compared with the dispatchers' signatures. AveragePool's kernel (``movement._avg_pool_hw``) and the calibration's per-channel statistics
-(``histogram._channel_stats``) were added by hand from their dispatchers' signatures. Regenerate after
+kneron_inference, run_batch of 32), compared with the dispatchers' signatures. AveragePool's kernel (``movement._avg_pool_hw``), the calibration's per-channel statistics
+(``histogram._channel_stats``) and the Add of a scalar constant (``elementwise._add1_fast``) were
+added by hand from their dispatchers' signatures. Regenerate after
 changing a kernel's argument types (``python -m npuflow.sim.fast.precompile --record LABEL=FOLDER
 ...``); a signature missing here only compiles on first use.
 """
 
-#: 65 signatures
+#: 67 signatures
 SIGNATURES: dict[str, tuple[str, ...]] = {
     '_common._limbs_kernel.<locals>.kern': (
         "(Array(int16, 1, 'C', False, aligned=True), int64, int64, Array(float32, 2, 'C', False, aligned=True))",  # efficientnet_lite0_int8 mnist_quickstart yolox_nano_int8
@@ -87,6 +88,10 @@ SIGNATURES: dict[str, tuple[str, ...]] = {
     'depthwise._out_nhwc': (
         "(Array(int32, 3, 'C', False, aligned=True), Array(int32, 2, 'C', False, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), bool, int64, int64, int64, int64, int64, int64, Array(int16, 3, 'C', False, aligned=True), Array(int64, 2, 'C', False, aligned=True), Array(int16, 1, 'C', False, aligned=True), Array(uint8, 1, 'C', False, aligned=True), Array(int64, 2, 'C', False, aligned=True), bool, bool)",  # efficientnet_lite0_int8 yolox_nano_int8
         "(Array(int32, 3, 'C', False, aligned=True), Array(int32, 2, 'C', False, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), Array(int64, 1, 'C', True, aligned=True), bool, int64, int64, int64, int64, int64, int64, Array(int8, 3, 'C', False, aligned=True), Array(int64, 2, 'C', False, aligned=True), Array(int8, 1, 'C', False, aligned=True), Array(uint8, 1, 'C', False, aligned=True), Array(int64, 2, 'C', False, aligned=True), bool, bool)",  # efficientnet_lite0_int8 yolox_nano_int8
+    ),
+    'elementwise._add1_fast': (
+        "(Array(int8, 1, 'C', False, aligned=True), int64, int64, int64, int64, int64, int64, int64, int64, Array(int8, 1, 'C', False, aligned=True))",  # Add of a scalar constant (added by hand: the decomposed HardSwish's x + 3)
+        "(Array(int16, 1, 'C', False, aligned=True), int64, int64, int64, int64, int64, int64, int64, int64, Array(int16, 1, 'C', False, aligned=True))",  # the same, 16-bit (added by hand)
     ),
     'elementwise._add2_fast': (
         "(Array(int16, 1, 'C', False, aligned=True), Array(int16, 1, 'C', False, aligned=True), int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, Array(int16, 1, 'C', False, aligned=True))",  # efficientnet_lite0_int8 yolox_nano_int8

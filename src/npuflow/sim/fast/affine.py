@@ -63,7 +63,9 @@ if HAVE_NUMBA:
     @njit(parallel=True)
     def _mul_rows(a, b, m, s, nch, alo, ahi, qlo, qhi, out):  # pragma: no cover - jitted
         # out = sat(clamp(RNE(a * b * m[r] / 2**s[r]))); b is (rows or fewer, size) -- the same
-        # shape as a, read at row r % b.shape[0] -- or (rows or fewer, 1): one value per row
+        # shape as a, read at row r % b.shape[0] -- or (rows or fewer, 1): one value per row.
+        # The two layouts are separate loops (the per-row one folds b * m[r] out of it: the same
+        # product, |a * b * m| < 2**61): 15-30 % faster than one loop choosing per value
         rows, size = a.shape
         full = b.shape[1] > 1 or size == 1
         sat = 0
@@ -71,11 +73,19 @@ if HAVE_NUMBA:
             r, j0, j1, mm, ss = _chunk(t, nch, size, m, s)
             rb = r % b.shape[0]
             hs = ((1 << ss) >> 1) - 1
-            for j in range(j0, j1):
-                bb = np.int64(b[rb, j if full else 0])
-                cv, k = _store(_rne(np.int64(a[r, j]) * bb * mm, ss, hs), alo, ahi, qlo, qhi)
-                sat += k
-                out[r, j] = cv
+            n = 0
+            if full:
+                for j in range(j0, j1):
+                    cv, k = _store(_rne(np.int64(a[r, j]) * np.int64(b[rb, j]) * mm, ss, hs), alo, ahi, qlo, qhi)
+                    n += k
+                    out[r, j] = cv
+            else:
+                bm = np.int64(b[rb, 0]) * mm
+                for j in range(j0, j1):
+                    cv, k = _store(_rne(np.int64(a[r, j]) * bm, ss, hs), alo, ahi, qlo, qhi)
+                    n += k
+                    out[r, j] = cv
+            sat += n
         return sat
 
 
