@@ -109,6 +109,61 @@ def test_max_pool_fast_equals_reference(seed, nd, k, s, d, pad, ceil, auto, fi, 
     same("MaxPool", FAST["MaxPool"], params, x)
 
 
+
+@FAST_PROP
+@given(seed=st.integers(0, 2**32 - 1), kh=st.integers(1, 4), kw=st.integers(1, 4), sh=st.integers(1, 3),
+       sw=st.integers(1, 3), dh=st.integers(1, 2), dw=st.integers(1, 2),
+       pads=st.lists(st.integers(0, 4), min_size=4, max_size=4), ceil=st.booleans(), fi=fmts,
+       same_fmt=st.booleans(), fo=fmts, n=st.integers(1, 2), h=st.integers(1, 11), w=st.integers(1, 11),
+       extreme=st.booleans())
+def test_max_pool_2d_compiled_equals_reference(seed, kh, kw, sh, sw, dh, dw, pads, ceil, fi, same_fmt, fo, n, h, w,
+                                               extreme):
+    """The compiled 2-D MaxPool: per-axis kernels, strides, dilations and asymmetric pads
+    (also pads as large as the kernel, which onnxruntime refuses), ceil mode, 8/16-bit formats,
+    format-extreme values, requantized outputs."""
+    rng = np.random.default_rng(seed)
+    attrs = {"kernel_shape": [kh, kw], "strides": [sh, sw], "dilations": [dh, dw], "pads": pads,
+             "ceil_mode": int(ceil)}
+    try:
+        params = KERNELS["MaxPool"].prepare(attrs, [fi], fi if same_fmt else fo)
+        x = rand_q(rng, (n, 2, h, w), fi)
+        if extreme:
+            x = np.where(rng.random(x.shape) < 0.5, fi.qmin, fi.qmax).astype(x.dtype)
+        KERNELS["MaxPool"].eval(params, x)
+    except ValueError:
+        assume(False)
+    same("MaxPool", FAST["MaxPool"], params, x)
+
+
+def test_max_pool_2d_hand_vectors(monkeypatch):
+    """Worked by hand, on the compiled loop (onnxruntime and the reference patched out): a 2x3
+    window with stride (1, 2), pads (top 1, left 1) that never win over negative values, a dilated
+    window, and a finer output format that saturates (counted)."""
+    import npuflow.sim.fast.movement as M
+    from npuflow.sim.kernels import KernelStats
+
+    def other(*a, **k):
+        raise AssertionError("not the compiled MaxPool")
+
+    x = np.array([[[[-5, -3, -9, -1, -7],
+                    [-8, -2, -6, -4, -10]]]], dtype=np.int8)  # (1, 1, 2, 5)
+    p = KERNELS["MaxPool"].prepare({"kernel_shape": [2, 3], "strides": [1, 2], "pads": [1, 1, 0, 0]}, [UNIT], UNIT)
+    want = KERNELS["MaxPool"].eval(p, x)
+    monkeypatch.setattr(M, "single_node_session", other)
+    monkeypatch.setattr(KERNELS["MaxPool"], "eval", other)
+    got = FAST["MaxPool"](p, x)
+    # rows {pad, 0} then {0, 1}; columns {pad, 0, 1}, {1, 2, 3}: padding never wins over -5
+    assert got.tolist() == want.tolist() == [[[[-3, -1], [-2, -1]]]]
+    pd = KERNELS["MaxPool"].prepare({"kernel_shape": [1, 2], "dilations": [1, 3]}, [UNIT], UNIT)
+    # columns {0, 3}, {1, 4}: max(-5, -1) = -1, max(-3, -7) = -3; row 2: max(-8, -4), max(-2, -10)
+    assert FAST["MaxPool"](pd, x).tolist() == [[[[-1, -3], [-4, -2]]]]
+    stats = KernelStats()
+    fine = KERNELS["MaxPool"].prepare({"kernel_shape": [1, 1]}, [UNIT], QFormat(8, 4, 1.0))
+    y = np.array([[[[8, -9, 7, 0]]]], dtype=np.int8)
+    # x16: 128 -> 127 (saturated), -144 -> -128 (saturated), 112, 0
+    assert FAST["MaxPool"](fine, y, stats=stats).tolist() == [[[[127, -128, 112, 0]]]]
+    assert stats.out_saturated == 2 and stats.out_elements == 4
+
 @FAST_PROP
 @given(seed=st.integers(0, 2**32 - 1), kh=st.integers(1, 5), kw=st.integers(1, 5), sh=st.integers(1, 3),
        sw=st.integers(1, 3), d=st.integers(1, 2), pads=st.lists(st.integers(0, 3), min_size=4, max_size=4),

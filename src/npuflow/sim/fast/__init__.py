@@ -14,10 +14,11 @@ and bit for bit on the shared models. How they get there:
   onnxruntime would need limbs or the layer is small; the integer output stage is compiled with
   numba when it is installed (a dependency where numba has wheels), else the reference ``mac_finish``
   runs on the int64 sums.
-* Table, elementwise (Add/Sub, Mul, BatchNormalization, Relu/Clip: :mod:`.affine`) and
-  AveragePool ops are compiled integer loops (numba) with the reference arithmetic; without numba
-  they are not replaced. MaxPool runs on onnxruntime (a maximum of integers held in float32 is
-  exact); GlobalAveragePool and ReduceMean keep the reference (one numpy sum per channel).
+* Table, elementwise (Add/Sub, Mul, BatchNormalization, Relu/Clip: :mod:`.affine`), AveragePool
+  and 2-D MaxPool ops are compiled integer loops (numba) with the reference arithmetic; without
+  numba they are not replaced, except MaxPool, which then (and for other ranks) runs on onnxruntime
+  (a maximum of integers held in float32 is exact); GlobalAveragePool and ReduceMean keep the
+  reference (one numpy sum per channel).
 
 Selection: :func:`fast_eval` returns the fast function for an op type, or None (use the
 reference). ``NPUFLOW_SIM=reference`` forces the reference kernels everywhere;

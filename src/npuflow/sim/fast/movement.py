@@ -1,4 +1,5 @@
-"""Fast MaxPool (onnxruntime on integers held in float32: a maximum is exact), AveragePool (one
+"""Fast MaxPool (2-D windows of 8/16-bit integers: one compiled loop; otherwise onnxruntime on
+integers held in float32: a maximum is exact), AveragePool (one
 compiled loop: int64 window sums and the reference's single exact rounding), Concat (a plain
 concatenation when no input needs requantizing) and nearest Resize (cached indices)."""
 from __future__ import annotations
@@ -47,11 +48,13 @@ def max_pool(params: PoolParams, *inputs: np.ndarray, stats: KernelStats | None 
     if x.ndim != nd + 2 or x.size == 0:
         return ref.eval(params, x, stats=stats)
     pb, pe, ex, out_sp = window_geometry(x.shape[2:], pool_window(params))
+    if _has_empty_window(x.shape[2:], params, pb, out_sp):
+        return ref.eval(params, x, stats=stats)  # the reference's qmin - 1 (onnxruntime: 0 or -inf)
+    if use_numba() and nd == 2 and params.in_format.bits <= 16:
+        return _max_pool_compiled(params, x, pb, out_sp, stats)
     pads = tuple(int(v) for v in pb) + tuple(int(e + x_) for e, x_ in zip(pe, ex))
     if any(pads[i] >= params.kernel_shape[i % nd] for i in range(2 * nd)):
         return ref.eval(params, x, stats=stats)  # onnxruntime wants pads below the kernel size
-    if _has_empty_window(x.shape[2:], params, pb, out_sp):
-        return ref.eval(params, x, stats=stats)  # onnxruntime has no defined answer there
     plan: _PoolPlan = _POOL_PLANS.get(params)
     if pads in plan.failed:
         return ref.eval(params, x, stats=stats)
@@ -74,6 +77,25 @@ def max_pool(params: PoolParams, *inputs: np.ndarray, stats: KernelStats | None 
             stats.out_elements += int(m.size)
         return m.astype(params.out_format.dtype)
     return finish(params.rq.apply(m), params.out_format, stats)
+
+
+def _max_pool_compiled(params: PoolParams, x: np.ndarray, pb: Any, out_sp: Any, stats: KernelStats | None) -> np.ndarray:
+    """2-D MaxPool of 8/16-bit integers in one compiled pass (the window maxima in the input's
+    own container), then the reference's requantization where the output format differs."""
+    from npuflow.sim.fast.elementwise import requant_array
+
+    n, c, h, w = x.shape
+    m = np.empty((n * c, int(out_sp[0]), int(out_sp[1])), dtype=x.dtype)
+    (kh, kw), (sh, sw), (dh, dw) = params.kernel_shape, params.strides, params.dilations
+    _max_pool_hw(np.ascontiguousarray(x).reshape(n * c, h, w), int(kh), int(kw), int(sh), int(sw), int(dh), int(dw),
+                 int(pb[0]), int(pb[1]), m)
+    m = m.reshape(n, c, int(out_sp[0]), int(out_sp[1]))
+    if params.rq.identity and params.out_format.bits >= params.in_format.bits:
+        if stats is not None:
+            stats.out_elements += int(m.size)
+        return m.astype(params.out_format.dtype, copy=False)
+    r = requant_array(m, params.rq, params.out_format, stats)
+    return r if r is not None else finish(params.rq.apply(m.astype(np.int64)), params.out_format, stats)
 
 
 def concat(params: ConcatParams, *inputs: np.ndarray, stats: KernelStats | None = None) -> np.ndarray:
@@ -190,6 +212,55 @@ if HAVE_NUMBA:
                 sat += 1
             o[ox] = cq
         return sat
+
+    @njit
+    def _tap_range(n_out, k, stride, dil, pad, size, lo, hi):  # pragma: no cover - jitted
+        # per output position o: the taps [lo[o], hi[o]) of its window that lie inside [0, size)
+        for o in range(n_out):
+            start = o * stride - pad
+            a = 0
+            while a < k and start + a * dil < 0:
+                a += 1
+            b = k
+            while b > a and start + (b - 1) * dil >= size:
+                b -= 1
+            lo[o] = a
+            hi[o] = b
+
+    @njit(parallel=True)
+    def _max_pool_hw(x, kh, kw, sh, sw, dh, dw, pt, pl, out):  # pragma: no cover - jitted
+        # out[p, oy, ox] = the largest element of the window inside the input (padding never
+        # wins; the caller has checked that no window is all padding). Per output row, the
+        # maximum over the window's rows first (a contiguous pass that vectorizes), then over
+        # each window's columns: 6x faster than one loop per window on u2netp's 2x2 pools
+        planes, oh, ow = out.shape
+        h = x.shape[1]
+        w = x.shape[2]
+        kxl = np.empty(ow, dtype=np.int64)
+        kxh = np.empty(ow, dtype=np.int64)
+        _tap_range(ow, kw, sw, dw, pl, w, kxl, kxh)
+        for t in numba.prange(planes * oh):
+            pi = t // oh
+            oy = t - pi * oh
+            y0 = oy * sh - pt
+            row = np.empty(w, dtype=x.dtype)
+            first = True
+            for ky in range(kh):
+                y = y0 + ky * dh
+                if 0 <= y < h:
+                    src = x[pi, y]
+                    if first:
+                        row[:] = src
+                        first = False
+                    else:
+                        for j in range(w):
+                            row[j] = max(row[j], src[j])
+            for ox in range(ow):
+                x0 = ox * sw - pl
+                best = row[x0 + kxl[ox] * dw]
+                for kx in range(kxl[ox] + 1, kxh[ox]):
+                    best = max(best, row[x0 + kx * dw])
+                out[pi, oy, ox] = best
 
     @njit(parallel=True)
     def _avg_pool_hw(x, kh, kw, sh, sw, dh, dw, pt, pl, cnt_h, cnt_w, m, k, qlo, qhi, out):  # pragma: no cover - jitted

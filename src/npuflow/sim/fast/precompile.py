@@ -57,7 +57,8 @@ def _import_kernels() -> dict[str, Any]:
 
 
 #: kernels only called by other kernels: compiled (and cached inside them) with their callers
-CALLEES = ("_requant._row", "_requant._mul_rne", "depthwise._finish", "movement._avg_row", "movement._rne_mul_div")
+CALLEES = ("_requant._row", "_requant._mul_rne", "depthwise._finish", "movement._avg_row", "movement._rne_mul_div",
+           "movement._tap_range")
 
 
 def partition(jobs: int) -> list[list[str]]:
