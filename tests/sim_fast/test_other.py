@@ -236,6 +236,45 @@ def test_average_pool_hand_vectors(monkeypatch):
     assert FAST["AveragePool"](p, x).tolist() == want.tolist()  # the compiled path, no reference
 
 
+
+def test_linear_resize_split_rounding_equals_exact():
+    """The branch-free rounding of the compiled linear Resize (``movement._mul_rne_split``) is
+    the exact RNE(v * m / 2**s) of ``_requant._mul_rne`` (clamped alike) over its whole domain:
+    random sums up to 2**55 (16-bit data times 2**40 of weights), both signs of m, s from 25 to
+    86; exact ties (v * m an odd multiple of 2**(s - 1), both parities of the quotient); the
+    extremes. Hand-worked: 5 * 2**39 / 2**40 = 2.5 -> 2, 7 * 2**39 -> 3.5 -> 4, -5 * 2**39 ->
+    -2.5 -> -2, and one above a tie (+1) -> 3."""
+    import numba
+
+    from npuflow.sim.fast._requant import _mul_rne
+    from npuflow.sim.fast.movement import _mul_rne_split
+
+    @numba.njit
+    def both(vs, ms, ss, a, b):
+        for i in range(vs.size):
+            a[i] = min(max(_mul_rne(vs[i], ms[i], ss[i]), -(1 << 40)), 1 << 40)
+            b[i] = min(max(_mul_rne_split(vs[i], ms[i], ss[i]), -(1 << 40)), 1 << 40)
+
+    def agree(vs, ms, ss):
+        vs, ms, ss = (np.ascontiguousarray(v, dtype=np.int64) for v in (vs, ms, ss))
+        a, b = np.empty_like(vs), np.empty_like(vs)
+        both(vs, ms, ss, a, b)
+        np.testing.assert_array_equal(a, b)
+        return b
+
+    assert agree([5 << 39, 7 << 39, -(5 << 39), (5 << 39) + 1], [1] * 4, [40] * 4).tolist() == [2, 4, -2, 3]
+    rng = np.random.default_rng(3)
+    n = 200_000
+    agree(rng.integers(-2**15, 2**15 + 1, n) * rng.integers(0, 2**40 + 1, n),
+          rng.integers(-(2**31) + 1, 2**31, n), rng.integers(25, 87, n))
+    s = rng.integers(25, 36, n)  # ties: v = k * 2**(s - 1), k * m odd
+    m = rng.integers(0, 2**20, n) * 2 + 1
+    agree((rng.integers(-2**19, 2**19, n) * 2 + 1) << (s - 1), m, s)
+    ext_v = [2**55, -(2**55), 2**55 - 1, -(2**55) + 1, 0, 1, -1, 2**47, -(2**47)]
+    ext_m = [2**31 - 1, -(2**31) + 1, 1, -1, 12345, 2**30]
+    grid = np.array(np.meshgrid(ext_v, ext_m, np.arange(25, 87))).reshape(3, -1)
+    agree(grid[0], grid[1], grid[2])
+
 @FAST_PROP
 @given(seed=st.integers(0, 2**32 - 1), k=st.integers(1, 4), axis=st.integers(-3, 2), fo=fmts,
        shared_fmt=st.booleans(), data=st.data())

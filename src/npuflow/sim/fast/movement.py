@@ -140,6 +140,49 @@ if HAVE_NUMBA:
     from npuflow.sim.fast._nb import numba
     from npuflow.sim.fast._requant import _mul_rne
 
+    @njit(inline="always")
+    def _mul_rne_split(v, m, s):  # pragma: no cover - jitted
+        # exact RNE(v * m / 2**s), branch-free, for |v| <= 2**55, |m| < 2**31, 25 <= s <= 86:
+        # v = vh * 2**24 + vl (vl in [0, 2**24)), so v * m = c * 2**24 + bl with c = vh * m +
+        # floor(vl * m / 2**24) (|c| < 2**63) and bl = (vl * m) mod 2**24; the quotient is
+        # floor(c / 2**t), t = s - 24, and the remainder (c mod 2**t) + bl / 2**24 is above one
+        # half, or exactly one half (bl = 0) with an odd quotient, when it rounds up
+        vh = v >> 24
+        b = (v & 0xFFFFFF) * m
+        c = vh * m + (b >> 24)
+        t = s - 24
+        q = c >> t
+        cm = c & ((np.int64(1) << t) - 1)
+        half = np.int64(1) << (t - 1)
+        return q + np.int64((cm > half) | ((cm == half) & (((b & 0xFFFFFF) != 0) | ((q & 1) == 1))))
+
+    @njit(parallel=True)
+    def _linear_hw_split(x, iy0, iy1, wy0, wy1, ix0, ix1, wx0, wx1, m, s, qlo, qhi, out):  # pragma: no cover - jitted
+        # _linear_hw with the branch-free rounding (_mul_rne_split: 25 <= s <= 86; the sum is
+        # below 2**55 for 16-bit data): the same integers, 3x faster (u2netp)
+        planes, oh, ow = out.shape
+        sat = 0
+        for t in numba.prange(planes * oh):
+            pi = t // oh
+            oy = t - pi * oh
+            r0 = x[pi, iy0[oy]]
+            r1 = x[pi, iy1[oy]]
+            a0 = wy0[oy]
+            a1 = wy1[oy]
+            o = out[pi, oy]
+            n = 0
+            for ox in range(ow):
+                j0 = ix0[ox]
+                j1 = ix1[ox]
+                v = (a0 * (wx0[ox] * np.int64(r0[j0]) + wx1[ox] * np.int64(r0[j1]))
+                     + a1 * (wx0[ox] * np.int64(r1[j0]) + wx1[ox] * np.int64(r1[j1])))
+                q = _mul_rne_split(v, m, s)
+                cq = min(max(q, qlo), qhi)
+                n += np.int64(cq != q)
+                o[ox] = cq
+            sat += n
+        return sat
+
     @njit(parallel=True)
     def _linear_hw(x, iy0, iy1, wy0, wy1, ix0, ix1, wx0, wx1, m, s, qlo, qhi, out):  # pragma: no cover - jitted
         # out[p, oy, ox] = sat(RNE(sum_{y, x} wy * wx * x[p, y, x] * m / 2**s)): the two taps
@@ -345,8 +388,9 @@ def _resize_linear(params: ResizeParams, x: np.ndarray, taps: tuple[np.ndarray, 
     h, w = x.shape[-2:]
     oh, ow = taps[0].size, taps[4].size
     out = np.empty(x.shape[:-2] + (oh, ow), dtype=fmt.dtype)
-    sat = _linear_hw(np.ascontiguousarray(x).reshape(-1, h, w), *taps, params.mult, s, fmt.qmin, fmt.qmax,
-                     out.reshape(-1, oh, ow))
+    kern = _linear_hw_split if 25 <= s <= 86 else _linear_hw
+    sat = kern(np.ascontiguousarray(x).reshape(-1, h, w), *taps, params.mult, s, fmt.qmin, fmt.qmax,
+               out.reshape(-1, oh, ow))
     count_out(stats, sat, out.size)
     return out
 
