@@ -157,9 +157,11 @@ if HAVE_NUMBA:
         return q + np.int64((cm > half) | ((cm == half) & (((b & 0xFFFFFF) != 0) | ((q & 1) == 1))))
 
     @njit(parallel=True)
-    def _linear_hw_split(x, iy0, iy1, wy0, wy1, ix0, ix1, wx0, wx1, m, s, qlo, qhi, out):  # pragma: no cover - jitted
-        # _linear_hw with the branch-free rounding (_mul_rne_split: 25 <= s <= 86; the sum is
-        # below 2**55 for 16-bit data): the same integers, 3x faster (u2netp)
+    def _linear_hw(x, iy0, iy1, wy0, wy1, ix0, ix1, wx0, wx1, m, s, split, qlo, qhi, out):  # pragma: no cover - jitted
+        # out[p, oy, ox] = sat(RNE(sum_{y, x} wy * wx * x[p, y, x] * m / 2**s)): the two taps
+        # of each axis, the exact int64 sum (< 2**55 for 16-bit data and 20-bit weights), one
+        # exact rounding: ``split`` (25 <= s <= 86) the branch-free _mul_rne_split (3x faster on
+        # u2netp), else the 96-bit _mul_rne (beyond 2**61 it clamps, and so saturates anyway)
         planes, oh, ow = out.shape
         sat = 0
         for t in numba.prange(planes * oh):
@@ -176,39 +178,12 @@ if HAVE_NUMBA:
                 j1 = ix1[ox]
                 v = (a0 * (wx0[ox] * np.int64(r0[j0]) + wx1[ox] * np.int64(r0[j1]))
                      + a1 * (wx0[ox] * np.int64(r1[j0]) + wx1[ox] * np.int64(r1[j1])))
-                q = _mul_rne_split(v, m, s)
+                q = _mul_rne_split(v, m, s) if split else _mul_rne(v, m, s)
                 cq = min(max(q, qlo), qhi)
                 n += np.int64(cq != q)
                 o[ox] = cq
             sat += n
         return sat
-
-    @njit(parallel=True)
-    def _linear_hw(x, iy0, iy1, wy0, wy1, ix0, ix1, wx0, wx1, m, s, qlo, qhi, out):  # pragma: no cover - jitted
-        # out[p, oy, ox] = sat(RNE(sum_{y, x} wy * wx * x[p, y, x] * m / 2**s)): the two taps
-        # of each axis, the exact int64 sum (< 2**55 for 16-bit data and 20-bit weights), one
-        # exact 96-bit rounding (_mul_rne: beyond 2**61 it clamps, and so saturates anyway)
-        planes, oh, ow = out.shape
-        sat = 0
-        for t in numba.prange(planes * oh):
-            pi = t // oh
-            oy = t - pi * oh
-            r0 = x[pi, iy0[oy]]
-            r1 = x[pi, iy1[oy]]
-            a0 = wy0[oy]
-            a1 = wy1[oy]
-            o = out[pi, oy]
-            for ox in range(ow):
-                j0 = ix0[ox]
-                j1 = ix1[ox]
-                v = (a0 * (wx0[ox] * np.int64(r0[j0]) + wx1[ox] * np.int64(r0[j1]))
-                     + a1 * (wx0[ox] * np.int64(r1[j0]) + wx1[ox] * np.int64(r1[j1])))
-                q = _mul_rne(v, m, s)
-                cq = min(max(q, qlo), qhi)
-                sat += np.int64(cq != q)
-                o[ox] = cq
-        return sat
-
 
     @njit
     def _rne_mul_div(total, m, c, k):  # pragma: no cover - jitted
@@ -388,9 +363,8 @@ def _resize_linear(params: ResizeParams, x: np.ndarray, taps: tuple[np.ndarray, 
     h, w = x.shape[-2:]
     oh, ow = taps[0].size, taps[4].size
     out = np.empty(x.shape[:-2] + (oh, ow), dtype=fmt.dtype)
-    kern = _linear_hw_split if 25 <= s <= 86 else _linear_hw
-    sat = kern(np.ascontiguousarray(x).reshape(-1, h, w), *taps, params.mult, s, fmt.qmin, fmt.qmax,
-               out.reshape(-1, oh, ow))
+    sat = _linear_hw(np.ascontiguousarray(x).reshape(-1, h, w), *taps, params.mult, s, 25 <= s <= 86, fmt.qmin,
+                     fmt.qmax, out.reshape(-1, oh, ow))
     count_out(stats, sat, out.size)
     return out
 
