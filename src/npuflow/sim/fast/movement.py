@@ -160,7 +160,7 @@ if HAVE_NUMBA:
     def _linear_hw(x, iy0, iy1, wy0, wy1, ix0, ix1, wx0, wx1, m, s, split, qlo, qhi, out):  # pragma: no cover - jitted
         # out[p, oy, ox] = sat(RNE(sum_{y, x} wy * wx * x[p, y, x] * m / 2**s)): the two taps
         # of each axis, the exact int64 sum (< 2**55 for 16-bit data and 20-bit weights), one
-        # exact rounding: ``split`` (25 <= s <= 86) the branch-free _mul_rne_split (3x faster on
+        # exact rounding: ``split`` (25 <= s <= 86) the branch-free _mul_rne_split (about 2x faster on
         # u2netp), else the 96-bit _mul_rne (beyond 2**61 it clamps, and so saturates anyway)
         planes, oh, ow = out.shape
         sat = 0
