@@ -343,10 +343,48 @@ def test_conv_with_fused_table_equals_two_steps(sim, seed, op, out_bits, lut_bit
     np.testing.assert_array_equal(conv_lut(params, op, lp, x), ref)
 
 
+
+@FAST_PROP
+@given(seed=st.integers(0, 2**32 - 1), fi=fmts, fo=fmts, n=st.integers(1, 3), c=st.integers(1, 4),
+       spatial=st.lists(st.integers(1, 40), min_size=1, max_size=3), extreme=st.booleans())
+def test_global_average_pool_fast_equals_reference(seed, fi, fo, n, c, spatial, extreme):
+    """The compiled per-plane sums: 3-D to 5-D inputs, 8/16-bit formats, format-extreme values
+    (16-bit planes of 64 000 values at the limit), finer and coarser outputs (saturation counted)."""
+    rng = np.random.default_rng(seed)
+    try:
+        params = KERNELS["GlobalAveragePool"].prepare({}, [fi], fo)
+    except ValueError:
+        assume(False)
+    x = rand_q(rng, (n, c, *spatial), fi)
+    if extreme:
+        x = np.full(x.shape, fi.qmin if seed % 2 else fi.qmax, dtype=x.dtype)
+    same("GlobalAveragePool", FAST["GlobalAveragePool"], params, x)
+
+
+def test_global_average_pool_hand_vectors(monkeypatch):
+    """Worked by hand, input and output in one format, on the compiled path (the reference
+    patched out): means 2/4 = 0.5 -> 0, 6/4 = 1.5 -> 2, -10/4 = -2.5 -> -2, 3/4 -> 1 (one
+    rounding, half to even); a 4x finer output saturates 100 -> 127 (counted)."""
+    from npuflow.sim.kernels import KernelStats
+
+    def other(*a, **k):
+        raise AssertionError("not the compiled GlobalAveragePool")
+
+    x = np.array([[[[1, 1], [0, 0]], [[1, 2], [3, 0]], [[-4, -1], [-2, -3]], [[0, 1], [1, 1]]]], dtype=np.int8)
+    p = KERNELS["GlobalAveragePool"].prepare({}, [UNIT], UNIT)
+    want = KERNELS["GlobalAveragePool"].eval(p, x)
+    fine = KERNELS["GlobalAveragePool"].prepare({}, [UNIT], QFormat(8, 2, 1.0))
+    big = np.full((1, 1, 3, 3), 100, dtype=np.int8)
+    monkeypatch.setattr(KERNELS["GlobalAveragePool"], "eval", other)
+    assert FAST["GlobalAveragePool"](p, x).tolist() == want.tolist() == [[[[0]], [[2]], [[-2]], [[1]]]]
+    stats = KernelStats()
+    assert FAST["GlobalAveragePool"](fine, big, stats=stats).tolist() == [[[[127]]]]
+    assert stats.out_saturated == 1 and stats.out_elements == 1
+
 def test_every_fast_op_is_tested():
     tested = {"Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Sub", "Sigmoid", "Tanh", "Exp", "HardSigmoid",
               "Mul", "BatchNormalization", "Relu", "Clip",
-              "HardSwish", "Swish", "MaxPool", "AveragePool", "Concat", "Resize"}
+              "HardSwish", "Swish", "MaxPool", "AveragePool", "GlobalAveragePool", "Concat", "Resize"}
     assert set(FAST) <= tested, set(FAST) - tested
 
 

@@ -7,14 +7,15 @@ recorded as ``_abs_max_rows_impl`` (before the parallel and sequential ones had 
 are listed under both. The uint8 x uint8 engine's (int32 sums: ``Array(int32, ...)`` accumulators, the
 uint8 limb kernel) were added from the same workloads run again on a machine without VNNI, where the
 1x1 convolutions use it, and from efficientnet_lite0_a16w8 (``datapath_bitwidth_mode="int16"``:
-kneron_inference, run_batch of 32), compared with the dispatchers' signatures. AveragePool's and MaxPool's kernels (``movement._avg_pool_hw``, ``_max_pool_hw``), the calibration's per-channel statistics
+kneron_inference, run_batch of 32), compared with the dispatchers' signatures. AveragePool's, MaxPool's and GlobalAveragePool's kernels (``movement._avg_pool_hw``, ``_max_pool_hw``,
+``_plane_sums``), the calibration's per-channel statistics
 (``histogram._channel_stats``) and the Add of a scalar constant (``elementwise._add1_fast``) were
 added by hand from their dispatchers' signatures. Regenerate after
 changing a kernel's argument types (``python -m npuflow.sim.fast.precompile --record LABEL=FOLDER
 ...``); a signature missing here only compiles on first use.
 """
 
-#: 69 signatures
+#: 71 signatures
 SIGNATURES: dict[str, tuple[str, ...]] = {
     '_common._limbs_kernel.<locals>.kern': (
         "(Array(int16, 1, 'C', False, aligned=True), int64, int64, Array(float32, 2, 'C', False, aligned=True))",  # efficientnet_lite0_int8 mnist_quickstart yolox_nano_int8
@@ -132,6 +133,10 @@ SIGNATURES: dict[str, tuple[str, ...]] = {
     ),
     'histogram._tail': (
         "(Array(float32, 1, 'C', False, aligned=True), int64, float32, int64, Array(float32, 1, 'C', False, aligned=True), Array(int32, 1, 'C', False, aligned=True))",  # efficientnet_lite0_int8 mnist_quickstart yolox_nano_int8
+    ),
+    'movement._plane_sums': (
+        "(Array(int8, 2, 'C', False, aligned=True), Array(int64, 1, 'C', False, aligned=True))",  # GlobalAveragePool (added by hand: 8/16-bit)
+        "(Array(int16, 2, 'C', False, aligned=True), Array(int64, 1, 'C', False, aligned=True))",  # GlobalAveragePool (added by hand: 8/16-bit)
     ),
     'movement._max_pool_hw': (
         "(Array(int8, 3, 'C', False, aligned=True), int64, int64, int64, int64, int64, int64, int64, int64, Array(int8, 3, 'C', False, aligned=True))",  # MaxPool (added by hand: 8/16-bit)

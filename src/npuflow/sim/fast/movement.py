@@ -79,6 +79,25 @@ def max_pool(params: PoolParams, *inputs: np.ndarray, stats: KernelStats | None 
     return finish(params.rq.apply(m), params.out_format, stats)
 
 
+def global_avg_pool(params: PoolParams, *inputs: np.ndarray, stats: KernelStats | None = None) -> np.ndarray:
+    """Same contract and integers as ``KERNELS["GlobalAveragePool"].eval``: the per-plane sums in
+    one compiled pass (int64: exact in any order), then the reference's single rounding of each
+    mean (``mean_requant``) on the (N, C) totals."""
+    from npuflow.sim.kernels.pool import mean_requant
+
+    ref = KERNELS["GlobalAveragePool"]
+    if (not use_numba() or len(inputs) != 1 or not isinstance(inputs[0], np.ndarray) or inputs[0].ndim < 3
+            or inputs[0].size == 0 or params.in_format.bits > 16):
+        return ref.eval(params, *inputs, stats=stats)
+    x = checked(inputs[0], "GlobalAveragePool", "X", params.in_format)
+    n, c = x.shape[:2]
+    total = np.empty(n * c, dtype=np.int64)
+    _plane_sums(np.ascontiguousarray(x).reshape(n * c, -1), total)
+    count = int(np.prod(x.shape[2:]))
+    total = total.reshape((n, c) + (1,) * (x.ndim - 2))
+    return finish(mean_requant(total, count, params.mult, params.shift), params.out_format, stats)
+
+
 def _max_pool_compiled(params: PoolParams, x: np.ndarray, pb: Any, out_sp: Any, stats: KernelStats | None) -> np.ndarray:
     """2-D MaxPool of 8/16-bit integers in one compiled pass (the window maxima in the input's
     own container), then the reference's requantization where the output format differs."""
@@ -230,6 +249,15 @@ if HAVE_NUMBA:
                 sat += 1
             o[ox] = cq
         return sat
+
+    @njit(parallel=True)
+    def _plane_sums(x, out):  # pragma: no cover - jitted
+        # out[p] = the int64 sum of plane p (exact in any order)
+        for p in numba.prange(x.shape[0]):
+            t = np.int64(0)
+            for j in range(x.shape[1]):
+                t += np.int64(x[p, j])
+            out[p] = t
 
     @njit
     def _tap_range(n_out, k, stride, dil, pad, size, lo, hi):  # pragma: no cover - jitted
