@@ -381,10 +381,47 @@ def test_global_average_pool_hand_vectors(monkeypatch):
     assert FAST["GlobalAveragePool"](fine, big, stats=stats).tolist() == [[[[127]]]]
     assert stats.out_saturated == 1 and stats.out_elements == 1
 
+
+@FAST_PROP
+@given(seed=st.integers(0, 2**32 - 1), fi=fmts, fo=fmts, shape=st.lists(st.integers(1, 9), min_size=2, max_size=5),
+       data=st.data(), keepdims=st.booleans(), negative=st.booleans(), extreme=st.booleans())
+def test_reduce_mean_fast_equals_reference(seed, fi, fo, shape, data, keepdims, negative, extreme):
+    """ReduceMean over trailing axes (compiled plane sums) and over any other axes (the reference
+    through the fast entry), negative axis numbers, keepdims either way, 8/16-bit, extremes."""
+    rng = np.random.default_rng(seed)
+    nd = len(shape)
+    k = data.draw(st.integers(1, nd))
+    axes = data.draw(st.sampled_from([list(range(nd - k, nd)), sorted(rng.choice(nd, k, replace=False).tolist())]))
+    if negative:
+        axes = [a - nd for a in axes]
+    try:
+        params = KERNELS["ReduceMean"].prepare({"axes": axes, "keepdims": int(keepdims)}, [fi], fo)
+    except ValueError:
+        assume(False)
+    x = rand_q(rng, tuple(shape), fi)
+    if extreme:
+        x = np.full(x.shape, fi.qmin if seed % 2 else fi.qmax, dtype=x.dtype)
+    same("ReduceMean", FAST["ReduceMean"], params, x)
+
+
+def test_reduce_mean_trailing_axes_hand_vectors(monkeypatch):
+    """An SE block's mean over H, W on the compiled path (the reference patched out): 2/4 -> 0,
+    6/4 -> 2, -10/4 -> -2 (half to even), without and with keepdims."""
+    def other(*a, **k):
+        raise AssertionError("not the compiled ReduceMean")
+
+    x = np.array([[[[1, 1], [0, 0]], [[1, 2], [3, 0]], [[-4, -1], [-2, -3]]]], dtype=np.int8)
+    keep = KERNELS["ReduceMean"].prepare({"axes": [2, 3], "keepdims": 1}, [UNIT], UNIT)
+    flat = KERNELS["ReduceMean"].prepare({"axes": [-1, -2], "keepdims": 0}, [UNIT], UNIT)
+    want = KERNELS["ReduceMean"].eval(keep, x)
+    monkeypatch.setattr(KERNELS["ReduceMean"], "eval", other)
+    assert FAST["ReduceMean"](keep, x).tolist() == want.tolist() == [[[[0]], [[2]], [[-2]]]]
+    assert FAST["ReduceMean"](flat, x).tolist() == [[0, 2, -2]]
+
 def test_every_fast_op_is_tested():
     tested = {"Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Sub", "Sigmoid", "Tanh", "Exp", "HardSigmoid",
               "Mul", "BatchNormalization", "Relu", "Clip",
-              "HardSwish", "Swish", "MaxPool", "AveragePool", "GlobalAveragePool", "Concat", "Resize"}
+              "HardSwish", "Swish", "MaxPool", "AveragePool", "GlobalAveragePool", "ReduceMean", "Concat", "Resize"}
     assert set(FAST) <= tested, set(FAST) - tested
 
 

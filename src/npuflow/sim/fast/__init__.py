@@ -17,8 +17,8 @@ and bit for bit on the shared models. How they get there:
 * Table, elementwise (Add/Sub, Mul, BatchNormalization, Relu/Clip: :mod:`.affine`), AveragePool
   and 2-D MaxPool ops are compiled integer loops (numba) with the reference arithmetic; without
   numba they are not replaced, except MaxPool, which then (and for other ranks) runs on onnxruntime
-  (a maximum of integers held in float32 is exact). GlobalAveragePool sums each plane in a
-  compiled pass and rounds the means as the reference; ReduceMean keeps the reference.
+  (a maximum of integers held in float32 is exact). GlobalAveragePool, and ReduceMean over
+  trailing axes, sum each plane in a compiled pass and round the means as the reference.
 
 Selection: :func:`fast_eval` returns the fast function for an op type, or None (use the
 reference). ``NPUFLOW_SIM=reference`` forces the reference kernels everywhere;
@@ -57,6 +57,7 @@ def _registry() -> dict[str, FastFn]:
         "MaxPool": movement.max_pool,
         "AveragePool": movement.avg_pool,
         "GlobalAveragePool": movement.global_avg_pool,
+        "ReduceMean": movement.reduce_mean,
         "Concat": movement.concat,
         "Resize": movement.resize,
         "Mul": affine.mul,

@@ -79,23 +79,50 @@ def max_pool(params: PoolParams, *inputs: np.ndarray, stats: KernelStats | None 
     return finish(params.rq.apply(m), params.out_format, stats)
 
 
-def global_avg_pool(params: PoolParams, *inputs: np.ndarray, stats: KernelStats | None = None) -> np.ndarray:
-    """Same contract and integers as ``KERNELS["GlobalAveragePool"].eval``: the per-plane sums in
-    one compiled pass (int64: exact in any order), then the reference's single rounding of each
-    mean (``mean_requant``) on the (N, C) totals."""
+def _mean_of_trailing(x: np.ndarray, first: int, keepdims: bool, mult: int, shift: int, out_fmt: Any,
+                      stats: KernelStats | None) -> np.ndarray:
+    """The mean over the axes ``first..`` of ``x`` as the reference computes it: the per-plane
+    int64 sums in one compiled pass (exact in any order), then ``mean_requant`` of each total."""
     from npuflow.sim.kernels.pool import mean_requant
 
+    lead = x.shape[:first]
+    total = np.empty(int(np.prod(lead)), dtype=np.int64)
+    _plane_sums(np.ascontiguousarray(x).reshape(total.size, -1), total)
+    count = int(np.prod(x.shape[first:]))
+    total = total.reshape(lead + ((1,) * (x.ndim - first) if keepdims else ()))
+    return finish(mean_requant(total, count, mult, shift), out_fmt, stats)
+
+
+def global_avg_pool(params: PoolParams, *inputs: np.ndarray, stats: KernelStats | None = None) -> np.ndarray:
+    """Same contract and integers as ``KERNELS["GlobalAveragePool"].eval``: the per-plane sums in
+    one compiled pass, then the reference's single rounding of each mean (:func:`_mean_of_trailing`)."""
     ref = KERNELS["GlobalAveragePool"]
     if (not use_numba() or len(inputs) != 1 or not isinstance(inputs[0], np.ndarray) or inputs[0].ndim < 3
             or inputs[0].size == 0 or params.in_format.bits > 16):
         return ref.eval(params, *inputs, stats=stats)
     x = checked(inputs[0], "GlobalAveragePool", "X", params.in_format)
-    n, c = x.shape[:2]
-    total = np.empty(n * c, dtype=np.int64)
-    _plane_sums(np.ascontiguousarray(x).reshape(n * c, -1), total)
-    count = int(np.prod(x.shape[2:]))
-    total = total.reshape((n, c) + (1,) * (x.ndim - 2))
-    return finish(mean_requant(total, count, params.mult, params.shift), params.out_format, stats)
+    return _mean_of_trailing(x, 2, True, params.mult, params.shift, params.out_format, stats)
+
+
+def reduce_mean(params: Any, *inputs: np.ndarray, stats: KernelStats | None = None) -> np.ndarray:
+    """Same contract and integers as ``KERNELS["ReduceMean"].eval``: where the reduced axes are the
+    trailing ones (an SE block's mean over H, W), :func:`_mean_of_trailing`; other axes run on the
+    reference."""
+    from npuflow.sim.kernels.base import norm_axis
+
+    ref = KERNELS["ReduceMean"]
+    if (not use_numba() or len(inputs) != 1 or not isinstance(inputs[0], np.ndarray) or params.noop
+            or params.axes is None or inputs[0].size == 0 or params.in_format.bits > 16):
+        return ref.eval(params, *inputs, stats=stats)
+    x = checked(inputs[0], "ReduceMean", "data", params.in_format)
+    try:
+        axes = sorted({norm_axis(a, x.ndim, "ReduceMean") for a in params.axes})
+    except ValueError:
+        return ref.eval(params, x, stats=stats)  # the reference's error
+    first = x.ndim - len(axes)
+    if axes != list(range(first, x.ndim)) or first == 0:
+        return ref.eval(params, x, stats=stats)
+    return _mean_of_trailing(x, first, params.keepdims, params.mult, params.shift, params.out_format, stats)
 
 
 def _max_pool_compiled(params: PoolParams, x: np.ndarray, pb: Any, out_sp: Any, stats: KernelStats | None) -> np.ndarray:
