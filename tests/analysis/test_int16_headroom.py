@@ -13,15 +13,8 @@ from npuflow.analysis.ranges import (
     QuantOptions,
     choose_abs_max,
 )
-from npuflow.calibration.histogram import AbsHistogram
 from npuflow.quant.formats import activation_format
-
-
-def _hist(values) -> AbsHistogram:
-    h = AbsHistogram(track=QuantOptions().tracked_quantiles())
-    for v in values:  # one calibration input each
-        h.update(np.asarray(v, np.float32))
-    return h
+from tests.analysis.helpers import calibration_histogram as _hist
 
 
 @pytest.mark.parametrize("method", ["auto", "percentage", "mmse"])

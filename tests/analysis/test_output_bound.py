@@ -15,14 +15,7 @@ from npuflow.analysis.ranges import (
     choose_abs_max,
     output_bound,
 )
-from npuflow.calibration.histogram import AbsHistogram
-
-
-def _hist(values) -> AbsHistogram:
-    h = AbsHistogram(track=QuantOptions().tracked_quantiles())
-    for v in values:
-        h.update(np.asarray(v, np.float32))
-    return h
+from tests.analysis.helpers import calibration_histogram as _hist
 
 
 def test_bound_rule_by_op_role_and_calibrated_max():

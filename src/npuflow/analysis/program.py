@@ -460,9 +460,11 @@ def build_program(
             return QFormat.from_abs_max(float(ov.abs_max), bits)
         role = "output" if tensor in graph_outputs else "internal"
         notes.range[tensor] = range_rule(bits, opts, role, tensor)
-        a = choose_abs_max(stats[tensor], bits, opts, role, tensor=tensor, op_type=op_type)
-        if role == "output" and op_type is not None and tensor not in targets and output_bound(op_type, stats[tensor]):
-            notes.range[tensor] = "output bound"  # the op's own bound (spec 3.1)
+        # the op's own bound (spec 3.1), not for a post_sigmoid target: its cap applies instead
+        bounded = op_type if (role == "output" and tensor not in targets) else None
+        a = choose_abs_max(stats[tensor], bits, opts, role, tensor=tensor, op_type=bounded)
+        if bounded is not None and output_bound(bounded, stats[tensor]) is not None:
+            notes.range[tensor] = "output bound"
         if tensor in targets:
             capped = choose_abs_max(stats[tensor], bits, opts, role, capped=True, tensor=tensor)
             notes.capped[tensor] = (a, capped, targets[tensor])

@@ -109,7 +109,6 @@ if HAVE_NUMBA:
                 k += 1
         return k
 
-
     @njit(nogil=True)
     def _pairwise_block(row, lo, n):  # pragma: no cover - jitted
         # numpy's pairwise summation of float64(row[lo:lo + n]) for n <= 128 (its leaf: eight

@@ -31,11 +31,8 @@ _POOL_PLANS = PlanCache(_PoolPlan)
 def _has_empty_window(in_sp: tuple[int, ...], params: PoolParams, pb: list[int], out_sp: list[int]) -> bool:
     """Whether some window (with dilation) covers no input element, only padding: the reference
     defines its maximum as ``qmin - 1`` (docs/fixed-point.md §9), onnxruntime returns 0 or -inf."""
-    for n, k, s, d, b, o in zip(in_sp, params.kernel_shape, params.strides, params.dilations, pb, out_sp):
-        pos = np.arange(o)[:, None] * s - b + np.arange(k)[None, :] * d
-        if not ((pos >= 0) & (pos < n)).any(axis=1).all():
-            return True
-    return False
+    return any(int(_window_counts(int(n), int(k), int(s), int(d), int(b), 0, int(o), False).min(initial=1)) < 1
+               for n, k, s, d, b, o in zip(in_sp, params.kernel_shape, params.strides, params.dilations, pb, out_sp))
 
 
 def max_pool(params: PoolParams, *inputs: np.ndarray, stats: KernelStats | None = None) -> np.ndarray:
@@ -71,12 +68,20 @@ def max_pool(params: PoolParams, *inputs: np.ndarray, stats: KernelStats | None 
         return ref.eval(params, x, stats=stats)
     if tuple(y.shape[2:]) != tuple(out_sp):
         return ref.eval(params, x, stats=stats)
-    m = y.astype(np.int64)
+    return _max_pool_out(params, y.astype(np.int64), stats)
+
+
+def _max_pool_out(params: PoolParams, m: np.ndarray, stats: KernelStats | None) -> np.ndarray:
+    """The window maxima ``m`` (integers of the input format) in the output format: copied where
+    it is the same or wider, else the reference's requantization (fused for 8/16-bit ``m``)."""
+    from npuflow.sim.fast.elementwise import requant_array
+
     if params.rq.identity and params.out_format.bits >= params.in_format.bits:
         if stats is not None:
             stats.out_elements += int(m.size)
-        return m.astype(params.out_format.dtype)
-    return finish(params.rq.apply(m), params.out_format, stats)
+        return m.astype(params.out_format.dtype, copy=False)
+    r = requant_array(m, params.rq, params.out_format, stats)
+    return r if r is not None else finish(params.rq.apply(m.astype(np.int64)), params.out_format, stats)
 
 
 def _mean_of_trailing(x: np.ndarray, first: int, keepdims: bool, mult: int, shift: int, out_fmt: Any,
@@ -127,21 +132,13 @@ def reduce_mean(params: Any, *inputs: np.ndarray, stats: KernelStats | None = No
 
 def _max_pool_compiled(params: PoolParams, x: np.ndarray, pb: Any, out_sp: Any, stats: KernelStats | None) -> np.ndarray:
     """2-D MaxPool of 8/16-bit integers in one compiled pass (the window maxima in the input's
-    own container), then the reference's requantization where the output format differs."""
-    from npuflow.sim.fast.elementwise import requant_array
-
+    own container), then :func:`_max_pool_out`."""
     n, c, h, w = x.shape
     m = np.empty((n * c, int(out_sp[0]), int(out_sp[1])), dtype=x.dtype)
     (kh, kw), (sh, sw), (dh, dw) = params.kernel_shape, params.strides, params.dilations
     _max_pool_hw(np.ascontiguousarray(x).reshape(n * c, h, w), int(kh), int(kw), int(sh), int(sw), int(dh), int(dw),
                  int(pb[0]), int(pb[1]), m)
-    m = m.reshape(n, c, int(out_sp[0]), int(out_sp[1]))
-    if params.rq.identity and params.out_format.bits >= params.in_format.bits:
-        if stats is not None:
-            stats.out_elements += int(m.size)
-        return m.astype(params.out_format.dtype, copy=False)
-    r = requant_array(m, params.rq, params.out_format, stats)
-    return r if r is not None else finish(params.rq.apply(m.astype(np.int64)), params.out_format, stats)
+    return _max_pool_out(params, m.reshape(n, c, int(out_sp[0]), int(out_sp[1])), stats)
 
 
 def concat(params: ConcatParams, *inputs: np.ndarray, stats: KernelStats | None = None) -> np.ndarray:

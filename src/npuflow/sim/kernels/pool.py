@@ -101,7 +101,6 @@ class _PoolBase(Kernel):
         )
 
 
-
 class MaxPoolKernel(_PoolBase):
     op_type = "MaxPool"
 
