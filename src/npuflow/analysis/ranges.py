@@ -162,6 +162,9 @@ def choose_abs_max(h: AbsHistogram, bits: int, opts: QuantOptions, role: str, *,
     if role == "output" and op_type is not None and not capped and (b := output_bound(op_type, h)) is not None:
         return b
     a = _calibrated(h, bits, opts, role, tensor)
+    if role == "internal" and h.read_max is not None and 0.0 < h.read_max < a:
+        # consumer bounds (spec 3.1): no range beyond the largest value a reader can tell apart
+        a = h.read_max
     if capped:
         a = min(a, POST_SIGMOID_CAP)
     if bits <= 8:

@@ -14,6 +14,7 @@ from npuflow.analysis.bias_adjust import MEMORY_BUDGET as ADJUST_BUDGET
 from npuflow.analysis.effects import option_effects, softmax_logits
 from npuflow.analysis.equalize import EQ_SAMPLES, equalize, find_pairs, range_overrides
 from npuflow.analysis.executors import SearchContext, context_of, executor_evaluate
+from npuflow.analysis.flat import consumer_bounds
 from npuflow.analysis.graph import Step, build_steps
 from npuflow.analysis.islands import choose_islands, find_islands
 from npuflow.analysis.precision import (
@@ -102,6 +103,9 @@ class AnalysisResult:
     #: ``equalize``: the channel equalization's record (:func:`npuflow.analysis.equalize.equalize`:
     #: ``pairs`` with their scales; ``optimized`` is the equalized model); empty when off
     equalized: dict[str, Any] = field(default_factory=dict)
+    #: tensor -> (lo, hi) outside which its readers cannot tell values apart
+    #: (:func:`npuflow.analysis.flat.consumer_bounds`): its statistics are of the clipped values
+    bounds: dict[str, Any] = field(default_factory=dict)
 
 
 #: the budgeted joint search at defaults (auto_precision, docs/fixed-point.md section 10.2) runs when the
@@ -170,6 +174,7 @@ def analyse(
     if opts.weight_rounding == "compensated":
         for st in compensable:
             moments[st.name] = SecondMoment(st.attrs, st.weights["W"].shape)
+    bounds = consumer_bounds(optimized, tensors)
     collector = StatsCollector(optimized, tensors, threads=max(1, int(threads)),
                                channel_means=mac_inputs(steps) if opts.bias_correction else [],
                                # the exact per-input quantiles the range method reads (spec 3.1)
@@ -179,7 +184,9 @@ def analyse(
                                       and "W" in st.weights and st.outputs] if opts.bias_adjust else [],
                                stash_samples=opts.bias_adjust, stash_budget=ADJUST_BUDGET,
                                moments=_moment_accumulators(steps, moments),
-                               channel_absmax=[u.tensor for u in units])
+                               channel_absmax=[u.tensor for u in units],
+                               # statistics of the values the readers tell apart (spec 3.1, "Consumer bounds")
+                               bounds=bounds)
     total = length_hint(input_mapping) if isinstance(input_mapping, dict) else None
     show = sys.stderr.isatty() if progress is None else progress
     bar = None
@@ -333,7 +340,7 @@ def analyse(
                           weight_moments, effects,
                           {"enabled": opts.auto_precision, "float_tails": records, "promotions": promoted,
                            "float_islands": island_record, **({"search": searched} if searched else {})},
-                          get_platform(platform).id, built_opts, mixed, ranges, equalized)
+                          get_platform(platform).id, built_opts, mixed, ranges, equalized, bounds)
 
 
 def _mixbw(steps: list[Step], program: Program, given: QuantOptions, opts: QuantOptions, rebuild: Any,

@@ -72,6 +72,20 @@ class FloatStash:
         return True
 
 
+def clip_to(y: np.ndarray, bound: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """``y`` clipped to ``bound`` = (lo, hi), arrays broadcastable against it (``y`` itself when
+    they would widen its shape): the values a tensor's readers can tell apart
+    (npuflow.analysis.flat)."""
+    lo, hi = bound
+    try:
+        if np.broadcast_shapes(np.shape(y), np.shape(lo), np.shape(hi)) != np.shape(y):
+            return y
+    except ValueError:
+        return y
+    dt = y.dtype if np.issubdtype(y.dtype, np.floating) else np.float64
+    return np.clip(y, np.asarray(lo, dtype=dt), np.asarray(hi, dtype=dt))
+
+
 class StatsCollector:
     """Feed calibration samples one at a time; keeps an AbsHistogram per requested tensor.
 
@@ -85,14 +99,17 @@ class StatsCollector:
     def __init__(self, model: onnx.ModelProto, tensors: list[str], *, threads: int = 1,
                  channel_means: list[str] = (), track: tuple[float, ...] = (),
                  stash: list[str] = (), stash_samples: int = 0, stash_budget: int = 0,
-                 moments: Mapping[str, list[Any]] | None = None, channel_absmax: list[str] = ()) -> None:
+                 moments: Mapping[str, list[Any]] | None = None, channel_absmax: list[str] = (),
+                 bounds: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None) -> None:
         """``stash``: tensors whose float values of the first ``stash_samples`` samples are kept
         (a :class:`FloatStash` of at most ``stash_budget`` bytes; ``stashed``) for the bias
         adjustment, so it need not run the float model again. ``moments``: tensor -> accumulators
         with ``update(y)`` and ``full`` (:class:`npuflow.quant.weight_rounding.SecondMoment`),
         fed that tensor's values of the first samples until ``full``. ``channel_absmax``: tensors
         whose per-channel (axis 1) abs max over all samples is kept (``channel_max``; the
-        detection of ill-conditioned tensors, npuflow.analysis.precision)."""
+        detection of ill-conditioned tensors, npuflow.analysis.precision). ``bounds``: tensor ->
+        (lo, hi) outside which its readers cannot tell values apart (npuflow.analysis.flat): its
+        histogram records the largest ``|clip(x, lo, hi)|`` too (``AbsHistogram.read_max``)."""
         inputs = {i.name for i in model.graph.input}
         self.mean_tensors = list(dict.fromkeys(channel_means))
         self.absmax_tensors = list(dict.fromkeys(channel_absmax))
@@ -120,6 +137,7 @@ class StatsCollector:
         self._next: dict[str, int] = {}  # tensor -> the sample whose update it takes next
         self.stash = FloatStash([t for t in stash if t in self.tensors], stash_samples, stash_budget)
         self.moments = {t: list(v) for t, v in (moments or {}).items() if t in wanted}
+        self.bounds = {t: b for t, b in (bounds or {}).items() if t in wanted}
         self.samples = 0
 
     def feed(self, feeds: dict[str, np.ndarray]) -> None:
@@ -139,6 +157,8 @@ class StatsCollector:
             t, y = ty
             try:
                 self.hist[t].update(y)
+                if t in self.bounds:  # after update: a NaN or inf is reported by it
+                    self.hist[t].note_read_max(float(np.max(np.abs(clip_to(y, self.bounds[t])), initial=0.0)))
             except ValueError as exc:
                 raise InputError(f"calibration input #{index}: tensor {t} of the float model has {exc}; "
                                  "check this input and the nodes that produce the tensor") from None

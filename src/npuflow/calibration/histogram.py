@@ -242,7 +242,7 @@ class AbsHistogram:
     """Histogram of |x| over all values seen, plus exact abs max and count."""
 
     __slots__ = ("counts", "edge", "abs_max", "count", "track", "qmax", "memo", "tail_guess", "updates",
-                 "input_max", "input_max_at", "input_max_2")
+                 "input_max", "input_max_at", "input_max_2", "read_max")
 
     def __init__(self, track: tuple[float, ...] = ()) -> None:
         self.counts = np.zeros(BINS, dtype=np.int64)
@@ -266,6 +266,14 @@ class AbsHistogram:
         self.input_max: float = 0.0
         self.input_max_at: int | None = None
         self.input_max_2: float | None = None
+        #: for a tensor whose readers cannot tell values apart outside an interval (consumer
+        #: bounds, npuflow.analysis.flat): the largest ``|clip(x, lo, hi)|`` over every input, the
+        #: most a range ever needs (``note_read_max``); None for every other tensor
+        self.read_max: float | None = None
+
+    def note_read_max(self, m: float) -> None:
+        """Record one input's ``max |clip(x, lo, hi)|`` (see ``read_max``)."""
+        self.read_max = float(m) if self.read_max is None else max(self.read_max, float(m))
 
     def _note_input_max(self, m: float, index: int) -> None:
         """Keep the largest per-input abs max (and its input) and the largest of the others."""
@@ -502,6 +510,8 @@ class AbsHistogram:
         self.updates += other.updates
         for q in self.track:
             self.qmax[q] = max(self.qmax[q], other.qmax.get(q, 0.0))
+        if other.read_max is not None:
+            self.note_read_max(other.read_max)
 
     def per_input_percentile(self, q: float) -> float:
         """Max over calibration inputs of each input's own ``q`` quantile of |x| (exact)."""

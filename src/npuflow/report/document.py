@@ -16,7 +16,7 @@ from npuflow.analysis.tails import HOST_REASON
 from npuflow.errors import NpuflowError
 from npuflow.evaluate.result import EvalResult
 
-REPORT_SCHEMA_VERSION = "1.9"
+REPORT_SCHEMA_VERSION = "1.10"
 REPORT_FILES = ("model_fx_report.json", "model_fx_report.html", "model_fx_report.csv")
 
 _SNR = {"type": ["number", "null"]}  # null: no error at all (exact)
@@ -31,7 +31,9 @@ _STEP_FIELDS: dict[str, Any] = {
     "float_step": {"type": "boolean"}, "reason": {"type": "string"}, "pass_through": {"type": "boolean"},
     "inputs": {"type": "array", "items": _FMT}, "outputs": {"type": "array", "items": _FMT},
     "weight": {"type": ["object", "null"]},
-    "range": {"type": "object", "required": ["calib_abs_max", "report_abs_max", "chosen", "clipped_calib", "clipped_report"]},
+    # 1.10: read_between / read_max (consumer bounds, docs/fixed-point.md 3.1)
+    "range": {"type": "object", "required": ["calib_abs_max", "report_abs_max", "chosen", "clipped_calib", "clipped_report"],
+              "properties": {"read_between": {"type": ["object", "null"]}, "read_max": {"type": ["number", "null"]}}},
     "isolated": {"type": "object", "required": ["snr_db"], "properties": {"snr_db": _SNR}},
     "out_quant_snr_db": _SNR,
     "cumulative": {"type": "object", "required": ["snr_db", "cosine"], "properties": {"snr_db": _SNR}},

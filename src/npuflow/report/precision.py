@@ -42,7 +42,8 @@ from npuflow.analysis.precision import FpsModel
 from npuflow.analysis.program import Program, build_program, mac_weight_format, step_override, weight_axis, weight_bits
 from npuflow.analysis.ranges import NodeOverride, QuantOptions, mmse_clip
 from npuflow.analysis.tails import ISLAND_REASON, with_host_steps
-from npuflow.calibration.collector import expose_tensors
+from npuflow.analysis.flat import describe as describe_bound
+from npuflow.calibration.collector import clip_to, expose_tensors
 from npuflow.quant.formats import weight_format
 from npuflow.reference.float_runner import FloatRunner
 from npuflow.sim.fast.elementwise import quantize_array
@@ -830,10 +831,24 @@ def measure_precision(
                                 if x and x not in have and x in made))
     runner = FloatRunner(expose_tensors(result.optimized, inner), label="report float model", threads=threads)
 
+    # a tensor whose readers cannot tell values apart outside an interval (docs/fixed-point.md 3.1,
+    # "Consumer bounds") is compared as its readers see it: float and quantized values both clipped
+    # there (a saturation beyond it changes nothing downstream and is no error)
+    bounds = getattr(result, "bounds", None) or {}
+
+    def seen(name: str, q: np.ndarray) -> np.ndarray:
+        """The sampled dequantized values of ``name`` as its readers see them."""
+        if name not in bounds:
+            return fmts[name].dequantize(_sampled(q))
+        return _sampled(clip_to(fmts[name].dequantize(q), bounds[name]))
+
     def float_run(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         fl = dict(zip(inner, runner.run(feed, inner))) if inner else {}
         for n in program.input_names:
             fl[n] = feed[n]
+        for n, b in bounds.items():
+            if n in fl:
+                fl[n] = clip_to(fl[n], b)
         return fl
 
     # ---- pass 1: isolated and cumulative error, output-quantization error, ranges on the report inputs
@@ -859,13 +874,13 @@ def measure_precision(
             if st.host:  # a float tail's step: nothing quantized to measure (its float inputs are not exposed)
                 continue
             for y, q in _isolated(program, k, st, fl):
-                iso[k].add(sfl[y], fmts[y].dequantize(_sampled(q)))
+                iso[k].add(sfl[y], seen(y, q))
         t_iso += time.perf_counter() - t0
         for n in names:
             tstats.setdefault(n, _TensorStats()).add(fl[n], sfl[n], fmts[n])
         env = program.run(program.quantize_inputs(feed), keep_all=True, stats=kstats)
         for n in names:
-            cum[n].add(sfl[n], fmts[n].dequantize(_sampled(env[n])))
+            cum[n].add(sfl[n], seen(n, env[n]))
         for n in out_names:
             value = _deq(program, n, env[n])
             base_out[n].add(fl[n], value)
@@ -925,6 +940,9 @@ def measure_precision(
             "weight": None if st.float_step else weight_info(st, program.params[k], fmts, opts),
             "range": {
                 "rule": rules.get(outs[0]) if outs else None,  # which rule gave the range (spec 3.1)
+                # the interval its readers tell apart (spec 3.1, "Consumer bounds"), or None
+                "read_between": describe_bound(bounds[outs[0]]) if outs and outs[0] in bounds else None,
+                "read_max": None if (h is None or h.read_max is None) else float(f"{h.read_max:.6g}"),
                 "calib_abs_max": None if h is None else float(f"{h.abs_max:.6g}"),
                 "report_abs_max": None if ts is None else float(f"{ts.abs_max:.6g}"),
                 "chosen": None if chosen is None else float(f"{chosen:.6g}"),
