@@ -164,3 +164,17 @@ def test_gtcrn_rollout_feeds_each_model_its_own_states(shared):
     calib = list(task.calib_inputs(5))
     assert len(calib) == 5 and not np.any(calib[0]["conv_cache"]) and np.any(calib[4]["conv_cache"])
     assert not np.array_equal(calib[0]["mix"], next(task.eval_inputs(1))["mix"])  # the two halves differ
+
+
+def test_rec_calibration_items_have_no_text_label(shared):
+    """benchmarks/folds.py evaluates the recogniser's calibration images too: they carry no text
+    label, so they are measured against float only (the exact-text counts skip them)."""
+    task = get_task("en_number_mobile_v2.0_rec_infer", shared)
+    item = task.calib_items()[0]
+    meta = task.meta(item)
+    assert meta["label"] is None
+    s = ort.InferenceSession(str(task.model_path), providers=["CPUExecutionProvider"])
+    ref = [s.run(None, {"x": task.load(item)})]
+    out = task.compare(ref, ref, [meta])
+    assert out["quant_equals_float"] == 1 and out["float_exact"] == 0 and out["quant_exact"] == 0
+    assert out["per_image"][item]["edit_float_vs_label"] is None
