@@ -4,8 +4,9 @@
 A tensor read only by nodes that are flat outside an interval carries no information outside it:
 ``HardSwish(x)`` is 0 for every ``x <= -3``, ``HardSigmoid`` is constant below ``-beta/alpha``
 and above ``(1 - beta)/alpha``, ``Relu`` below 0, ``Clip`` outside its bounds. Replacing ``x`` by
-``clip(x, lo, hi)`` then changes no model output, so the statistics that choose its format are
-taken of the clipped values: the format spends its steps where a reader sees them. A
+``clip(x, lo, hi)`` then changes no model output, so the tensor's range never needs to exceed
+the largest ``|clip(x, lo, hi)|`` of the calibration (``AbsHistogram.read_max``; the range rule
+``min(rule, read_max)`` is npuflow.analysis.ranges.choose_abs_max's). A
 MobileNetV3-style network's expand convolution before its HardSwish reaches -20 on the negative
 side while everything below -3 reads as 0; PP-LCNet's last 1x1 convolution (before HardSwish) has
 an abs max of 13.9 of which only [-3, 0.5] is read: a 3.2x finer step.
@@ -31,14 +32,12 @@ numpy arrays broadcastable against the tensor (per channel after an equalized pa
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from npuflow.calibration.collector import clip_to  # noqa: F401  (re-exported: the report clips its references)
 from npuflow.passes._graph import (
     constant_initializers,
     consumers,
@@ -263,7 +262,3 @@ def describe(bound: Bound) -> dict[str, Any]:
         finite = v[np.isfinite(v)]
         return None if finite.size == 0 else {"min": round(float(finite.min()), 6), "max": round(float(finite.max()), 6)}
     return {"lo": one(bound[0]), "hi": one(bound[1])}
-
-
-def as_mapping(bounds: Mapping[str, Bound]) -> dict[str, dict[str, Any]]:
-    return {t: describe(b) for t, b in bounds.items()}

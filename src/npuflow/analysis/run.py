@@ -104,7 +104,8 @@ class AnalysisResult:
     #: ``pairs`` with their scales; ``optimized`` is the equalized model); empty when off
     equalized: dict[str, Any] = field(default_factory=dict)
     #: tensor -> (lo, hi) outside which its readers cannot tell values apart
-    #: (:func:`npuflow.analysis.flat.consumer_bounds`): its statistics are of the clipped values
+    #: (:func:`npuflow.analysis.flat.consumer_bounds`): its range is at most the largest clipped
+    #: value of the calibration (``AbsHistogram.read_max``)
     bounds: dict[str, Any] = field(default_factory=dict)
 
 
