@@ -249,6 +249,12 @@ def test_end_to_end_range_and_precision(tmp_path, monkeypatch):
     rows = [r for r in report["quantization"]["steps"] for o in r["outputs"] if o["tensor"] == t]
     assert rows and rows[0]["range"]["read_between"] == {"lo": -3.0, "hi": None}
     assert rows[0]["range"]["read_max"] == pytest.approx(h.read_max, rel=1e-5)
+    import csv
+
+    with open(tmp_path / "on" / "model_fx_report.csv", newline="", encoding="utf-8") as f:
+        cells = [r["read_max"] for r in csv.DictReader(f) if r["name"] == rows[0]["name"]]
+    assert cells and float(cells[0]) == pytest.approx(h.read_max, rel=1e-5)
+    assert "read up to" in (tmp_path / "on" / "model_fx_report.html").read_text(encoding="utf-8")
     monkeypatch.setattr(run, "consumer_bounds", lambda *a, **k: {})
     res_off, snr_off = analyse("off")
     assert res_off.stats[t].read_max is None

@@ -398,7 +398,7 @@ def fmt_format(d: dict[str, Any] | None) -> str:
 STEP_CSV_FIELDS = [
     "index", "name", "op_type", "nodes", "placement", "reason", "in_bits", "out_bits", "weight_bits", "out_radix",
     "out_scale", "weight_radix", "weight_scale", "calib_abs_max", "report_abs_max", "chosen_range", "clipped_calib_pct",
-    "clipped_report_pct", "cum_snr_db", "cum_cosine", "iso_snr_db", "out_quant_snr_db", "weight_snr_db",
+    "clipped_report_pct", "read_max", "cum_snr_db", "cum_cosine", "iso_snr_db", "out_quant_snr_db", "weight_snr_db",
     "acc_saturated", "out_saturated", "macs", "time_ms",
 ]
 
@@ -428,7 +428,7 @@ def step_rows_csv(q: dict[str, Any]) -> list[dict[str, Any]]:
             "weight_scale": (f"{w['scale_min']}..{w['scale_max']}" if w.get("per_channel") else w.get("scale", "")) if w else "",
             "calib_abs_max": _num(rng["calib_abs_max"]), "report_abs_max": _num(rng["report_abs_max"]),
             "chosen_range": _num(rng["chosen"]), "clipped_calib_pct": _pct(rng["clipped_calib"]),
-            "clipped_report_pct": _pct(rng["clipped_report"]),
+            "clipped_report_pct": _pct(rng["clipped_report"]), "read_max": _num(rng.get("read_max")),
             "cum_snr_db": fmt_snr(r["cumulative"]["snr_db"], 3) if r["outputs"] else "",
             "cum_cosine": _num(r["cumulative"]["cosine"]),
             "iso_snr_db": fmt_snr(r["isolated"]["snr_db"], 3) if r["outputs"] else "",
