@@ -259,3 +259,62 @@ def test_end_to_end_range_and_precision(tmp_path, monkeypatch):
     res_off, snr_off = analyse("off")
     assert res_off.stats[t].read_max is None
     assert snr_on > snr_off + 3, (snr_on, snr_off)
+
+
+def _clip_all(model, bounds):
+    """``model`` with every bounded tensor replaced, for all its readers, by its clip to the bound."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    g = m.graph
+    nodes = list(g.node)
+    del g.node[:]
+    for n in nodes:
+        g.node.append(n)
+        for t in n.output:
+            if t not in bounds:
+                continue
+            lo, hi = (np.asarray(b, dtype=np.float32) for b in bounds[t])
+            g.initializer.extend([numpy_helper.from_array(np.maximum(lo, -3e38), t + "__lo"),
+                                  numpy_helper.from_array(np.minimum(hi, 3e38), t + "__hi")])
+            g.node.extend([helper.make_node("Max", [t, t + "__lo"], [t + "__m"]),
+                           helper.make_node("Min", [t + "__m", t + "__hi"], [t + "__c"])])
+    for n in g.node:
+        if n.op_type in ("Max", "Min") and n.output[0].endswith(("__m", "__c")):
+            continue
+        for i, name in enumerate(n.input):
+            if name in bounds:
+                n.input[i] = name + "__c"
+    return m
+
+
+@pytest.mark.parametrize("name", ["pan_mnv3s_skin_clothes_hair", "ch_ppocr_mobile_v2.0_cls_infer",
+                                  "en_number_mobile_v2.0_rec_infer"])
+def test_real_models_outputs_unchanged_by_every_bound(shared, name, tmp_path):
+    """On real networks (HardSwish / HardSigmoid as paddle2onnx writes them, equalized gates): the
+    optimized float graph with every bounded tensor clipped to its bound gives the same outputs on
+    real inputs, and the analysis found bounds on the tensors its steps quantize."""
+    import warnings
+
+    import npuflow
+    from benchmarks.tasks import get_task
+
+    task = get_task(name, shared)
+    feeds = list(task.calib_inputs(2))
+    km = npuflow.ModelConfig(40000, "0001", "720", onnx_path=str(task.model_path), input_shapes=task.input_shapes)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        km.analysis({k: [f[k] for f in feeds] for k in task.input_shapes}, output_dir=str(tmp_path),
+                    progress=False, report=False, auto_precision=False)
+    res = km.analysis_result
+    quantized = [o for st in res.steps for o in st.outputs if o in res.program.formats]
+    assert len([t for t in res.bounds if t in quantized]) >= 20, sorted(res.bounds)
+    every = consumer_bounds(res.optimized)  # every node output, not only the quantized ones
+    assert set(res.bounds) <= set(every)
+    clipped = _clip_all(res.optimized, every)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    a = ort.InferenceSession(res.optimized.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    b = ort.InferenceSession(clipped.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    for f in list(task.eval_inputs(1)) + feeds:
+        for x, y in zip(a.run(None, f), b.run(None, f)):
+            np.testing.assert_allclose(y, x, rtol=1e-5, atol=1e-5 * float(np.abs(x).max() or 1.0))
