@@ -218,7 +218,7 @@ def test_end_to_end_range_and_precision(tmp_path, monkeypatch):
     import warnings
 
     import npuflow
-    import npuflow.analysis.run as run
+    from npuflow.analysis import run
 
     path = tmp_path / "stem.onnx"
     m = _negative_stem(path)
