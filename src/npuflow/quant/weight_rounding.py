@@ -70,11 +70,6 @@ class SecondMoment:
         self.sum = np.zeros((self.c_in if self.depthwise else 1, k, k), dtype=np.float32)
         self.count = 0
         self.samples = 0
-        #: per matrix, the sum over updates of ``||H_u||_F^2`` (``H_u`` one update's own second
-        #: moment) and the number of updates: how much ``H`` varies between calibration inputs
-        #: (the shrinkage of :meth:`moment`)
-        self.sq = np.zeros(self.sum.shape[0], dtype=np.float64)
-        self.updates = 0
 
     def update(self, x: np.ndarray) -> None:
         """Add the patches of ``x`` (``(N, C, *spatial)`` float) at up to about
@@ -107,16 +102,12 @@ class SecondMoment:
         with np.errstate(over="ignore", invalid="ignore"):
             if self.depthwise:
                 pc = patches.reshape(c, self.taps, n * p)
-                inc = np.matmul(pc, pc.transpose(0, 2, 1))
+                self.sum += np.matmul(pc, pc.transpose(0, 2, 1))
             else:
                 pm = patches.reshape(c * self.taps, n * p)
-                inc = (pm @ pm.T)[None]
-            self.sum += inc
-            own = inc.astype(np.float64) / (n * p)
-            self.sq += np.einsum("cij,cij->c", own, own)
+                self.sum[0] += pm @ pm.T
         self.count += n * p
         self.samples += n
-        self.updates += 1
 
     @property
     def full(self) -> bool:
@@ -124,31 +115,10 @@ class SecondMoment:
         return self.samples >= SAMPLES or self.count >= POSITIONS_PER_TAP * self.sum.shape[-1]
 
     def moment(self) -> np.ndarray | None:
-        """``E[x x^T]`` shrunk towards its diagonal (docs/fixed-point.md section 3.6), or None
-        (nearest rounding) before two updates or when it overflowed (not finite).
-
-        Each matrix ``S`` becomes ``(1 - rho) S + rho diag(S)`` with the Ledoit-Wolf intensity
-        computed over the calibration inputs as observations (one update each):
-        ``rho = min(1, sum_u ||H_u - S||^2 / (n^2 ||S - diag S||^2))``, ``n`` updates,
-        ``sum_u ||H_u - S||^2 = sum_u ||H_u||^2 - n ||S||^2``. A diagonal ``H`` compensates
-        nothing (nearest rounding), so the less the inputs agree on the correlations between taps,
-        the less the rounding relies on them; with one input there is no estimate: None."""
-        if not self.count or self.updates < 2 or not np.all(np.isfinite(self.sum)) or not np.all(np.isfinite(self.sq)):
+        """``E[x x^T]``, or None before any update or when it overflowed (not finite)."""
+        if not self.count or not np.all(np.isfinite(self.sum)):
             return None
-        h = self.sum.astype(np.float64) / self.count
-        n = float(self.updates)
-        whole = np.einsum("cij,cij->c", h, h)
-        diag = np.einsum("cii->ci", h)
-        off = whole - np.einsum("ci,ci->c", diag, diag)  # ||S - diag S||^2
-        spread = np.maximum(self.sq - n * whole, 0.0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            rho = np.where(off > 0.0, np.minimum(spread / (n * n * off), 1.0), 1.0)
-        if np.all(rho >= 1.0):
-            return None
-        out = h * (1.0 - rho)[:, None, None]
-        idx = np.arange(h.shape[-1])
-        out[:, idx, idx] = diag
-        return out
+        return self.sum.astype(np.float64) / self.count
 
 
 def compensated_round(w: np.ndarray, w_fmt: QFormat, h: np.ndarray) -> np.ndarray:
