@@ -36,15 +36,8 @@ from typing import Any
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
-from npuflow.passes._graph import (
-    constant_initializers,
-    consumers,
-    names_used_in_subgraphs,
-    producers,
-)
-from npuflow.passes._rewrite import attr
+from npuflow.passes._rewrite import Index, attr
 
 Bound = tuple[np.ndarray, np.ndarray]
 
@@ -63,28 +56,26 @@ def _is_unbounded(b: Bound) -> bool:
 
 
 class _Graph:
+    """The pattern index of the passes (producers, readers, float constants, Clip bounds, the
+    protected names: model outputs and subgraph reads) plus the bounds found so far."""
+
     def __init__(self, model: onnx.ModelProto) -> None:
-        g = model.graph
-        self.prod = producers(g)
-        self.readers = consumers(g)
-        self.consts = {k: numpy_helper.to_array(v).astype(np.float64) for k, v in constant_initializers(g).items()}
-        for n in g.node:  # Constant nodes as constants too
-            if n.op_type == "Constant" and n.output and len(n.attribute) == 1 and n.attribute[0].name == "value":
-                self.consts[n.output[0]] = numpy_helper.to_array(n.attribute[0].t).astype(np.float64)
-        self.outputs = {o.name for o in g.output}
-        self.protected = names_used_in_subgraphs(g) | self.outputs
+        self.ix = Index(model)
+        self.prod, self.readers = self.ix.prod, self.ix.readers
+        self.outputs, self.protected = self.ix.outputs, self.ix.protected
         self.memo: dict[str, Bound] = {}
 
     def const(self, name: str) -> np.ndarray | None:
-        return self.consts.get(name) if name else None
+        c = self.ix.const_array(name) if name else None
+        return None if c is None else c.astype(np.float64)
 
     def other_const(self, n: onnx.NodeProto, t: str) -> tuple[np.ndarray, bool] | None:
         """(the constant operand of the binary ``n``, whether ``t`` is its first input), or None."""
-        if len(n.input) != 2 or (n.input[0] == t) == (n.input[1] == t):
+        other = self.ix.other_input(n, t)
+        if other is None or other == t:
             return None
-        first = n.input[0] == t
-        c = self.const(n.input[1] if first else n.input[0])
-        return None if c is None else (c, first)
+        c = self.const(other)
+        return None if c is None else (c, n.input[0] == t)
 
 
 def _fits(c: np.ndarray) -> bool:
@@ -100,20 +91,11 @@ def _knee(n: onnx.NodeProto, g: _Graph) -> tuple[float, float, Any] | None:
     if op == "Relu":
         return 0.0, np.inf, lambda y: y
     if op == "Clip":
-        lo = attr(n, "min") if len(n.input) < 2 else None
-        hi = attr(n, "max") if len(n.input) < 3 else None
-        if len(n.input) >= 2 and n.input[1]:
-            c = g.const(n.input[1])
-            if c is None or c.size != 1:
-                return None
-            lo = float(c.reshape(-1)[0])
-        if len(n.input) >= 3 and n.input[2]:
-            c = g.const(n.input[2])
-            if c is None or c.size != 1:
-                return None
-            hi = float(c.reshape(-1)[0])
-        lo = -np.inf if lo is None else float(lo)
-        hi = np.inf if hi is None else float(hi)
+        got = g.ix.clip_bounds(n)
+        if got is None:
+            return None
+        lo = -np.inf if got[0] is None else got[0]
+        hi = np.inf if got[1] is None else got[1]
         return (lo, hi, lambda y: y) if lo < hi else None
     if op == "HardSigmoid":
         alpha, beta = float(attr(n, "alpha", 0.2)), float(attr(n, "beta", 0.5))
