@@ -163,7 +163,7 @@ def _reader_bound(t: str, n: onnx.NodeProto, g: _Graph, depth: int) -> Bound:
     op = n.op_type
     if not n.output or any(o in g.protected and o not in g.outputs for o in n.output):
         return UNBOUNDED
-    if list(n.input).count(t) != 1 or len(n.output) != 1:
+    if list(n.input).count(t) != 1 or len(n.output) != 1 or not n.output[0]:
         return UNBOUNDED
     out = n.output[0]
     if op in PASS:
